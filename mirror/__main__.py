@@ -1,0 +1,3 @@
+from mirror.cli.main import main
+
+raise SystemExit(main())

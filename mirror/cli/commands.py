@@ -1,0 +1,214 @@
+"""One short function per subcommand: parsed arguments → ops → rendered output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+
+from mirror.cli import render
+from mirror.cli.flags import get, stdin_secret
+from mirror.cli.gotemplate import render as render_template
+from mirror.cli.logsetup import configure_logging
+from mirror.core import manifest as manifest_mod
+from mirror.core.reference import Reference, parse_docker, parse_image_name, split_transport
+from mirror.engine.copy import CopyOptions, MultiArch
+from mirror.errors import ManifestError, MirrorError, UsageError
+from mirror.http import authfile
+from mirror.http.credentials import CredentialOptions
+from mirror.http.tls import TLSOptions
+from mirror.ops import copy as copy_ops
+from mirror.ops import inspect as inspect_ops
+from mirror.ops import login as login_ops
+from mirror.runtime import GlobalOptions, Runtime, SideOptions, open_runtime
+
+T = TypeVar("T")
+
+
+def global_options(args: argparse.Namespace) -> GlobalOptions:
+    return GlobalOptions(
+        debug=get(args, "debug", False),
+        command_timeout=get(args, "command_timeout"),
+        override_os=get(args, "override_os"),
+        override_arch=get(args, "override_arch"),
+        override_variant=get(args, "override_variant"),
+        tmpdir=get(args, "tmpdir"),
+        user_agent_prefix=get(args, "user_agent_prefix"),
+        retry_times=max(0, get(args, "retry_times", 0)),
+        retry_delay=get(args, "retry_delay"),
+    )
+
+
+def side_options(args: argparse.Namespace, prefix: str = "", fallback_authfile: str | None = None) -> SideOptions:
+    p = prefix.replace("-", "_")
+    tls_verify = get(args, f"{p}tls_verify")
+    creds = CredentialOptions(
+        creds=get(args, f"{p}creds"),
+        username=get(args, f"{p}username"),
+        password=get(args, f"{p}password"),
+        registry_token=get(args, f"{p}registry_token"),
+        no_creds=bool(get(args, f"{p}no_creds", False)),
+        authfile=get(args, f"{p}authfile") or fallback_authfile,
+    )
+    return SideOptions(creds, TLSOptions(verify=True if tls_verify is None else tls_verify,
+                                         cert_dir=get(args, f"{p}cert_dir")))
+
+
+def run(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Run ``body`` on uvloop inside a Runtime, bounded by ``--command-timeout``."""
+    options = global_options(args)
+    configure_logging(options.debug, get(args, "log_format"))
+    if get(args, "policy"):
+        render.note("--policy is accepted but signature policies are not enforced yet")
+
+    async def main() -> T:
+        async with open_runtime(options) as rt:
+            if options.command_timeout:
+                try:
+                    with anyio.fail_after(options.command_timeout):
+                        return await body(rt)
+                except TimeoutError:
+                    raise MirrorError(f"command timed out after {options.command_timeout:g}s") from None
+            return await body(rt)
+
+    return anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+
+
+def _docker_ref(text: str) -> Reference:
+    _transport, ref = parse_image_name(text)
+    return ref
+
+
+def inspect(args: argparse.Namespace) -> int:
+    ref = _docker_ref(args.image)
+    side = side_options(args)
+    if args.raw and not args.config:
+        data = run(args, lambda rt: inspect_ops.inspect_raw(rt, ref, side))
+        if args.format:
+            raise UsageError("--format cannot be used with --raw")
+        render.raw(data)
+        return 0
+    if args.config:
+        result = run(args, lambda rt: inspect_ops.inspect_config(rt, ref, side, bool(args.raw)))
+        if isinstance(result, bytes):
+            render.raw(result)
+        else:
+            render.json_out(result)
+        return 0
+    info = run(args, lambda rt: inspect_ops.inspect(rt, ref, side, bool(args.no_tags)))
+    if args.format:
+        sys.stdout.write(render_template(args.format, info) + "\n")
+    else:
+        render.json_out(info)
+    return 0
+
+
+def list_tags(args: argparse.Namespace) -> int:
+    transport, rest = split_transport(args.image)
+    if transport != "docker":
+        raise UsageError(f"list-tags is not supported for transport {transport!r}")
+    if "@" in rest or ":" in rest.rsplit("/", 1)[-1]:
+        raise UsageError(f"tag or digest are not supported in list-tags: {args.image!r}")
+    ref = parse_docker(rest)
+    side = side_options(args)
+    tags = run(args, lambda rt: inspect_ops.list_tags(rt, ref.repo, side))
+    render.json_out({"Repository": str(ref.repo), "Tags": tags})
+    return 0
+
+
+def copy(args: argparse.Namespace) -> int:
+    src = _docker_ref(args.source)
+    dst = _docker_ref(args.destination)
+    if args.manifest_format:
+        raise UsageError("--format (manifest conversion) is not supported: mirror copies manifests unchanged")
+    if args.additional_tag:
+        raise UsageError("--additional-tag is only supported for docker-archive destinations")
+    mode = MultiArch(args.multi_arch) if args.multi_arch else MultiArch.SYSTEM
+    if args.all:
+        if args.multi_arch and mode is not MultiArch.ALL:
+            raise UsageError("--all conflicts with --multi-arch=" + mode.value)
+        mode = MultiArch.ALL
+    options = global_options(args)
+    copy_options = CopyOptions(multi_arch=mode, platform=options.platform,
+                               jobs=max(1, args.image_parallel_copies))
+    src_side = side_options(args, "src-", args.authfile)
+    dst_side = side_options(args, "dest-", args.authfile)
+    progress = render.CopyProgress(quiet=bool(args.quiet))
+    result = run(args, lambda rt: copy_ops.copy(rt, src, dst, src_side, dst_side, copy_options, progress))
+    progress.finish()
+    if args.digestfile:
+        Path(args.digestfile).write_text(str(result.manifest.digest))
+    return 0
+
+
+def delete(args: argparse.Namespace) -> int:
+    ref = _docker_ref(args.image)
+    side = side_options(args)
+    run(args, lambda rt: copy_ops.delete(rt, ref, side))
+    return 0
+
+
+def manifest_digest(args: argparse.Namespace) -> int:
+    try:
+        raw = Path(args.manifest).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"reading manifest {args.manifest}: {exc.strerror}") from None
+    try:
+        data = json.loads(raw)
+        media_type = manifest_mod.guess_media_type(data) if isinstance(data, dict) else ""
+    except ValueError:
+        raise ManifestError(f"{args.manifest} is not a JSON manifest") from None
+    print(manifest_mod.compute_digest(raw, media_type))
+    return 0
+
+
+def login(args: argparse.Namespace) -> int:
+    if not args.registry:
+        raise UsageError("login needs a registry name, e.g. mirror login registry.example.com")
+    key = login_ops.registry_key(args.registry)
+    env = dict(os.environ)
+    if args.get_login:
+        user = login_ops.get_login(key, args.authfile, env)
+        if user is None:
+            raise MirrorError(f"not logged into {key}")
+        print(user)
+        return 0
+    if args.password_stdin:
+        if args.password:
+            raise UsageError("--password and --password-stdin are mutually exclusive")
+        if not args.username:
+            raise UsageError("--password-stdin needs --username")
+        password = stdin_secret()
+    else:
+        password = args.password
+    username = args.username
+    if not username or not password:
+        username, password = render.prompt_credentials(username, password)
+    tls = TLSOptions(verify=True if args.tls_verify is None else args.tls_verify, cert_dir=args.cert_dir)
+    path = authfile.default_auth_path(args.authfile, env)
+    run(args, lambda rt: login_ops.login(rt, key, username, password, tls, path))
+    print("Login Succeeded!")
+    return 0
+
+
+def logout(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    path = authfile.default_auth_path(args.authfile, env)
+    if args.all:
+        login_ops.logout(None, path, True)
+        print("Removed login credentials for all registries")
+        return 0
+    if not args.registry:
+        raise UsageError("logout needs a registry name or --all")
+    key = login_ops.registry_key(args.registry)
+    if not login_ops.logout(key, path, False):
+        raise MirrorError(f"not logged into {key}")
+    print(f"Removed login credentials for {key}")
+    return 0
+

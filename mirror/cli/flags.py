@@ -1,0 +1,64 @@
+"""argparse helpers that reproduce skopeo's (cobra/pflag) flag syntax."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Any, NoReturn
+
+from mirror.errors import UsageError
+
+_TRUE = ("true", "True", "TRUE", "t", "T", "1")
+_FALSE = ("false", "False", "FALSE", "f", "F", "0")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one-line UsageErrors (exit 1, like skopeo)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def add_bool(parser: argparse.ArgumentParser, name: str, help_text: str, default: bool | None = None,
+             dest: str | None = None, short: str | None = None) -> None:
+    """A pflag-style boolean: ``--name`` means true, ``--name=false`` / ``--name=true`` also work."""
+    dest = dest or name.lstrip("-").replace("-", "_")
+    names = [name] + ([short] if short else [])
+    parser.add_argument(*names, dest=dest, action="store_const", const=True, default=default, help=help_text)
+    for value in _TRUE:
+        parser.add_argument(f"{name}={value}", dest=dest, action="store_const", const=True,
+                            help=argparse.SUPPRESS)
+    for value in _FALSE:
+        parser.add_argument(f"{name}={value}", dest=dest, action="store_const", const=False,
+                            help=argparse.SUPPRESS)
+
+
+def duration(text: str) -> float:
+    """A Go duration (``90s``, ``1m30s``, ``500ms``) or plain seconds, in seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    pos = 0
+    total = 0.0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 30s, 1m30s)")
+    return total
+
+
+def stdin_secret() -> str:
+    data = sys.stdin.read()
+    return data.rstrip("\r\n")
+
+
+def get(args: Any, name: str, default: Any = None) -> Any:
+    value = getattr(args, name, default)
+    return default if value is None else value

@@ -1,0 +1,38 @@
+"""structlog configuration: done once, here, at the entry point."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+SECRET_KEYS = frozenset({"authorization", "password", "token", "secret", "auth", "identitytoken", "creds"})
+
+
+def _redact(_logger: object, _name: str, event: dict[str, object]) -> dict[str, object]:
+    for key in list(event):
+        if key.lower() in SECRET_KEYS:
+            event[key] = "<redacted>"
+    return event
+
+
+def configure_logging(debug: bool, fmt: str | None) -> None:
+    level = logging.DEBUG if debug else logging.WARNING
+    renderer: structlog.typing.Processor
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            _redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

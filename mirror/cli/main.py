@@ -1,0 +1,168 @@
+"""``mirror`` command line: skopeo's commands and flags, one-line errors, skopeo's exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from mirror import __version__
+from mirror.cli import commands
+from mirror.cli.flags import Parser, add_bool, duration
+from mirror.errors import MirrorError
+
+DESCRIPTION = """\
+Copy, inspect and mirror container images between registries (skopeo-compatible).
+
+Images are named TRANSPORT:REFERENCE, e.g. docker://registry.example.com/app:1.0
+"""
+
+
+def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Global flags; accepted before or after the command, as cobra's persistent flags are."""
+    d = argparse.SUPPRESS if suppress else None
+    g = parser.add_argument_group("global flags")
+    g.add_argument("--debug", action="store_true", default=d or False, help="enable debug output")
+    g.add_argument("--command-timeout", type=duration, default=d, metavar="DURATION",
+                   help="timeout for the whole command (e.g. 90s, 5m)")
+    g.add_argument("--override-arch", default=d, metavar="ARCH", help="use ARCH instead of the host's")
+    g.add_argument("--override-os", default=d, metavar="OS", help="use OS instead of the host's")
+    g.add_argument("--override-variant", default=d, metavar="VARIANT", help="use VARIANT instead of the host's")
+    g.add_argument("--tmpdir", default=d, metavar="DIR", help="directory for temporary files")
+    g.add_argument("--insecure-policy", action="store_true", default=d or False,
+                   help="run without a signature policy (mirror does not enforce policies yet)")
+    g.add_argument("--policy", default=d, metavar="PATH", help="signature policy (accepted, not yet enforced)")
+    g.add_argument("--registries.d", dest="registries_d", default=d, metavar="DIR", help=argparse.SUPPRESS)
+    g.add_argument("--user-agent-prefix", default=d, metavar="PREFIX", help="prefix for the User-Agent")
+    g.add_argument("--log-format", choices=("console", "json"), default=d, help="log event format")
+
+
+def _auth_flags(parser: argparse.ArgumentParser, prefix: str = "", what: str = "the registry") -> None:
+    p = f"--{prefix}"
+    dest = prefix.replace("-", "_")
+    parser.add_argument(f"{p}authfile", dest=f"{dest}authfile", metavar="PATH",
+                        help=f"auth file for {what} (default: $REGISTRY_AUTH_FILE, then containers' auth.json)")
+    parser.add_argument(f"{p}creds", dest=f"{dest}creds", metavar="USER[:PASS]", help=f"credentials for {what}")
+    parser.add_argument(f"{p}username", dest=f"{dest}username", metavar="USER", help=f"username for {what}")
+    parser.add_argument(f"{p}password", dest=f"{dest}password", metavar="PASS", help=f"password for {what}")
+    parser.add_argument(f"{p}registry-token", dest=f"{dest}registry_token", metavar="TOKEN",
+                        help=f"bearer token for {what}")
+    add_bool(parser, f"{p}no-creds", f"access {what} anonymously", dest=f"{dest}no_creds")
+    parser.add_argument(f"{p}cert-dir", dest=f"{dest}cert_dir", metavar="DIR",
+                        help=f"directory with *.crt CAs and *.cert/*.key client pairs for {what}")
+    add_bool(parser, f"{p}tls-verify", f"require HTTPS and verify certificates for {what} (default true; "
+             "false also allows plain HTTP)", dest=f"{dest}tls_verify")
+
+
+def _retry_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--retry-times", type=int, default=0, metavar="N",
+                        help="retry the whole operation N times on failure")
+    parser.add_argument("--retry-delay", type=duration, default=None, metavar="DURATION",
+                        help="fixed delay between retries (default: exponential backoff)")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="mirror", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", "-v", action="version", version=f"mirror version {__version__}")
+    _globals(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    def cmd(name: str, help_text: str, usage_args: str) -> Parser:
+        p: Parser = sub.add_parser(name, help=help_text, description=help_text,
+                                   usage=f"mirror {name} [flags] {usage_args}")
+        _globals(p, suppress=True)
+        return p
+
+    p = cmd("inspect", "Inspect an image in a registry: digest, tags, config, layers", "IMAGE-NAME")
+    p.add_argument("image", metavar="IMAGE-NAME", help="e.g. docker://registry.example.com/app:1.0")
+    add_bool(p, "--raw", "print the raw manifest (or config with --config)")
+    add_bool(p, "--config", "print the image config instead of the summary")
+    add_bool(p, "--no-tags", "do not list the repository's tags", short="-n")
+    p.add_argument("--format", "-f", metavar="TEMPLATE", help="Go template for the output, e.g. '{{.Digest}}'")
+    _auth_flags(p)
+    _retry_flags(p)
+    p.set_defaults(func=commands.inspect)
+
+    p = cmd("list-tags", "List the tags of a repository", "docker://REPOSITORY")
+    p.add_argument("image", metavar="REPOSITORY-NAME", help="e.g. docker://registry.example.com/app")
+    _auth_flags(p)
+    _retry_flags(p)
+    p.set_defaults(func=commands.list_tags)
+
+    p = cmd("copy", "Copy an image from one location to another", "SOURCE-IMAGE DESTINATION-IMAGE")
+    p.add_argument("source", metavar="SOURCE-IMAGE")
+    p.add_argument("destination", metavar="DESTINATION-IMAGE")
+    add_bool(p, "--all", "copy all images of a list (same as --multi-arch=all)", short="-a")
+    p.add_argument("--multi-arch", choices=("system", "all", "index-only"), default=None,
+                   help="for lists: copy the system's image (default), all images, or only the index")
+    add_bool(p, "--preserve-digests", "fail if digests cannot be preserved (mirror always preserves them)")
+    add_bool(p, "--remove-signatures", "do not copy signatures (mirror does not copy signatures yet)")
+    p.add_argument("--digestfile", metavar="PATH", help="write the digest of the copied manifest to PATH")
+    add_bool(p, "--quiet", "suppress progress output", short="-q")
+    p.add_argument("--image-parallel-copies", type=int, default=6, metavar="N",
+                   help="maximum number of blobs copied in parallel (default 6)")
+    p.add_argument("--format", "-f", dest="manifest_format", metavar="FORMAT",
+                   help="manifest type conversion (not supported: mirror copies manifests byte for byte)")
+    p.add_argument("--additional-tag", action="append", default=[], metavar="TAG", help=argparse.SUPPRESS)
+    p.add_argument("--authfile", metavar="PATH", help="auth file for both sides")
+    _auth_flags(p, "src-", "the source")
+    _auth_flags(p, "dest-", "the destination")
+    _retry_flags(p)
+    p.set_defaults(func=commands.copy)
+
+    p = cmd("delete", "Delete an image's manifest from a registry (all tags pointing at it)", "IMAGE-NAME")
+    p.add_argument("image", metavar="IMAGE-NAME")
+    _auth_flags(p)
+    _retry_flags(p)
+    p.set_defaults(func=commands.delete)
+
+    p = cmd("manifest-digest", "Compute the digest of a manifest file", "MANIFEST")
+    p.add_argument("manifest", metavar="MANIFEST")
+    p.set_defaults(func=commands.manifest_digest)
+
+    p = cmd("login", "Log in to a registry and store the credentials", "REGISTRY")
+    p.add_argument("registry", metavar="REGISTRY", nargs="?")
+    p.add_argument("--username", "-u", metavar="USER")
+    p.add_argument("--password", "-p", metavar="PASS")
+    add_bool(p, "--password-stdin", "read the password from standard input")
+    add_bool(p, "--get-login", "print the username stored for REGISTRY")
+    p.add_argument("--authfile", metavar="PATH", help="auth file to write (default: $REGISTRY_AUTH_FILE, "
+                   "then ${XDG_RUNTIME_DIR}/containers/auth.json)")
+    p.add_argument("--cert-dir", metavar="DIR")
+    add_bool(p, "--tls-verify", "require HTTPS and verify certificates (default true)")
+    p.set_defaults(func=commands.login)
+
+    p = cmd("logout", "Remove stored credentials for a registry", "REGISTRY")
+    p.add_argument("registry", metavar="REGISTRY", nargs="?")
+    add_bool(p, "--all", "remove the credentials of every registry", short="-a")
+    p.add_argument("--authfile", metavar="PATH")
+    p.set_defaults(func=commands.logout)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list
+    try:
+        parser = build_parser()
+        args = parser.parse_args(args_list)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        result: int = args.func(args)
+        return result
+    except MirrorError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"mirror: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("mirror: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the only bare catch: never show a traceback without --debug
+        if debug:
+            traceback.print_exc()
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"mirror: internal error: {type(exc).__name__}: {text}", file=sys.stderr)
+        return 1

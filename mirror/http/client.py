@@ -1,0 +1,289 @@
+"""The HTTP client: one aiohttp session per run; per registry endpoint: ping, auth, redirects, retries.
+
+Contract:
+- Retries live here and only here: connection errors, timeouts and 408/429/5xx are retried for
+  idempotent requests whose body can be sent again, with jittered backoff honouring Retry-After.
+- Redirects are followed by hand; ``Authorization`` is sent only to the registry's own origin and
+  dropped when a redirect leaves it. Redirect and upload URLs are kept exactly as encoded.
+- Error responses become ``mirror.errors`` exceptions in this module (see ``http.errors``).
+- Nothing here knows about manifests.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import structlog
+from yarl import URL
+
+from mirror.errors import MirrorError, RegistryError, TLSError, TransientError, Unauthorized
+from mirror.http.auth import TokenCache, basic_header, merge_scopes
+from mirror.http.credentials import Credential
+from mirror.http.errors import error_for
+from mirror.http.headers import Challenge, parse_retry_after, parse_www_authenticate
+from mirror.http.retry import IDEMPOTENT, RetryPolicy
+from mirror.http.tls import TLSOptions, allows_plain_http, ssl_context
+
+log = structlog.get_logger("mirror.http")
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
+Body = bytes | aiohttp.payload.Payload | None
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 30.0
+    read: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A fully read response."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: URL
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointKey:
+    registry: str
+    credential: Credential
+    tls: TLSOptions
+
+
+class HttpClient:
+    """Owns the run's aiohttp session and one ``Endpoint`` per (registry, credential, TLS) triple."""
+
+    def __init__(self, session: aiohttp.ClientSession, *, retry: RetryPolicy | None = None,
+                 user_agent: str = "mirror", timeouts: Timeouts | None = None,
+                 certs_roots: Sequence[Path] = ()) -> None:
+        self.session = session
+        self.retry = retry or RetryPolicy()
+        self.user_agent = user_agent
+        self.timeouts = timeouts or Timeouts()
+        self.certs_roots = tuple(certs_roots)
+        self._endpoints: dict[EndpointKey, Endpoint] = {}
+
+    def endpoint(self, registry: str, credential: Credential, tls: TLSOptions) -> Endpoint:
+        key = EndpointKey(registry, credential, tls)
+        if key not in self._endpoints:
+            self._endpoints[key] = Endpoint(self, registry, credential, tls)
+        return self._endpoints[key]
+
+
+@dataclass(slots=True)
+class _AuthState:
+    challenge: Challenge | None = None
+    pinged: bool = False
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+
+class Endpoint:
+    """One registry as seen with one credential and one TLS setting."""
+
+    def __init__(self, client: HttpClient, registry: str, credential: Credential, tls: TLSOptions) -> None:
+        self.client = client
+        self.registry = registry
+        self.credential = credential
+        self.tls = tls
+        try:
+            self._ssl: ssl.SSLContext = ssl_context(registry, tls, client.certs_roots)
+        except MirrorError:
+            raise
+        self._base: URL | None = None
+        self._state = _AuthState()
+        self._tokens = TokenCache(client.session, credential, self._ssl, client.user_agent)
+
+    # -- connection set-up -------------------------------------------------------------------
+    async def base_url(self) -> URL:
+        """Ping ``/v2/`` (https first; http only when TLS verification is off) and learn the auth scheme."""
+        async with self._state.lock:
+            if self._base is None:
+                self._base = await self._ping()
+        return self._base
+
+    async def _ping(self) -> URL:
+        schemes = ["https", "http"] if allows_plain_http(self.tls) else ["https"]
+        last: Exception | None = None
+        for scheme in schemes:
+            url = URL(f"{scheme}://{self.registry}/v2/")
+            try:
+                reply = await self._raw("GET", url, {}, None, want_body=True)
+            except TLSError as exc:
+                last = exc
+                continue
+            except TransientError as exc:
+                last = exc
+                continue
+            if reply.status == 401:
+                self._state.challenge = _pick_challenge(reply.headers)
+            elif reply.status != 200:
+                raise RegistryError(f"{self.registry} is not a registry: GET /v2/ answered {reply.status}",
+                                    status=reply.status)
+            return URL(f"{scheme}://{self.registry}")
+        assert last is not None
+        if isinstance(last, TLSError) and "http" not in schemes:
+            raise TLSError(f"{last} (use --tls-verify=false or --cert-dir for {self.registry})")
+        raise last
+
+    # -- requests -----------------------------------------------------------------------------
+    async def fetch(self, method: str, target: str | URL, *, scopes: Sequence[str] = (),
+                    headers: Mapping[str, str] | None = None, data: Body = None,
+                    ok: Sequence[int] = (200,), limit: int = 4 << 20, what: str = "") -> Reply:
+        """Send and read the whole body (at most ``limit`` bytes); non-``ok`` statuses raise."""
+        async with self.stream(method, target, scopes=scopes, headers=headers, data=data, ok=ok,
+                               what=what) as resp:
+            body = await resp.content.read(limit + 1) if method != "HEAD" else b""
+            if len(body) > limit:
+                raise RegistryError(f"{what or method}: response larger than {limit} bytes")
+            return Reply(resp.status, dict(resp.headers), body, resp.url)
+
+    @asynccontextmanager
+    async def stream(self, method: str, target: str | URL, *, scopes: Sequence[str] = (),
+                     headers: Mapping[str, str] | None = None, data: Body = None,
+                     ok: Sequence[int] = (200,), what: str = "",
+                     resendable: bool | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A response whose status is in ``ok``, body unread; released on exit."""
+        base = await self.base_url()
+        url = target if isinstance(target, URL) else URL(str(base) + target, encoded=True)
+        if resendable is None:
+            resendable = data is None or isinstance(data, bytes)
+        policy = self.client.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                resp = await self._authorized(method, url, dict(headers or {}), data, tuple(scopes), resendable)
+            except TransientError:
+                if attempt < policy.attempts and method in IDEMPOTENT and resendable:
+                    await anyio.sleep(policy.delay(attempt))
+                    continue
+                raise
+            if resp.status not in ok and policy.should_retry_status(method, resp.status, resendable) \
+                    and attempt < policy.attempts:
+                wait = policy.delay(attempt, parse_retry_after(resp.headers.get("Retry-After")))
+                log.debug("http_retry", method=method, status=resp.status, wait=round(wait, 2))
+                resp.release()
+                await anyio.sleep(wait)
+                continue
+            try:
+                if resp.status not in ok:
+                    body = await resp.content.read(1 << 16) if method != "HEAD" else b""
+                    raise error_for(resp.status, body, what or f"{method} {url.path}",
+                                    resp.headers.get("Retry-After"))
+                yield resp
+            finally:
+                resp.release()
+            return
+
+    async def _authorized(self, method: str, url: URL, headers: dict[str, str], data: Body,
+                          scopes: tuple[str, ...], resendable: bool) -> aiohttp.ClientResponse:
+        auth = await self._auth_header(scopes)
+        resp = await self._follow(method, url, headers, auth, data)
+        if resp.status != 401 or not resendable:
+            return resp
+        challenge = _pick_challenge(resp.headers)
+        resp.release()
+        if challenge is None:
+            raise Unauthorized(f"{method} {url.path}: HTTP 401 without a usable challenge", status=401)
+        wanted = scopes
+        if challenge.scheme == "bearer":
+            wanted = merge_scopes(scopes, challenge.scopes)
+            if self._state.challenge is not None:
+                self._tokens.invalidate(self._state.challenge, scopes)
+        self._state.challenge = challenge
+        auth = await self._auth_header(wanted)
+        if auth is None:
+            raise Unauthorized(f"{method} {url.path}: authentication required", status=401)
+        return await self._follow(method, url, headers, auth, data)
+
+    async def _auth_header(self, scopes: tuple[str, ...]) -> str | None:
+        challenge = self._state.challenge
+        cred = self.credential
+        if cred.registry_token and (challenge is None or challenge.scheme == "bearer"):
+            return f"Bearer {cred.registry_token}"
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            return basic_header(cred) if cred.username else None
+        if challenge.scheme == "bearer":
+            return "Bearer " + await self._tokens.get(challenge, scopes)
+        return None
+
+    async def _follow(self, method: str, url: URL, headers: dict[str, str], auth: str | None,
+                      data: Body) -> aiohttp.ClientResponse:
+        origin = (url.scheme, url.host, url.port)
+        for _ in range(MAX_REDIRECTS + 1):
+            send = dict(headers)
+            if auth is not None and (url.scheme, url.host, url.port) == origin:
+                send["Authorization"] = auth
+            resp = await self._open(method, url, send, data)
+            location = resp.headers.get("Location")
+            if resp.status not in REDIRECTS or not location or method not in ("GET", "HEAD"):
+                return resp
+            resp.release()
+            url = url.join(URL(location, encoded=True))
+            if url.scheme not in ("http", "https"):
+                raise RegistryError(f"redirect to unsupported URL scheme {url.scheme!r}")
+            if url.scheme == "http" and origin[0] == "https" and not allows_plain_http(self.tls):
+                raise RegistryError(f"refusing redirect from https to plain http ({url.host})")
+        raise RegistryError(f"{method} {url.path}: too many redirects")
+
+    async def _raw(self, method: str, url: URL, headers: dict[str, str], data: Body,
+                   want_body: bool) -> Reply:
+        resp = await self._open(method, url, headers, data)
+        try:
+            body = await resp.content.read(1 << 16) if want_body else b""
+            return Reply(resp.status, dict(resp.headers), body, resp.url)
+        finally:
+            resp.release()
+
+    async def _open(self, method: str, url: URL, headers: dict[str, str], data: Body) -> aiohttp.ClientResponse:
+        client = self.client
+        send = {"User-Agent": client.user_agent, "Accept-Encoding": "identity", **headers}
+        timeout = aiohttp.ClientTimeout(total=None, connect=client.timeouts.connect,
+                                        sock_connect=client.timeouts.connect, sock_read=client.timeouts.read)
+        kwargs: dict[str, Any] = {"headers": send, "allow_redirects": False, "timeout": timeout,
+                                  "auto_decompress": False}
+        if data is not None:
+            kwargs["data"] = data
+        if url.scheme == "https":
+            kwargs["ssl"] = self._ssl
+        try:
+            resp = await client.session.request(method, url, **kwargs)
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise TLSError(f"TLS verification failed for {url.host}:{url.port}: "
+                           f"{exc.certificate_error.__class__.__name__}: "
+                           f"{getattr(exc.certificate_error, 'verify_message', '')}".rstrip(": ")) from None
+        except aiohttp.ClientSSLError as exc:
+            raise TLSError(f"TLS handshake with {url.host}:{url.port} failed: {_short(exc)}") from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransientError(f"{method} {url.host}:{url.port}{url.path}: {_short(exc)}") from None
+        log.debug("http_request", method=method, host=url.host, path=url.path, status=resp.status)
+        return resp
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _pick_challenge(headers: Mapping[str, str] | Any) -> Challenge | None:
+    values = headers.getall("WWW-Authenticate", []) if hasattr(headers, "getall") else (
+        [headers["WWW-Authenticate"]] if "WWW-Authenticate" in headers else [])
+    challenges = [c for v in values for c in parse_www_authenticate(v)]
+    for scheme in ("bearer", "basic"):
+        for challenge in challenges:
+            if challenge.scheme == scheme:
+                return challenge
+    return None

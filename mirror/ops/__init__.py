@@ -1,0 +1,1 @@
+"""Operations behind each CLI command: arguments in, plain values out (no printing)."""

@@ -1,0 +1,108 @@
+"""``inspect`` and ``list-tags``: skopeo's output shapes, built from the registry's raw data."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mirror.core.descriptor import Platform
+from mirror.core.manifest import Manifest
+from mirror.core.reference import Reference, Repo
+from mirror.errors import ManifestError
+from mirror.runtime import Runtime, SideOptions
+
+MAX_CONFIG_SIZE = 4 << 20
+
+_OCI_CONFIG_KEYS = ("created", "author", "architecture", "os", "os.version", "os.features", "variant",
+                    "config", "rootfs", "history")
+_OCI_RUNTIME_KEYS = ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir",
+                     "Labels", "StopSignal", "ArgsEscaped")
+_HISTORY_KEYS = ("created", "created_by", "author", "comment", "empty_layer")
+
+
+async def _image(rt: Runtime, ref: Reference, side: SideOptions, platform: Platform) -> tuple[Manifest, Manifest]:
+    """(top-level manifest, the image manifest for ``platform``)."""
+    src = rt.registry_source(ref.repo, side)
+    top = await src.get_manifest(ref.ref)
+    if not top.is_index:
+        return top, top
+    child = await src.get_manifest(str(top.select(platform).digest))
+    if child.is_index:
+        raise ManifestError(f"{ref}: nested index for {platform} is not supported")
+    return top, child
+
+
+async def _config(rt: Runtime, repo: Repo, side: SideOptions, image: Manifest) -> bytes:
+    if image.config is None:
+        raise ManifestError("schema1 images have no config blob")
+    if image.config.size > MAX_CONFIG_SIZE:
+        raise ManifestError(f"config blob is {image.config.size} bytes, over the {MAX_CONFIG_SIZE} limit")
+    src = rt.registry_source(repo, side)
+    hasher = image.config.digest.hasher()
+    parts: list[bytes] = []
+    async with src.open_blob(image.config) as chunks:
+        async for chunk in chunks:
+            hasher.update(chunk)
+            parts.append(chunk)
+            if hasher.size > MAX_CONFIG_SIZE:
+                raise ManifestError("config blob larger than its descriptor says")
+    hasher.check(image.config.digest, image.config.size, "config")
+    return b"".join(parts)
+
+
+async def inspect_raw(rt: Runtime, ref: Reference, side: SideOptions) -> bytes:
+    return (await rt.registry_source(ref.repo, side).get_manifest(ref.ref)).raw
+
+
+async def inspect_config(rt: Runtime, ref: Reference, side: SideOptions, raw: bool) -> bytes | dict[str, Any]:
+    _top, image = await _image(rt, ref, side, rt.options.platform)
+    data = await _config(rt, ref.repo, side, image)
+    return data if raw else oci_config(json.loads(data))
+
+
+async def list_tags(rt: Runtime, repo: Repo, side: SideOptions) -> list[str]:
+    return [tag async for tag in rt.registry_source(repo, side).list_tags()]
+
+
+async def inspect(rt: Runtime, ref: Reference, side: SideOptions, no_tags: bool) -> dict[str, Any]:
+    top, image = await _image(rt, ref, side, rt.options.platform)
+    config = json.loads(await _config(rt, ref.repo, side, image)) if image.config else {}
+    runtime = config.get("config") or {}
+    out: dict[str, Any] = {"Name": str(ref.repo), "Digest": str(top.digest)}
+    out["RepoTags"] = [] if no_tags else await list_tags(rt, ref.repo, side)
+    if config.get("created"):
+        out["Created"] = config["created"]
+    out["DockerVersion"] = config.get("docker_version", "")
+    out["Labels"] = runtime.get("Labels") or None
+    out["Architecture"] = config.get("architecture", "")
+    out["Os"] = config.get("os", "")
+    if config.get("variant"):
+        out["Variant"] = config["variant"]
+    out["Layers"] = [str(layer.digest) for layer in image.layers]
+    out["LayersData"] = [
+        {"MIMEType": layer.media_type, "Digest": str(layer.digest), "Size": layer.size,
+         "Annotations": dict(layer.annotations) or None}
+        for layer in image.layers
+    ]
+    out["Env"] = runtime.get("Env") or None
+    return out
+
+
+def oci_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as skopeo's ``--config`` shows it: converted to the OCI image config schema."""
+    out: dict[str, Any] = {}
+    for key in _OCI_CONFIG_KEYS:
+        value = config.get(key)
+        if value in (None, "", [], {}):
+            continue
+        if key == "config" and isinstance(value, dict):
+            value = {k: value[k] for k in _OCI_RUNTIME_KEYS if value.get(k) not in (None, "", [], {}, False)}
+        elif key == "history" and isinstance(value, list):
+            value = [{k: h[k] for k in _HISTORY_KEYS if isinstance(h, dict) and h.get(k) not in (None, "", False)}
+                     for h in value]
+        out[key] = value
+    out.setdefault("architecture", "")
+    out.setdefault("os", "")
+    out.setdefault("rootfs", {"type": "", "diff_ids": None})
+    out.setdefault("config", {})
+    return out

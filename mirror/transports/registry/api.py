@@ -1,0 +1,59 @@
+"""Registry API v2 paths, scopes and manifest request helpers."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from mirror.core import mediatype as mt
+from mirror.core.descriptor import Descriptor
+from mirror.core.digest import Digest
+from mirror.errors import RegistryError
+
+ACCEPT_MANIFESTS = ", ".join(mt.ALL_MANIFESTS)
+
+
+def pull_scope(path: str) -> str:
+    return f"repository:{path}:pull"
+
+
+def push_scope(path: str) -> str:
+    return f"repository:{path}:pull,push"
+
+
+def delete_scope(path: str) -> str:
+    # containers/image asks for "*" so that both distribution ("delete") and Quay accept it.
+    return f"repository:{path}:*"
+
+
+def manifest_path(path: str, ref: str) -> str:
+    return f"/v2/{path}/manifests/{quote(ref, safe=':')}"
+
+
+def blob_path(path: str, digest: Digest) -> str:
+    return f"/v2/{path}/blobs/{digest}"
+
+
+def uploads_path(path: str) -> str:
+    return f"/v2/{path}/blobs/uploads/"
+
+
+def tags_path(path: str) -> str:
+    return f"/v2/{path}/tags/list"
+
+
+def descriptor_from_head(headers: dict[str, str], ref: str) -> Descriptor:
+    """A manifest descriptor from HEAD headers (Docker-Content-Digest and Content-Length are MUSTs;
+    when asking by digest, the digest asked for wins over the header)."""
+    media_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    digest_text = headers.get("Docker-Content-Digest")
+    if ref.startswith(("sha256:", "sha512:")):
+        digest = Digest.parse(ref)
+    elif digest_text:
+        digest = Digest.parse(digest_text.strip())
+    else:
+        raise RegistryError(f"HEAD of manifest {ref}: no Docker-Content-Digest header")
+    try:
+        size = int(headers.get("Content-Length", "-1"))
+    except ValueError:
+        size = -1
+    return Descriptor(media_type, digest, max(size, 0))

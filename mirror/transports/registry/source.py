@@ -1,0 +1,127 @@
+"""Reading images from a registry: manifests, tags and blobs (with Range resume on broken reads)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+import structlog
+from yarl import URL
+
+from mirror.core import manifest as manifest_mod
+from mirror.core.descriptor import Descriptor
+from mirror.core.digest import Digest
+from mirror.core.manifest import MAX_MANIFEST_SIZE, Manifest
+from mirror.core.reference import Repo
+from mirror.errors import ManifestError, NotFound, RegistryError, TransientError
+from mirror.http.client import Endpoint
+from mirror.http.headers import parse_content_range, parse_link_next, strip_media_type
+from mirror.transports.base import Location
+from mirror.transports.registry import api
+
+log = structlog.get_logger("mirror.registry")
+
+CHUNK = 1 << 20
+MAX_RESUMES = 5
+
+
+class RegistrySource:
+    """``ImageSource`` over the registry API for one repository."""
+
+    def __init__(self, endpoint: Endpoint, repo: Repo) -> None:
+        self.endpoint = endpoint
+        self.repo = repo
+        self.location = Location("docker", repo.registry, repo.path)
+        self._scopes = (api.pull_scope(repo.path),)
+
+    async def get_manifest(self, ref: str) -> Manifest:
+        reply = await self.endpoint.fetch(
+            "GET", api.manifest_path(self.repo.path, ref), scopes=self._scopes,
+            headers={"Accept": api.ACCEPT_MANIFESTS}, limit=MAX_MANIFEST_SIZE,
+            what=f"reading manifest {ref} in {self.repo}")
+        expected = Digest.parse(ref) if ref.startswith(("sha256:", "sha512:")) else None
+        manifest = manifest_mod.parse(reply.body, strip_media_type(reply.headers.get("Content-Type")), expected)
+        header = reply.headers.get("Docker-Content-Digest")
+        if expected is None and header and header.startswith("sha256:") and header.strip() != str(manifest.digest):
+            raise ManifestError(f"manifest {self.repo}:{ref}: body digest {manifest.digest} "
+                                f"does not match Docker-Content-Digest {header}")
+        return manifest
+
+    async def head_manifest(self, ref: str) -> Descriptor | None:
+        try:
+            reply = await self.endpoint.fetch(
+                "HEAD", api.manifest_path(self.repo.path, ref), scopes=self._scopes,
+                headers={"Accept": api.ACCEPT_MANIFESTS}, what=f"checking manifest {ref} in {self.repo}")
+        except NotFound:
+            return None
+        return api.descriptor_from_head(dict(reply.headers), ref)
+
+    async def list_tags(self) -> AsyncIterator[str]:
+        target: str | None = api.tags_path(self.repo.path)
+        seen = 0
+        while target is not None:
+            reply = await self.endpoint.fetch("GET", target if target.startswith("/") else
+                                              URL(target, encoded=True), scopes=self._scopes,
+                                              what=f"listing tags of {self.repo}")
+            try:
+                data = json.loads(reply.body)
+            except ValueError:
+                raise RegistryError(f"listing tags of {self.repo}: response is not JSON") from None
+            tags = data.get("tags") if isinstance(data, dict) else None
+            if tags is not None and not isinstance(tags, list):
+                raise RegistryError(f"listing tags of {self.repo}: malformed tag list")
+            for tag in tags or ():
+                if isinstance(tag, str):
+                    seen += 1
+                    yield tag
+            nxt = parse_link_next(reply.headers.get("Link"), str(reply.url))
+            target = nxt
+            if seen > 10_000_000:
+                raise RegistryError(f"listing tags of {self.repo}: too many tags")
+
+    @asynccontextmanager
+    async def open_blob(self, desc: Descriptor, offset: int = 0) -> AsyncIterator[AsyncIterator[bytes]]:
+        yield self._read_blob(desc, offset)
+
+    async def _read_blob(self, desc: Descriptor, offset: int) -> AsyncIterator[bytes]:
+        """Stream a blob, reopening with ``Range`` from the current offset when a read breaks."""
+        position = offset
+        resumes = 0
+        while True:
+            headers = {"Range": f"bytes={position}-"} if position else {}
+            try:
+                async with self.endpoint.stream(
+                        "GET", api.blob_path(self.repo.path, desc.digest), scopes=self._scopes,
+                        headers=headers, ok=(200, 206), what=f"reading blob {desc.digest} in {self.repo}",
+                ) as resp:
+                    skip = _bytes_to_skip(resp, position, desc)
+                    async for chunk in resp.content.iter_chunked(CHUNK):
+                        if skip:
+                            dropped = min(skip, len(chunk))
+                            chunk, skip = chunk[dropped:], skip - dropped
+                            if not chunk:
+                                continue
+                        position += len(chunk)
+                        yield chunk
+                    return
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError, TransientError) \
+                    as exc:
+                resumes += 1
+                if resumes > MAX_RESUMES:
+                    raise TransientError(f"reading blob {desc.digest}: {type(exc).__name__} "
+                                         f"after {MAX_RESUMES} resumes") from None
+                log.info("blob_read_resume", digest=str(desc.digest), offset=position)
+
+
+def _bytes_to_skip(resp: aiohttp.ClientResponse, position: int, desc: Descriptor) -> int:
+    """How many leading bytes to drop: all of ``position`` when the server ignored Range (200)."""
+    if position == 0:
+        return 0
+    if resp.status == 200:
+        return position
+    first, _last, _total = parse_content_range(resp.headers.get("Content-Range", ""))
+    if first != position:
+        raise RegistryError(f"blob {desc.digest}: Content-Range starts at {first}, wanted {position}")
+    return 0
