@@ -152,6 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         result: int = args.func(args)
         return result
+    except BaseExceptionGroup as group:
+        exc = _first(group)
+        if debug:
+            traceback.print_exc()
+        if isinstance(exc, MirrorError):
+            print(f"mirror: {exc}", file=sys.stderr)
+            return exc.exit_code
+        print(f"mirror: internal error: {type(exc).__name__}: {_line(exc)}", file=sys.stderr)
+        return 1
     except MirrorError as exc:
         if debug:
             traceback.print_exc()
@@ -163,6 +172,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the only bare catch: never show a traceback without --debug
         if debug:
             traceback.print_exc()
-        text = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"mirror: internal error: {type(exc).__name__}: {text}", file=sys.stderr)
+        print(f"mirror: internal error: {type(exc).__name__}: {_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report from a task group: the first MirrorError, else the first error."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            stack[:0] = list(exc.exceptions)
+        else:
+            leaves.append(exc)
+    for exc in leaves:
+        if isinstance(exc, MirrorError):
+            return exc
+    return leaves[0]
+
+
+def _line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else ""

@@ -48,7 +48,7 @@ class BlobOutcome(Enum):
 @dataclass(frozen=True, slots=True)
 class CopyOptions:
     multi_arch: MultiArch = MultiArch.SYSTEM
-    platform: Platform = Platform("linux", "amd64")
+    platform: Platform = field(default_factory=lambda: Platform("linux", "amd64"))
     jobs: int = 6
 
 

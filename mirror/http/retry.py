@@ -27,7 +27,7 @@ class RetryPolicy:
         if self.fixed_delay is not None:
             wait = self.fixed_delay
         else:
-            wait = random.uniform(self.base, min(self.cap, self.base * (2 ** attempt)))  # noqa: S311
+            wait = random.uniform(self.base, min(self.cap, self.base * (2 ** attempt)))
         if retry_after is not None:
             wait = max(wait, min(retry_after, 3600.0))
         return wait

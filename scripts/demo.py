@@ -1,0 +1,56 @@
+"""Demo driver (run through ./scripts/demo): seeds a source registry, mirrors it, shows the result."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.images import make_layer, push_image, push_index  # noqa: E402
+from tests.support.registry import start_registry  # noqa: E402
+
+MIRROR = [sys.executable, "-m", "mirror"]
+
+
+def mirror(*args: str) -> str:
+    print("$ mirror " + " ".join(args), flush=True)
+    out = subprocess.run([*MIRROR, *args], check=True, text=True, stdout=subprocess.PIPE, cwd=ROOT).stdout
+    print(out, end="" if out.endswith("\n") else "\n", flush=True)
+    return out
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="mirror-demo-") as tmp:
+        with start_registry(Path(tmp) / "src") as src, start_registry(Path(tmp) / "dst") as dst:
+            print(f"source registry      http://{src.host}\ndestination registry http://{dst.host}\n")
+            base = make_layer(100, 64 * 1024)  # shared by the app images: copied once per repository
+            push_image(src, "library/alpine", "3.19", seed=1)
+            push_image(src, "apps/web", "1.0", fmt="docker", layers=[base, make_layer(2)],
+                       labels={"org.opencontainers.image.title": "web"})
+            push_image(src, "apps/web", "1.1", fmt="docker", layers=[base, make_layer(3)])
+            push_image(src, "apps/api", "2.0", layers=[base, make_layer(4)])
+            push_index(src, "tools/multi", "latest", seed=5)
+            images = [("library/alpine", "3.19", []), ("apps/web", "1.0", []), ("apps/web", "1.1", []),
+                      ("apps/api", "2.0", []), ("tools/multi", "latest", ["--all"])]
+            for repo, tag, extra in images:
+                mirror("copy", "--src-tls-verify=false", "--dest-tls-verify=false", *extra,
+                       f"docker://{src.host}/{repo}:{tag}", f"docker://{dst.host}/mirrored/{repo}:{tag}")
+            print("==> what arrived at the destination\n")
+            for repo in ("library/alpine", "apps/web", "apps/api", "tools/multi"):
+                mirror("list-tags", "--tls-verify=false", f"docker://{dst.host}/mirrored/{repo}")
+            mirror("inspect", "--tls-verify=false", "--format",
+                   "{{.Name}} {{.Digest}} {{.Architecture}} tags={{range .RepoTags}}{{.}} {{end}}",
+                   f"docker://{dst.host}/mirrored/apps/web:1.0")
+            mirror("inspect", "--tls-verify=false", "--raw", f"docker://{dst.host}/mirrored/tools/multi:latest")
+            print("\ndemo finished: 5 images mirrored; registries stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())

@@ -1,0 +1,35 @@
+"""Run the real ``mirror`` CLI as a subprocess (as a user would), and assert on its output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_mirror(*args: str, env: Mapping[str, str] | None = None, input: str | None = None,
+               timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``python -m mirror ARGS``; with ``check`` a non-zero exit fails with the full output."""
+    full_env = dict(os.environ if env is None else env)
+    full_env.setdefault("PYTHONPATH", str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "mirror", *args], capture_output=True, text=True,
+                          env=full_env, input=input, timeout=timeout, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mirror {' '.join(args)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """A failure must be one clear line on stderr, a non-zero exit, and no traceback."""
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), lines[0]
+    return lines[0]
