@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -79,7 +79,6 @@ class Registry:
     auth: AuthKind
     token_server: TokenServer | None = None
     pid: int | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def port(self) -> int:

@@ -86,6 +86,7 @@ class TokenServer:
         self._lock = threading.Lock()
         self._requests: list[TokenRequest] = []
         self._refresh_tokens: dict[str, str] = {}
+        self._issued: list[str] = []  # every access and refresh token handed out, for leak checks
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -162,6 +163,12 @@ class TokenServer:
         with self._lock:
             return list(self._requests)
 
+    @property
+    def issued(self) -> list[str]:
+        """Every access token and refresh token this server has handed out, in order."""
+        with self._lock:
+            return list(self._issued)
+
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
@@ -219,6 +226,8 @@ class TokenServer:
         self, subject: str | None, access: list[tuple[str, str, tuple[str, ...]]], *, refresh: str | None
     ) -> dict[str, Any]:
         token = self.issue_token(subject, access)
+        with self._lock:
+            self._issued.append(token)
         body: dict[str, Any] = {
             "token": token,
             "access_token": token,
@@ -233,6 +242,7 @@ class TokenServer:
         rt = "rt-" + secrets.token_urlsafe(24)
         with self._lock:
             self._refresh_tokens[rt] = username
+            self._issued.append(rt)
         return rt
 
     def _refresh_owner(self, rt: str) -> str | None:

@@ -1,0 +1,758 @@
+"""A small Go ``text/template`` renderer for ``mirror inspect --format`` (skopeo formats). Pure, no I/O.
+
+Data is JSON-like (dicts, lists, str, int, float, bool, None) or objects whose attributes are read
+(``.RepoTags`` also finds ``repo_tags``). A missing map key prints ``<no value>``; ``None`` behaves like
+Go's nil map or nil pointer. Functions: Go's and, or, not, len, index, print, printf, println, eq, ne,
+lt, le, gt, ge, and skopeo's (containers/common report) json, join, lower, upper, title, split, pad,
+truncate. Not supported: define/template/block, break/continue, html/js/urlquery/slice/call, methods.
+Every error is a :class:`UsageError` carrying Go's one-line message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import NoReturn, TypeAlias
+
+from mirror.errors import UsageError
+
+__all__ = ["normalize_format", "render"]
+
+
+class _Sentinel:
+    __slots__ = ()
+
+
+MISSING: object = _Sentinel()  # a missing map key (Go's invalid reflect.Value); prints <no value>
+_NOARG: object = _Sentinel()  # no value piped into a command
+_SPACE = (" ", "\t", "\r", "\n")
+_KEYWORDS = frozenset("if else end range with break continue define template block".split())
+_ACTION = re.compile(
+    r"""(?P<space>[ \t\r\n]+)
+    |(?P<number>[-+]?(?:0[xXoObB][0-9a-fA-F_]+|(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9_]+)?))
+    |(?P<field>(?:\.[^\W\d]\w*)+)|(?P<var>\$\w*(?:\.[^\W\d]\w*)*)|(?P<dot>\.)
+    |(?P<string>"(?:[^"\\\n]|\\.)*")|(?P<raw>`[^`]*`)|(?P<char>'(?:[^'\\\n]|\\[^\n][^'\n]*)')
+    |(?P<decl>:=)|(?P<assign>=)|(?P<pipe>\|)|(?P<lparen>\()|(?P<rparen>\))|(?P<comma>,)
+    |(?P<ident>[^\W\d]\w*)""",
+    re.VERBOSE,
+)
+_ESCAPE = re.compile(r"\\(?:([abfnrtv\\'\"])|x([0-9a-fA-F]{2})|([0-7]{3})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|)")
+_C_ESC = dict(zip("abfnrtv", "\a\b\f\n\r\t\v", strict=True))
+_JSON_ESC = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+_VERB = re.compile(r"%([-+# 0]*)([0-9]*)(?:\.([0-9]*))?(.?)", re.DOTALL)
+
+
+class _Fail(Exception):
+    """A parse error (``node`` is None) or an execution error at ``node`` (its source text)."""
+
+    def __init__(self, pos: int, msg: str, node: str | None = None) -> None:
+        super().__init__(msg)
+        self.pos, self.msg, self.node = pos, msg, node
+
+
+class _FuncError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Tok:
+    kind: str
+    val: str
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:  # ".A.B" and "." (var None), "$x.A" and "$"
+    var: str | None
+    chain: tuple[str, ...]
+    pos: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Lit:
+    value: object
+    pos: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Func:
+    name: str
+    pos: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Sub:  # (pipeline).Chain
+    pipe: _Pipe
+    chain: tuple[str, ...]
+    pos: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Cmd:
+    args: tuple[_Arg, ...]
+    pos: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Pipe:
+    decl: tuple[str, ...]
+    assign: bool
+    cmds: tuple[_Cmd, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:  # kind "" is a plain {{action}}; else "if", "range" or "with"
+    kind: str
+    pipe: _Pipe
+    body: tuple[_Node, ...] = ()
+    alt: tuple[_Node, ...] | None = None
+
+
+_Arg: TypeAlias = _Field | _Lit | _Func | _Sub
+_Node: TypeAlias = str | _Block  # str: literal text
+_Where: TypeAlias = _Field | _Lit | _Func | _Cmd | _Sub
+
+
+def _go_quote(text: str) -> str:
+    """strconv.Quote."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char.isprintable():
+            out.append(char)
+        elif char in "\a\b\f\n\r\t\v":
+            out.append("\\" + "abfnrtv"["\a\b\f\n\r\t\v".index(char)])
+        else:
+            out.append(f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
+
+
+# ----------------------------------------------------------------------------------------------- lexing
+def _right_delim(src: str, pos: int) -> tuple[int, bool] | None:
+    """End of ``}}`` or `` -}}`` at ``pos``, and whether it trims the text after it."""
+    if src.startswith("}}", pos):
+        return pos + 2, False
+    end = pos
+    while src[end : end + 1] in _SPACE:
+        end += 1
+    return (end + 3, True) if end > pos and src.startswith("-}}", end) else None
+
+
+def _lex_action(src: str, start: int, toks: list[_Tok]) -> tuple[int, bool]:
+    pos = start + 2
+    if src[pos : pos + 1] == "-" and src[pos + 1 : pos + 2] in _SPACE:
+        pos += 2
+    if src.startswith("/*", pos):
+        close = src.find("*/", pos + 2)
+        end = _right_delim(src, close + 2) if close >= 0 else None
+        if end is None:
+            raise _Fail(start, "unclosed comment" if close < 0 else "comment ends before closing delimiter")
+        return end
+    toks.append(_Tok("left", "", start))
+    while (end := _right_delim(src, pos)) is None:
+        if pos >= len(src):
+            raise _Fail(pos, "unclosed action")
+        found = _ACTION.match(src, pos)
+        if found is None:
+            what = {'"': "quoted string", "`": "raw quoted string", "'": "character constant"}.get(src[pos])
+            char = src[pos]
+            msg = (
+                f"unexpected {_go_quote(char)} in operand"
+                if " " < char < "\x7f"
+                else (f"unrecognized character in action: U+{ord(char):04X} {_go_quote(char)[1:-1]!r}")
+            )
+            msg = f"unterminated {what}" if what else msg
+            raise _Fail(pos, msg)
+        kind = found.lastgroup or ""
+        if kind == "number" and re.match(r"\w", src[found.end() : found.end() + 1]):
+            raise _Fail(pos, f"bad number syntax: {_go_quote(src[pos : found.end() + 1])}")
+        if kind != "space":
+            toks.append(_Tok(kind, found.group(), pos))
+        pos = found.end()
+    toks.append(_Tok("right", "}}", pos))
+    return end
+
+
+def _lex(src: str) -> list[_Tok]:
+    toks: list[_Tok] = []
+    pos, trim = 0, False
+    while True:
+        start = src.find("{{", pos)
+        text = src[pos : len(src) if start < 0 else start]
+        text = text.lstrip("".join(_SPACE)) if trim else text
+        if start >= 0 and src[start + 2 : start + 3] == "-" and src[start + 3 : start + 4] in _SPACE:
+            text = text.rstrip("".join(_SPACE))
+        if text:
+            toks.append(_Tok("text", text, pos))
+        if start < 0:
+            return [*toks, _Tok("eof", "", len(src))]
+        pos, trim = _lex_action(src, start, toks)
+
+
+def _unquote(body: str, quote: str) -> str:
+    def one(found: re.Match[str]) -> str:
+        simple, hex2, octal, hex4, hex8 = found.groups()
+        if simple and (simple not in "'\"" or simple == quote):
+            return _C_ESC.get(simple, simple)
+        code = int(octal, 8) if octal else int(hex2 or hex4 or hex8 or "-1", 16)
+        if code < 0 or code > 0x10FFFF or 0xD800 <= code < 0xE000 or (octal and code > 255):
+            raise ValueError(found.group())
+        return chr(code)
+
+    return _ESCAPE.sub(one, body)
+
+
+def _literal(tok: _Tok) -> object:
+    val = tok.val
+    try:
+        if tok.kind in ("string", "char"):
+            text = _unquote(val[1:-1], val[0])
+            if tok.kind == "char" and len(text) != 1:
+                raise ValueError(val)
+            return text if tok.kind == "string" else ord(text)
+        if tok.kind == "raw":
+            return val[1:-1].replace("\r", "")
+        body, sign = val.lstrip("+-"), -1 if val.startswith("-") else 1
+        if re.fullmatch(r"0[0-7_]+", body):
+            return sign * int(body.replace("_", ""), 8)  # Go's legacy octal
+        if body[:2].lower() not in ("0x", "0o", "0b") and re.search(r"[.eE]", body):
+            if math.isinf(number := float(body)):
+                raise ValueError(val)
+            return sign * number
+        return sign * int(body, 0)
+    except ValueError:
+        msg = f"bad number syntax: {_go_quote(val)}" if tok.kind == "number" else "invalid syntax"
+        raise _Fail(tok.pos, msg) from None
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+class _Parser:
+    def __init__(self, src: str) -> None:
+        self.src, self.toks, self.i, self.vars = src, _lex(src), 0, ["$"]
+
+    def next(self) -> _Tok:
+        self.i += 1
+        return self.toks[self.i - 1]
+
+    def peek(self, kind: str = "", val: str | None = None) -> bool:
+        tok = self.toks[self.i]
+        return tok.kind == kind and val in (None, tok.val)
+
+    def fail(self, msg: str, tok: _Tok | None = None) -> NoReturn:
+        raise _Fail((tok or self.toks[self.i]).pos, msg)
+
+    def expect_right(self, context: str) -> None:
+        if (tok := self.next()).kind != "right":
+            self.fail(f"unexpected {_describe(tok)} in {context}", tok)
+
+    def parse(self) -> tuple[_Node, ...]:
+        nodes, stop = self.items()
+        if stop.kind != "eof":
+            self.fail(f"unexpected {{{{{stop.val}}}}}", stop)
+        return nodes
+
+    def items(self) -> tuple[tuple[_Node, ...], _Tok]:
+        """Nodes up to EOF, {{end}} or {{else}} (returned as the stop token, its "}}" not consumed)."""
+        nodes: list[_Node] = []
+        while (tok := self.next()).kind != "eof":
+            if tok.kind == "text":
+                nodes.append(tok.val)
+            elif self.peek("ident", "end") or self.peek("ident", "else"):
+                return tuple(nodes), self.next()
+            elif any(self.peek("ident", kw) for kw in ("if", "range", "with")):
+                nodes.append(self.block(self.next().val))
+            elif any(self.peek("ident", kw) for kw in ("define", "template", "block", "break", "continue")):
+                self.fail(f"{{{{{self.toks[self.i].val}}}}} is not supported")
+            else:
+                nodes.append(_Block("", self.pipeline("command")))
+        return tuple(nodes), tok
+
+    def block(self, kind: str) -> _Block:
+        mark = len(self.vars)
+        pipe = self.pipeline(kind)
+        body, stop = self.items()
+        alt: tuple[_Node, ...] | None = None
+        if stop.kind == "eof":
+            self.fail("unexpected EOF", stop)
+        if stop.val == "else" and kind != "range" and self.peek("ident", kind):
+            alt = (self.block(self.next().val),)  # {{else if}} / {{else with}}: the inner block eats {{end}}
+        elif stop.val == "else":
+            self.expect_right("else")
+            alt, stop = self.items()
+            if stop.val != "end":
+                self.fail("unexpected EOF" if stop.kind == "eof" else "expected end; found {{else}}", stop)
+        if stop.val == "end":
+            self.expect_right("end")
+        del self.vars[mark:]
+        return _Block(kind, pipe, body, alt)
+
+    def declarations(self, context: str) -> tuple[tuple[str, ...], bool]:
+        save, names = self.i, []
+        while self.peek("var") and "." not in self.toks[self.i].val:
+            names.append(self.next().val)
+            if context != "range" or len(names) > 1 or not self.peek("comma"):
+                break
+            self.i += 1
+        if not names or not (self.peek("decl") or self.peek("assign")):
+            self.i = save
+            return (), False
+        if assign := self.next().kind == "assign":
+            for name in names:
+                if name not in self.vars:
+                    self.fail(f'undefined variable "{name}"', self.toks[save])
+        self.vars.extend(names)
+        return tuple(names), assign
+
+    def pipeline(self, context: str) -> _Pipe:
+        decl, assign = self.declarations(context)
+        cmds: list[_Cmd] = []
+        while True:
+            start, args = self.toks[self.i], list[_Arg]()
+            while not (self.peek("pipe") or self.peek("right") or self.peek("rparen")):
+                args.append(self.operand())
+            if not args:
+                self.fail(f"missing value for {context}" if not cmds else "missing command")
+            if isinstance(args[0], _Lit) and args[0].text == "nil":
+                self.fail("nil is not a command", start)
+            dot = isinstance(args[0], _Field) and args[0].var is None and not args[0].chain
+            if cmds and (dot or isinstance(args[0], _Lit)):
+                self.fail(f"non executable command in pipeline stage {len(cmds) + 1}", start)
+            last = self.toks[self.i - 1]
+            cmds.append(_Cmd(tuple(args), start.pos, self.src[start.pos : last.pos + len(last.val)]))
+            tok = self.next()
+            if tok.kind == "right" and context == "parenthesized pipeline":
+                self.fail("unclosed left paren", tok)
+            if tok.kind == ("rparen" if context == "parenthesized pipeline" else "right"):
+                return _Pipe(decl, assign, tuple(cmds))
+            if tok.kind != "pipe":
+                self.fail(f"unexpected {_describe(tok)} in {context}", tok)
+
+    def operand(self) -> _Arg:
+        tok = self.next()
+        if tok.kind in ("field", "dot", "var"):
+            head, *chain = [""] if tok.kind == "dot" else tok.val.split(".")
+            if tok.kind == "var" and head not in self.vars:
+                self.fail(f'undefined variable "{head}"', tok)
+            # Go reports a chain at its second element ($x.A: at .A)
+            offset = len(head) if head else len(chain[0]) + 1 if len(chain) > 1 else 0
+            return _Field(head or None, tuple(chain), tok.pos + offset, tok.val)
+        if tok.kind in ("number", "string", "raw", "char"):
+            return _Lit(_literal(tok), tok.pos, tok.val)
+        if tok.kind == "ident" and tok.val in ("true", "false", "nil"):
+            return _Lit(None if tok.val == "nil" else tok.val == "true", tok.pos, tok.val)
+        if tok.kind == "ident" and tok.val not in _KEYWORDS:
+            if tok.val not in _FUNCS:
+                self.fail(f'function "{tok.val}" not defined', tok)
+            return _Func(tok.val, tok.pos, tok.val)
+        if tok.kind != "lparen":
+            self.fail(f"unexpected {_describe(tok)} in operand", tok)
+        pipe, close = self.pipeline("parenthesized pipeline"), self.toks[self.i - 1]
+        fields: tuple[str, ...] = ()
+        if self.peek("field") and self.toks[self.i].pos == close.pos + 1:
+            fields = tuple(self.next().val[1:].split("."))
+        end = self.toks[self.i - 1]
+        return _Sub(pipe, fields, tok.pos, self.src[tok.pos : end.pos + len(end.val)])
+
+
+def _describe(tok: _Tok) -> str:
+    return f"<{tok.val}>" if tok.kind == "ident" and tok.val in _KEYWORDS else _go_quote(tok.val)
+
+
+# ------------------------------------------------------------------------------------- values, fmt, json
+def _go_type(value: object) -> str:
+    if value is None or value is MISSING:
+        return "<nil>"
+    for typ, name in ((bool, "bool"), (int, "int"), (float, "float64"), (str, "string")):
+        if isinstance(value, typ):
+            return name
+    if isinstance(value, Mapping):
+        return "map[string]interface {}"
+    return "[]interface {}" if isinstance(value, list | tuple) else type(value).__name__
+
+
+def _go_float(number: float, json: bool = False) -> str:
+    """strconv.FormatFloat(x, 'g', -1, 64) as fmt's %v prints it, or as encoding/json does."""
+    if not math.isfinite(number):
+        return "NaN" if math.isnan(number) else "+Inf" if number > 0 else "-Inf"
+    sign = "-" if math.copysign(1.0, number) < 0 else ""
+    parts = Decimal(repr(abs(number))).as_tuple()
+    digits = "".join(map(str, parts.digits)).rstrip("0") or "0"
+    exp = len(parts.digits) - 1 + int(parts.exponent) if digits != "0" else 0
+    if exp < (-6 if json else -4) or exp >= (21 if json else 6):
+        width = "" if json and exp < 0 else "02"  # json writes e-7 where fmt writes e-07
+        return f"{sign}{digits[0]}{'.' if digits[1:] else ''}{digits[1:]}e{'-' if exp < 0 else '+'}{abs(exp):{width}}"
+    if exp < 0:
+        return sign + "0." + "0" * (-exp - 1) + digits
+    return sign + digits[: exp + 1].ljust(exp + 1, "0") + ("." + digits[exp + 1 :] if digits[exp + 1 :] else "")
+
+
+def _items(value: Mapping[object, object]) -> list[tuple[object, object]]:
+    """Map entries in Go's order: fmt and range sort map keys."""
+    return sorted(value.items(), key=lambda item: (not isinstance(item[0], int | float), str(item[0])))
+
+
+def _fmt(value: object) -> str:
+    """Go's fmt %v."""
+    if value is None or value is MISSING or isinstance(value, bool):
+        return {None: "<nil>", MISSING: "<nil>", True: "true", False: "false"}[value]
+    if isinstance(value, float):
+        return _go_float(value)
+    if isinstance(value, Mapping):
+        return "map[" + " ".join(f"{_fmt(k)}:{_fmt(v)}" for k, v in _items(value)) + "]"
+    if isinstance(value, list | tuple):
+        return "[" + " ".join(map(_fmt, value)) + "]"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return "{" + " ".join(_fmt(getattr(value, f.name)) for f in dataclasses.fields(value)) + "}"
+    return str(value)
+
+
+def _json(value: object) -> str:
+    """encoding/json, compact, without HTML escaping (as skopeo's json); map keys in the order given."""
+    if value is None or value is MISSING or isinstance(value, bool):
+        return {None: "null", MISSING: "null", True: "true", False: "false"}[value]
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("unsupported value")
+        return _go_float(value, json=True)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{_json(str(k))}:{_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(map(_json, value)) + "]"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _json({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    escape = re.compile(r'["\\\x00-\x1f\u2028\u2029\ud800-\udfff]')
+    return '"' + escape.sub(lambda m: _json_char(m.group()), str(value)) + '"'
+
+
+def _json_char(char: str) -> str:
+    if "\ud800" <= char <= "\udfff":
+        return "\ufffd"  # Go replaces invalid UTF-8
+    return _JSON_ESC.get(char) or f"\\u{ord(char):04x}"
+
+
+def _truth(value: object) -> bool:
+    if value is None or value is MISSING:
+        return False
+    return bool(value) if isinstance(value, bool | int | float | str | list | tuple | Mapping) else True
+
+
+def _format_one(verb: str, arg: object, prec: str | None) -> str:
+    is_int = isinstance(arg, int) and not isinstance(arg, bool)
+    if verb == "v" or (verb == "s" and isinstance(arg, str | list | tuple | Mapping)):
+        return _fmt(arg)[: int(prec or 0)] if prec is not None else _fmt(arg)
+    if verb == "q" and isinstance(arg, str):
+        return _go_quote(arg)
+    if (verb == "d" and is_int) or (verb == "t" and isinstance(arg, bool)):
+        return _fmt(arg)
+    if verb == "f" and (is_int or isinstance(arg, float)):
+        return f"{arg:.{int(prec or 6)}f}"
+    return f"%!{verb}(<nil>)" if arg is None else f"%!{verb}({_go_type(arg)}={_fmt(arg)})"
+
+
+def _sprintf(template: str, args: Sequence[object]) -> str:
+    """fmt.Sprintf for %v %s %d %q %t %f with flags ``-`` and ``0``, width and precision."""
+    out, pos, used = [], 0, 0
+    for found in _VERB.finditer(template):
+        flags, width, prec, verb = found.groups()
+        out.append(template[pos : found.start()])
+        pos = found.end()
+        if verb in ("%", ""):
+            out.append("%" if verb else "%!(NOVERB)")
+        elif max(len(width), len(prec or "")) > 6:
+            out.append("%!(BADWIDTH)")
+        elif used >= len(args):
+            out.append(f"%!{verb}(MISSING)")
+        else:
+            text, used, size = _format_one(verb, args[used], prec), used + 1, int(width or 0)
+            if "0" in flags and "-" not in flags and verb in "df" and text[:1] != "%":
+                sign = text[:1] if text[:1] == "-" else ""
+                text = sign + text[len(sign) :].rjust(size - len(sign), "0")
+            out.append(text.ljust(size) if "-" in flags else text.rjust(size))
+    out.append(template[pos:])
+    if used < len(args):
+        out.append("%!(EXTRA " + ", ".join(f"{_go_type(a)}={_fmt(a)}" for a in args[used:]) + ")")
+    return "".join(out)
+
+
+# -------------------------------------------------------------------------------------------- functions
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise _FuncError(f"wrong type for value; expected string; got {_go_type(value)}")
+    return value
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _FuncError(f"wrong type for value; expected int; got {_go_type(value)}")
+    return value
+
+
+def _strings(value: object) -> list[str]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise _FuncError(f"wrong type for value; expected []string; got {_go_type(value)}")
+    return [str(v) for v in value]
+
+
+def _len(args: Sequence[object]) -> object:
+    if isinstance(value := args[0], str):
+        return len(value.encode("utf-8", "surrogatepass"))  # Go counts bytes
+    if isinstance(value, list | tuple | Mapping) or value is None:
+        return len(value or ())
+    raise _FuncError(f"error calling len: len of type {_go_type(value)}")
+
+
+def _index(args: Sequence[object]) -> object:
+    item = args[0]
+    for key in args[1:]:
+        if isinstance(item, Mapping) or item is None:
+            if not isinstance(key, str):
+                raise _FuncError(f"error calling index: value has type {_go_type(key)}; should be string")
+            item = item or {}
+            # Go yields the element type's zero value: "" for map[string]string such as Labels
+            item = item.get(key, "" if all(isinstance(v, str) for v in item.values()) else None)
+        elif isinstance(item, list | tuple | str):
+            if not isinstance(key, int) or isinstance(key, bool):
+                raise _FuncError(f"error calling index: cannot index slice/array with type {_go_type(key)}")
+            seq = item.encode("utf-8", "surrogatepass") if isinstance(item, str) else item
+            if not 0 <= key < len(seq):
+                raise _FuncError(f"error calling index: index out of range: {key}")
+            item = seq[key]
+        else:
+            raise _FuncError(f"error calling index: can't index item of type {_go_type(item)}")
+    return item
+
+
+def _kind(value: object) -> str:
+    if value is None or isinstance(value, bool | str):
+        return type(value).__name__
+    return "number" if isinstance(value, int | float) else "other"
+
+
+def _compare(name: str, left: object, right: object) -> bool:
+    kinds = {_kind(left), _kind(right)}
+    if name in ("eq", "ne") and "NoneType" in kinds:
+        return (left is right) == (name == "eq")
+    if len(kinds) > 1:
+        raise _FuncError(f"error calling {name}: incompatible types for comparison")
+    if kinds & {"other", "NoneType"} or (name not in ("eq", "ne") and kinds == {"bool"}):
+        raise _FuncError(f"error calling {name}: invalid type for comparison")
+    if name in ("eq", "ne"):
+        return (left == right) == (name == "eq")
+    ordered: dict[str, Callable[[float | str, float | str], bool]] = {
+        "lt": lambda a, b: a < b,  # type: ignore[operator]
+        "le": lambda a, b: a <= b,  # type: ignore[operator]
+        "gt": lambda a, b: a > b,  # type: ignore[operator]
+        "ge": lambda a, b: a >= b,  # type: ignore[operator]
+    }
+    return ordered[name](left, right)  # type: ignore[arg-type]
+
+
+def _eq(args: Sequence[object]) -> object:
+    if len(args) < 2:
+        raise _FuncError("error calling eq: missing argument for comparison")
+    return any(_compare("eq", args[0], other) for other in args[1:])
+
+
+def _json_func(args: Sequence[object]) -> object:
+    try:
+        return _json(args[0])
+    except ValueError:  # skopeo's json ignores encoder errors and prints nothing
+        return ""
+
+
+def _print(args: Sequence[object]) -> object:
+    """fmt.Sprint: a space between operands when neither is a string."""
+    out = []
+    for i, arg in enumerate(args):
+        if i and not isinstance(arg, str) and not isinstance(args[i - 1], str):
+            out.append(" ")
+        out.append(_fmt(arg))
+    return "".join(out)
+
+
+def _cmp_func(name: str) -> Callable[[Sequence[object]], object]:
+    return lambda args: _compare(name, args[0], args[1])
+
+
+_MANY = 1 << 30
+_FUNCS: dict[str, tuple[Callable[[Sequence[object]], object], int, int]] = {
+    "and": (lambda a: a[-1], 1, _MANY),  # and/or are evaluated lazily by _Exec.call
+    "or": (lambda a: a[-1], 1, _MANY),
+    "not": (lambda a: not _truth(a[0]), 1, 1),
+    "len": (_len, 1, 1),
+    "index": (_index, 1, _MANY),
+    "print": (_print, 0, _MANY),
+    "println": (lambda a: " ".join(map(_fmt, a)) + "\n", 0, _MANY),
+    "printf": (lambda a: _sprintf(_str(a[0]), a[1:]), 1, _MANY),
+    "eq": (_eq, 1, _MANY),
+    **{name: (_cmp_func(name), 2, 2) for name in ("ne", "lt", "le", "gt", "ge")},
+    "json": (_json_func, 1, 1),
+    "join": (lambda a: _str(a[1]).join(_strings(a[0])), 2, 2),
+    "lower": (lambda a: _str(a[0]).lower(), 1, 1),
+    "upper": (lambda a: _str(a[0]).upper(), 1, 1),
+    "title": (lambda a: re.sub(r"(?<!\w)\w", lambda m: m.group().upper(), _str(a[0])), 1, 1),
+    "split": (lambda a: _str(a[0]).split(_str(a[1])) if a[1] else list(_str(a[0])), 2, 2),
+    "pad": (lambda a: " " * _int(a[1]) + _str(a[0]) + " " * _int(a[2]), 3, 3),
+    "truncate": (lambda a: _str(a[0])[: max(_int(a[1]), 0)], 2, 2),
+}
+
+
+# -------------------------------------------------------------------------------------------- execution
+class _Exec:
+    def __init__(self, data: object) -> None:
+        self.vars: list[tuple[str, object]] = [("$", data)]
+        self.out: list[str] = []
+
+    @staticmethod
+    def fail(where: _Where, msg: str) -> NoReturn:
+        raise _Fail(where.pos, msg, where.text)
+
+    def walk(self, dot: object, nodes: Sequence[_Node]) -> None:
+        for node in nodes:
+            if isinstance(node, str):
+                self.out.append(node)
+                continue
+            mark = len(self.vars)
+            value = self.pipe(dot, node.pipe, declare=node.kind != "range")
+            if node.kind == "":  # a plain action; its declarations outlive it
+                if not node.pipe.decl:
+                    self.out.append("<no value>" if value is None or value is MISSING else _fmt(value))
+                continue
+            if node.kind == "range":
+                self.range(dot, node, value)
+            elif _truth(value):
+                self.walk(value if node.kind == "with" else dot, node.body)
+            elif node.alt is not None:
+                self.walk(dot, node.alt)
+            del self.vars[mark:]
+
+    def range(self, dot: object, node: _Block, value: object) -> None:
+        items: list[tuple[object, object]] = []
+        if isinstance(value, Mapping):
+            items = _items(value)
+        elif isinstance(value, list | tuple):
+            items = list(enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool):
+            items = [(i, i) for i in range(value)]
+        elif value is not None and value is not MISSING:
+            self.fail(node.pipe.cmds[-1], f"range can't iterate over {_fmt(value)}")
+        if not items and node.alt is not None:
+            self.walk(dot, node.alt)
+        mark, decl = len(self.vars), node.pipe.decl
+        for key, elem in items:
+            for name, val in zip(decl, (elem,) if len(decl) == 1 else (key, elem), strict=False):
+                self.setvar(name, val, node.pipe.assign)
+            self.walk(elem, node.body)
+            del self.vars[mark:]
+
+    def setvar(self, name: str, value: object, assign: bool) -> None:
+        for i in range(len(self.vars) - 1, -1, -1) if assign else ():
+            if self.vars[i][0] == name:
+                self.vars[i] = (name, value)
+                return
+        self.vars.append((name, value))
+
+    def pipe(self, dot: object, pipe: _Pipe, declare: bool = True) -> object:
+        value = _NOARG
+        for cmd in pipe.cmds:
+            first = cmd.args[0]
+            if isinstance(first, _Func):
+                value = self.call(dot, first, cmd.args[1:], value, cmd)
+            elif len(cmd.args) > 1 or value is not _NOARG:
+                self.fail(first, f"can't give argument to non-function {first.text}")
+            else:
+                value = self.arg(dot, first)
+        for name in pipe.decl if declare else ():
+            self.setvar(name, value, pipe.assign)
+        return value
+
+    def arg(self, dot: object, arg: _Arg) -> object:
+        if isinstance(arg, _Lit):
+            return arg.value
+        if isinstance(arg, _Func):
+            return self.call(dot, arg, (), _NOARG, arg)
+        if isinstance(arg, _Sub):
+            value = self.pipe(dot, arg.pipe)
+        elif arg.var is None:
+            value = dot
+        elif (value := next((v for n, v in reversed(self.vars) if n == arg.var), _NOARG)) is _NOARG:
+            self.fail(arg, f"undefined variable: {arg.var}")
+        for name in arg.chain:
+            value = self.field(value, name, arg)
+        return value
+
+    def field(self, value: object, name: str, where: _Field | _Sub) -> object:
+        if value is None or value is MISSING:
+            return MISSING  # a nil map has no keys
+        if isinstance(value, Mapping):
+            return value.get(name, MISSING)
+        if not isinstance(value, bool | int | float | str | bytes | list | tuple) and name[:1] != "_":
+            for attr in (name, re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()):
+                if (found := getattr(value, attr, _NOARG)) is not _NOARG and not callable(found):
+                    return found
+        self.fail(where, f"can't evaluate field {name} in type {_go_type(value)}")
+
+    def call(self, dot: object, func: _Func, nodes: Sequence[_Arg], final: object, where: _Where) -> object:
+        impl, low, high = _FUNCS[func.name]
+        count = len(nodes) + (final is not _NOARG)
+        if not low <= count <= high:
+            want = f"at least {low}" if high > low else str(low)
+            self.fail(func, f"wrong number of args for {func.name}: want {want} got {count}")
+
+        def value_at(i: int) -> object:
+            value = self.arg(dot, nodes[i]) if i < len(nodes) else final
+            return None if value is MISSING else value
+
+        if func.name in ("and", "or"):  # short-circuit: {{if and .A .A.B}}
+            for i in range(count):
+                if _truth(value := value_at(i)) != (func.name == "and"):
+                    break
+            return value
+        try:
+            return impl([value_at(i) for i in range(count)])
+        except _FuncError as err:
+            self.fail(where, str(err))
+
+
+def _position(src: str, pos: int) -> tuple[int, int]:
+    """Line (1-based) and byte column (0-based) of ``pos``, as Go reports them."""
+    line_start = src.rfind("\n", 0, pos) + 1
+    return src.count("\n", 0, pos) + 1, len(src[line_start:pos].encode("utf-8", "surrogatepass"))
+
+
+def render(template: str, data: object, *, name: str = "") -> str:
+    """Execute the Go template ``template`` on ``data``; every failure is a one-line UsageError.
+
+    ``name`` appears in error messages as Go's template name does (``template: NAME:1: ...``).
+    """
+    try:
+        executor = _Exec(data)
+        executor.walk(data, _Parser(template).parse())
+        return "".join(executor.out)
+    except _Fail as err:
+        line, col = _position(template, err.pos)
+        where = f"{line}:{col}: executing {_go_quote(name)} at <{err.node}>" if err.node is not None else line
+        message = f"template: {name}:{where}: {err.msg}"
+    except RecursionError:
+        message = f"template: {name}: nested too deeply"
+    raise UsageError(message.replace("\r", "\\r").replace("\n", "\\n"))
+
+
+def normalize_format(text: str) -> str:
+    r"""skopeo's ``--format`` preprocessing: literal ``\t`` and ``\n`` become tab and newline, and the
+    output ends with a newline. (skopeo also aligns tab-separated columns with a tabwriter.)"""
+    text = text.replace(r"\t", "\t").replace(r"\n", "\n")
+    return text if text.endswith("\n") else text + "\n"
