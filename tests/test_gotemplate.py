@@ -59,28 +59,46 @@ INSPECT = {
         ("{{.RepoTags}}", "[3.19 3.20 latest]"),
         ("{{.Labels}}", "map[maintainer:Jane <jane@example.com> org.opencontainers.image.version:3.20]"),
         ("{{.Empty}} {{.Size}} {{.Ratio}}", "[] 3623807 0.5"),
-        ("{{.Missing}}|{{.NoLabels}}|{{.Missing.Deeper}}|{{.NoLabels.x}}", "<no value>|<no value>|<no value>|<no value>"),
+        (
+            "{{.Missing}}|{{.NoLabels}}|{{.Missing.Deeper}}|{{.NoLabels.x}}",
+            "<no value>|<no value>|<no value>|<no value>",
+        ),
         ('{{index .Labels "absent"}}|{{index .NoLabels "x"}}', "|"),
-        ("{{index .RepoTags 1}} {{index .LayersData 0 | json}}", '3.20 {"MIMEType":"application/vnd.oci.image.layer.v1.tar+gzip","Size":3623807}'),
+        (
+            "{{index .RepoTags 1}} {{index .LayersData 0 | json}}",
+            '3.20 {"MIMEType":"application/vnd.oci.image.layer.v1.tar+gzip","Size":3623807}',
+        ),
         ('{{index .LayersData 0 "Size"}}', "3623807"),
         ("{{if .RepoTags}}tagged{{else}}untagged{{end}}", "tagged"),
         ("{{if .Empty}}tagged{{else}}untagged{{end}}", "untagged"),
         ("{{if .DockerVersion}}a{{else if .Os}}b{{else}}c{{end}}", "b"),
         ("{{if .NoLabels}}a{{else if .Missing}}b{{else}}c{{end}}", "c"),
         ("{{with .LayersData}}{{len .}}{{else}}none{{end}}", "1"),
-        ("{{if and .NoLabels .NoLabels.x}}y{{else}}n{{end}} {{or .DockerVersion \"unknown\"}}", "n unknown"),
-        ("{{if not .Empty}}empty{{end}} {{if eq .Os \"linux\" \"darwin\"}}unix{{end}}", "empty unix"),
-        ("{{if gt .Size 1000}}big{{end}} {{if lt .Ratio 1}}small{{end}} {{ne .Os \"linux\"}}", "big small false"),
+        ('{{if and .NoLabels .NoLabels.x}}y{{else}}n{{end}} {{or .DockerVersion "unknown"}}', "n unknown"),
+        ('{{if not .Empty}}empty{{end}} {{if eq .Os "linux" "darwin"}}unix{{end}}', "empty unix"),
+        ('{{if gt .Size 1000}}big{{end}} {{if lt .Ratio 1}}small{{end}} {{ne .Os "linux"}}', "big small false"),
         ('{{printf "%s-%d" .Architecture .Size}}', "amd64-3623807"),
-        ('{{printf "%v %q %t %5s|%-5s|%03d|%.2f" .RepoTags .Os true "a" "b" 7 .Ratio}}', '[3.19 3.20 latest] "linux" true     a|b    |007|0.50'),
-        ('{{printf "%d" .Os}} {{printf "%s"}} {{printf "%s" 1 2}}', "%!d(string=linux) %!s(MISSING) %!s(int=1)%!(EXTRA int=2)"),
+        (
+            '{{printf "%v %q %t %5s|%-5s|%03d|%.2f" .RepoTags .Os true "a" "b" 7 .Ratio}}',
+            '[3.19 3.20 latest] "linux" true     a|b    |007|0.50',
+        ),
+        (
+            '{{printf "%d" .Os}} {{printf "%s"}} {{printf "%s" 1 2}}',
+            "%!d(string=linux) %!s(MISSING) %!s(int=1)%!(EXTRA int=2)",
+        ),
         ('{{printf "%.3s" .Name | printf "[%s]"}}', "[doc]"),
         ("{{println .Os .Size}}", "linux 3623807\n"),
         ('{{print "a" 1 2 "b"}}', "a1 2b"),
         ("{{.Name | len}} {{(index .RepoTags 0)}} {{(index .LayersData 0).Size}}", "24 3.19 3623807"),
-        ('{{join .RepoTags ","}} {{upper .Os}} {{lower "ABC"}} {{title "hello world"}}', "3.19,3.20,latest LINUX abc Hello World"),
+        (
+            '{{join .RepoTags ","}} {{upper .Os}} {{lower "ABC"}} {{title "hello world"}}',
+            "3.19,3.20,latest LINUX abc Hello World",
+        ),
         ('{{split "a:b" ":"}} [{{pad "x" 1 2}}] {{truncate .Name 6}}', "[a b] [ x  ] docker"),
-        ("{{$n := .Name}}{{range .RepoTags}}{{$n}}:{{.}} {{end}}", f"{INSPECT['Name']}:3.19 {INSPECT['Name']}:3.20 {INSPECT['Name']}:latest "),
+        (
+            "{{$n := .Name}}{{range .RepoTags}}{{$n}}:{{.}} {{end}}",
+            f"{INSPECT['Name']}:3.19 {INSPECT['Name']}:3.20 {INSPECT['Name']}:latest ",
+        ),
         ("{{$x := 1}}{{if true}}{{$x = 2}}{{end}}{{$x}}", "2"),
         ("{{range .RepoTags}}{{$.Os}}{{end}}", "linuxlinuxlinux"),
         ("a  {{- .Os -}}  b", "alinuxb"),
@@ -160,14 +178,23 @@ def test_attribute_lookup_on_objects() -> None:
         ("{{nil}}", "template: :1: nil is not a command"),
         ("{{/* unclosed", "template: :1: unclosed comment"),
         ('{{define "x"}}{{end}}', "template: :1: {{define}} is not supported"),
-        ("{{.Name.Bar}}", "template: :1:7: executing \"\" at <.Name.Bar>: can't evaluate field Bar in type string"),
-        ("x\n  {{.Size.X.Y}}", "template: :2:9: executing \"\" at <.Size.X.Y>: can't evaluate field X in type int"),
-        ("{{index .RepoTags 5}}", 'template: :1:2: executing "" at <index .RepoTags 5>: error calling index: index out of range: 5'),
+        ("{{.Name.Bar}}", 'template: :1:7: executing "" at <.Name.Bar>: can\'t evaluate field Bar in type string'),
+        ("x\n  {{.Size.X.Y}}", 'template: :2:9: executing "" at <.Size.X.Y>: can\'t evaluate field X in type int'),
+        (
+            "{{index .RepoTags 5}}",
+            'template: :1:2: executing "" at <index .RepoTags 5>: error calling index: index out of range: 5',
+        ),
         ("{{len .Size}}", 'template: :1:2: executing "" at <len .Size>: error calling len: len of type int'),
-        ("{{printf}}", 'template: :1:2: executing "" at <printf>: wrong number of args for printf: want at least 1 got 0'),
+        (
+            "{{printf}}",
+            'template: :1:2: executing "" at <printf>: wrong number of args for printf: want at least 1 got 0',
+        ),
         ("{{len 1 2}}", 'template: :1:2: executing "" at <len>: wrong number of args for len: want 1 got 2'),
-        ("{{.Os 1}}", "template: :1:2: executing \"\" at <.Os>: can't give argument to non-function .Os"),
-        ("{{range .Name}}{{end}}", "template: :1:8: executing \"\" at <.Name>: range can't iterate over docker.io/library/alpine"),
+        ("{{.Os 1}}", 'template: :1:2: executing "" at <.Os>: can\'t give argument to non-function .Os'),
+        (
+            "{{range .Name}}{{end}}",
+            'template: :1:8: executing "" at <.Name>: range can\'t iterate over docker.io/library/alpine',
+        ),
         ('{{eq .Size "1"}}', 'executing "" at <eq .Size "1">: error calling eq: incompatible types for comparison'),
         ("{{upper .Size}}", "wrong type for value; expected string; got int"),
     ],
@@ -203,11 +230,12 @@ def test_text_without_actions_is_unchanged(text: str) -> None:
     assert render(text, INSPECT) == text
 
 
-TEMPLATE_ALPHABET = st.sampled_from(
-    list("{}{}{{}}.$|()\"'`\\-:= ,/*\n\t0123456789aeNxX_é")
-    + ["{{", "}}", "{{-", " -}}", "/*", "*/", ".Name", ".RepoTags", ".Labels", "$i", "range ", "if ", "else", "end"]
-    + ["with ", "index ", "len ", "printf ", "json ", "eq ", "and ", '"%s"', '"%d"', " 1", "nil", "true", ":="]
-)
+TEMPLATE_PIECES = [
+    *"{}.$|()\"'`\\-:= ,/*\n\t0123456789aeNxX_é",
+    *("{{", "}}", "{{-", " -}}", "/*", "*/", ".Name", ".RepoTags", ".Labels", "$i", "range ", "if ", "else", "end"),
+    *("with ", "index ", "len ", "printf ", "json ", "eq ", "and ", '"%s"', '"%d"', " 1", "nil", "true", ":="),
+]
+TEMPLATE_ALPHABET = st.sampled_from(TEMPLATE_PIECES)
 
 
 @settings(max_examples=400)

@@ -45,9 +45,7 @@ def test_docker_hub_bearer_challenge() -> None:
 
 
 def test_distribution_basic_challenge() -> None:
-    assert parse_www_authenticate('Basic realm="Registry Realm"') == [
-        Challenge("basic", {"realm": "Registry Realm"})
-    ]
+    assert parse_www_authenticate('Basic realm="Registry Realm"') == [Challenge("basic", {"realm": "Registry Realm"})]
 
 
 def test_insufficient_scope_with_several_scopes() -> None:
@@ -65,12 +63,16 @@ def test_ecr_basic_challenge_and_host_port_scope() -> None:
         'Basic realm="https://123456789012.dkr.ecr.eu-west-1.amazonaws.com/",service="ecr.amazonaws.com"'
     )
     assert (ecr.scheme, ecr.service) == ("basic", "ecr.amazonaws.com")
-    [local] = parse_www_authenticate('Bearer realm="http://localhost:5001/auth",scope="repository:localhost:5000/a:pull"')
+    [local] = parse_www_authenticate(
+        'Bearer realm="http://localhost:5001/auth",scope="repository:localhost:5000/a:pull"'
+    )
     assert local.scopes == ("repository:localhost:5000/a:pull",)
 
 
 def test_several_challenges_in_one_header() -> None:
-    value = 'Negotiate, Basic realm="r1", Bearer realm="https://a/token", service="svc", NTLM abc/+==, Digest qop="auth"'
+    value = (
+        'Negotiate, Basic realm="r1", Bearer realm="https://a/token", service="svc", NTLM abc/+==, Digest qop="auth"'
+    )
     challenges = parse_www_authenticate(value)
     assert [c.scheme for c in challenges] == ["negotiate", "basic", "bearer", "ntlm", "digest"]
     assert challenges[1].realm == "r1"
@@ -98,7 +100,9 @@ def test_garbage_challenges_give_nothing(value: str) -> None:
 
 
 def test_malformed_parts_are_skipped() -> None:
-    challenges = parse_www_authenticate('realm="orphan", Bearer realm="https://a/token", service=, (junk), x="unterminated')
+    challenges = parse_www_authenticate(
+        'realm="orphan", Bearer realm="https://a/token", service=, (junk), x="unterminated'
+    )
     assert challenges[0] == Challenge("bearer", {"realm": "https://a/token", "x": "unterminated"})
 
 
@@ -150,7 +154,8 @@ def test_link_next(value: str | None, expected: str | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ['<javascript:alert(1)>; rel="next"', '<>; rel="next"', '</v2/x?last=a; rel="next"', '<http://[::1/x>; rel=next']
+    "value",
+    ['<javascript:alert(1)>; rel="next"', '<>; rel="next"', '</v2/x?last=a; rel="next"', "<http://[::1/x>; rel=next"],
 )
 def test_unusable_next_link_is_a_registry_error(value: str) -> None:
     with pytest.raises(RegistryError):
@@ -195,7 +200,17 @@ def test_content_range(value: str, expected: tuple[int, int, int | None]) -> Non
 
 
 @pytest.mark.parametrize(
-    "value", ["", "bytes */1000", "0-99/1000", "bytes=0-99/1000", "bytes 99-0/1000", "bytes 0-99/50", "bytes 0-99", "items 0-1/2"]
+    "value",
+    [
+        "",
+        "bytes */1000",
+        "0-99/1000",
+        "bytes=0-99/1000",
+        "bytes 99-0/1000",
+        "bytes 0-99/50",
+        "bytes 0-99",
+        "items 0-1/2",
+    ],
 )
 def test_malformed_content_range(value: str) -> None:
     with pytest.raises(RegistryError):
@@ -267,7 +282,10 @@ def test_ratelimit(value: str | None, expected: tuple[int, int | None] | None) -
     [
         ("application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.manifest.v1+json"),
         (" Application/JSON; charset=utf-8", "application/json"),
-        ("application/vnd.docker.distribution.manifest.v1+prettyjws ;x=y", "application/vnd.docker.distribution.manifest.v1+prettyjws"),
+        (
+            "application/vnd.docker.distribution.manifest.v1+prettyjws ;x=y",
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        ),
         ("", None),
         ("  ;charset=utf-8", None),
         (None, None),

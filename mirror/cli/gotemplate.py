@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -165,15 +166,13 @@ def _lex_action(src: str, start: int, toks: list[_Tok]) -> tuple[int, bool]:
             raise _Fail(pos, "unclosed action")
         found = _ACTION.match(src, pos)
         if found is None:
-            what = {'"': "quoted string", "`": "raw quoted string", "'": "character constant"}.get(src[pos])
             char = src[pos]
-            msg = (
-                f"unexpected {_go_quote(char)} in operand"
-                if " " < char < "\x7f"
-                else (f"unrecognized character in action: U+{ord(char):04X} {_go_quote(char)[1:-1]!r}")
-            )
-            msg = f"unterminated {what}" if what else msg
-            raise _Fail(pos, msg)
+            if what := {'"': "quoted string", "`": "raw quoted string", "'": "character constant"}.get(char):
+                raise _Fail(pos, f"unterminated {what}")
+            if " " < char < "\x7f":
+                raise _Fail(pos, f"unexpected {_go_quote(char)} in operand")
+            shown = f" '{char}'" if char.isprintable() else ""
+            raise _Fail(pos, f"unrecognized character in action: U+{ord(char):04X}{shown}")
         kind = found.lastgroup or ""
         if kind == "number" and re.match(r"\w", src[found.end() : found.end() + 1]):
             raise _Fail(pos, f"bad number syntax: {_go_quote(src[pos : found.end() + 1])}")
@@ -549,15 +548,7 @@ def _compare(name: str, left: object, right: object) -> bool:
         raise _FuncError(f"error calling {name}: incompatible types for comparison")
     if kinds & {"other", "NoneType"} or (name not in ("eq", "ne") and kinds == {"bool"}):
         raise _FuncError(f"error calling {name}: invalid type for comparison")
-    if name in ("eq", "ne"):
-        return (left == right) == (name == "eq")
-    ordered: dict[str, Callable[[float | str, float | str], bool]] = {
-        "lt": lambda a, b: a < b,  # type: ignore[operator]
-        "le": lambda a, b: a <= b,  # type: ignore[operator]
-        "gt": lambda a, b: a > b,  # type: ignore[operator]
-        "ge": lambda a, b: a >= b,  # type: ignore[operator]
-    }
-    return ordered[name](left, right)  # type: ignore[arg-type]
+    return bool(getattr(operator, name)(left, right))
 
 
 def _eq(args: Sequence[object]) -> object:

@@ -104,7 +104,7 @@ class TokenCache:
                     "service": service, "client_id": CLIENT_ID, "scope": " ".join(scopes)}
             status, body = await self._call("POST", url, data=form)
             if status not in (404, 405):
-                return self._parse(status, body)
+                return self._parse(status, body, url)
         query: list[tuple[str, str]] = [("service", service)] if service else []
         query += [("scope", s) for s in scopes]
         headers = {}
@@ -112,7 +112,7 @@ class TokenCache:
             query.append(("account", self._cred.username))
             headers["Authorization"] = basic_header(self._cred)
         status, body = await self._call("GET", url.with_query(query), headers=headers)
-        return self._parse(status, body)
+        return self._parse(status, body, url)
 
     async def _call(self, method: str, url: URL, *, headers: dict[str, str] | None = None,
                     data: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -133,11 +133,13 @@ class TokenCache:
         raise TransientError(f"token request to {url.host} failed")
 
     @staticmethod
-    def _parse(status: int, body: bytes) -> Token:
+    def _parse(status: int, body: bytes, realm: URL) -> Token:
+        server = f"token server {realm.host}:{realm.port}"
         if status in (401, 403):
-            raise Unauthorized(f"authentication failed: token server answered {status}", status=status)
+            raise Unauthorized(f"authentication failed: {server} answered HTTP {status} "
+                               "(wrong username or password, or an invalid refresh token)", status=status)
         if status != 200:
-            raise RegistryError(f"token server answered {status}", status=status)
+            raise RegistryError(f"{server} answered HTTP {status}", status=status)
         if len(body) > MAX_TOKEN_BODY:
             raise RegistryError("token response too large")
         try:

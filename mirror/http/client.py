@@ -179,8 +179,12 @@ class Endpoint:
             try:
                 if resp.status not in ok:
                     body = await resp.content.read(1 << 16) if method != "HEAD" else b""
-                    raise error_for(resp.status, body, what or f"{method} {url.path}",
-                                    resp.headers.get("Retry-After"))
+                    error = error_for(resp.status, body, what or f"{method} {url.path}",
+                                      resp.headers.get("Retry-After"))
+                    if resp.status == 401:
+                        raise Unauthorized(f"{error}: {self._unauthorized_hint()}", status=401,
+                                           code=getattr(error, "code", None))
+                    raise error
                 yield resp
             finally:
                 resp.release()
@@ -193,6 +197,8 @@ class Endpoint:
         if resp.status != 401 or not resendable:
             return resp
         challenge = _pick_challenge(resp.headers)
+        if challenge is not None and auth is not None and _futile_retry(challenge, auth, scopes):
+            return resp  # the caller reports this 401
         resp.release()
         if challenge is None:
             raise Unauthorized(f"{method} {url.path}: HTTP 401 without a usable challenge", status=401)
@@ -204,8 +210,15 @@ class Endpoint:
         self._state.challenge = challenge
         auth = await self._auth_header(wanted)
         if auth is None:
-            raise Unauthorized(f"{method} {url.path}: authentication required", status=401)
+            raise Unauthorized(f"{method} {url.path}: HTTP 401: {self._unauthorized_hint()}", status=401)
         return await self._follow(method, url, headers, auth, data)
+
+    def _unauthorized_hint(self) -> str:
+        """Why a 401 happened, in words; names the registry, never a credential."""
+        if self.credential.is_anonymous:
+            return (f"authentication required, and no credentials were used for {self.registry} "
+                    "(use --creds, --authfile or mirror login)")
+        return f"unauthorized: {self.registry} refused the credentials, or they do not grant this access"
 
     async def _auth_header(self, scopes: tuple[str, ...]) -> str | None:
         challenge = self._state.challenge
@@ -266,7 +279,9 @@ class Endpoint:
                            f"{exc.certificate_error.__class__.__name__}: "
                            f"{getattr(exc.certificate_error, 'verify_message', '')}".rstrip(": ")) from None
         except aiohttp.ClientSSLError as exc:
-            raise TLSError(f"TLS handshake with {url.host}:{url.port} failed: {_short(exc)}") from None
+            # The underlying ssl error, not aiohttp's text (which embeds the SSLContext repr).
+            reason = getattr(exc, "os_error", None) or exc
+            raise TLSError(f"TLS handshake with {url.host}:{url.port} failed: {_short(reason)}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TransientError(f"{method} {url.host}:{url.port}{url.path}: {_short(exc)}") from None
         log.debug("http_request", method=method, host=url.host, path=url.path, status=resp.status)
@@ -276,6 +291,21 @@ class Endpoint:
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _futile_retry(challenge: Challenge, sent: str, scopes: tuple[str, ...]) -> bool:
+    """Whether answering this 401 with new credentials cannot help.
+
+    Basic credentials refused once are refused again. A bearer token refused with ``insufficient_scope``
+    for scopes it was already asked for is all the token server grants (it answers with the intersection
+    of asked and allowed rights), so fetching another one only repeats the exchange. An expired or
+    otherwise ``invalid_token``, or a challenge naming new scopes, is worth one more try.
+    """
+    if challenge.scheme == "basic":
+        return sent.startswith("Basic ")
+    if challenge.scheme == "bearer" and challenge.params.get("error") == "insufficient_scope":
+        return sent.startswith("Bearer ") and set(merge_scopes(scopes, challenge.scopes)) == set(merge_scopes(scopes))
+    return False
 
 
 def _pick_challenge(headers: Mapping[str, str] | Any) -> Challenge | None:

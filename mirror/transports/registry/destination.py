@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import aiohttp
+import anyio
 import structlog
 from yarl import URL
 
@@ -16,6 +17,7 @@ from mirror.errors import DigestMismatch, MirrorError, NotFound, RegistryError
 from mirror.http.client import Endpoint, Reply
 from mirror.transports.base import BlobOpener, Capabilities, Location
 from mirror.transports.registry import api
+from mirror.transports.streams import hashed_stream
 
 log = structlog.get_logger("mirror.registry")
 
@@ -65,23 +67,18 @@ class RegistryDestination:
                                           what=f"starting upload of {desc.digest}")
         location = _location(start)
         hasher = desc.digest.hasher()
-
-        async def body() -> AsyncIterator[bytes]:
-            async with open_source(0) as chunks:
-                async for chunk in chunks:
-                    hasher.update(chunk)
-                    yield chunk
-
+        headers = {"Content-Type": "application/octet-stream"}
+        if desc.size > 0:
+            headers["Content-Length"] = str(desc.size)
         try:
-            headers = {"Content-Type": "application/octet-stream"}
-            if desc.size > 0:
-                headers["Content-Length"] = str(desc.size)
-            patched = await self.endpoint.fetch("PATCH", location, scopes=self._scopes, headers=headers,
-                                                data=_payload(body()), ok=(202, 201, 204),
-                                                what=f"uploading blob {desc.digest}")
+            async with hashed_stream(open_source, hasher) as blocks:
+                patched = await self.endpoint.fetch("PATCH", location, scopes=self._scopes, headers=headers,
+                                                    data=_payload(blocks), ok=(202, 201, 204),
+                                                    what=f"uploading blob {desc.digest}")
             hasher.check(desc.digest, desc.size if desc.size > 0 else None)
         except BaseException:
-            await self._cancel_url(location)
+            with anyio.CancelScope(shield=True):
+                await self._cancel_url(location)
             raise
         location = _location(patched) if "Location" in patched.headers else location
         final = _with_digest(location, desc.digest)

@@ -23,7 +23,6 @@ from mirror.transports.registry import api
 
 log = structlog.get_logger("mirror.registry")
 
-CHUNK = 1 << 20
 MAX_RESUMES = 5
 
 
@@ -97,7 +96,7 @@ class RegistrySource:
                         headers=headers, ok=(200, 206), what=f"reading blob {desc.digest} in {self.repo}",
                 ) as resp:
                     skip = _bytes_to_skip(resp, position, desc)
-                    async for chunk in resp.content.iter_chunked(CHUNK):
+                    async for chunk in resp.content.iter_any():
                         if skip:
                             dropped = min(skip, len(chunk))
                             chunk, skip = chunk[dropped:], skip - dropped

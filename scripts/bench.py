@@ -1,0 +1,237 @@
+"""mirror vs skopeo on the same deterministic workloads, same run, same machine.
+
+Run through ./scripts/bench [--workloads small,mixed,large] [--reps N]. For each workload it starts a
+source registry, seeds it, then per repetition starts a fresh destination registry and times:
+the first copy (mirror sync vs skopeo sync; the large one: mirror copy vs skopeo copy) and an
+immediate no-op resync. It prints wall time (median), peak RSS, requests per image from the
+destination registry's access log, and the mirror/skopeo ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.images import make_layer, push_image, push_index  # noqa: E402
+from tests.support.registry import Registry, start_registry  # noqa: E402
+
+MIRROR = [sys.executable, "-m", "mirror"]
+SKOPEO = ["skopeo", "--insecure-policy"]
+GiB = 1 << 30
+# Registry storage on tmpfs when available, so the disk does not hide what the tools themselves cost.
+BENCH_DIR = os.environ.get("BENCH_DIR") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+TOOL_ORDER = tuple(os.environ.get("BENCH_ORDER", "skopeo,mirror").split(","))
+
+
+@dataclass
+class Run:
+    wall: float
+    rss_mib: float
+    requests: int
+
+
+@dataclass
+class Workload:
+    name: str
+    images: int
+    seed: Callable[[Registry], None]
+    mirror_cmd: Callable[[Registry, Registry, Path], list[str]]
+    skopeo_cmd: Callable[[Registry, Registry, Path], list[str]]
+    resync_extra: list[list[str]] = field(default_factory=list)
+
+
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of one command, measured with wait4 on that very process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
+    if os.environ.get("BENCH_VERBOSE"):
+        print(f"   {wall:.2f}s wall, {usage.ru_utime + usage.ru_stime:.2f}s cpu: {' '.join(cmd[:4])}", flush=True)
+    return wall, usage.ru_maxrss / 1024
+
+
+def push_big_blob(reg: Registry, repo: str, size: int) -> tuple[str, int]:
+    """Stream ``size`` pseudo-random bytes into ``repo`` as one blob without holding them in memory."""
+    rng = random.Random(1)  # incompressible, like a real gzip'd layer (and deterministic)
+    h = hashlib.sha256()
+
+    def chunks() -> Iterator[bytes]:
+        sent = 0
+        n = 0
+        while sent < size:
+            piece = rng.randbytes(min(1 << 20, size - sent))
+            h.update(piece)
+            sent += len(piece)
+            n += 1
+            yield piece
+
+    conn = http.client.HTTPConnection(reg.host, timeout=600)
+    conn.request("POST", f"/v2/{repo}/blobs/uploads/", headers={"Content-Length": "0"})
+    resp = conn.getresponse()
+    resp.read()
+    location = resp.getheader("Location") or ""
+    path = location.split(reg.host, 1)[-1]
+    conn.request("PATCH", path, body=chunks(), encode_chunked=True,
+                 headers={"Content-Type": "application/octet-stream"})
+    resp = conn.getresponse()
+    resp.read()
+    path = (resp.getheader("Location") or "").split(reg.host, 1)[-1]
+    digest = "sha256:" + h.hexdigest()
+    sep = "&" if "?" in path else "?"
+    conn.request("PUT", f"{path}{sep}digest={digest}", headers={"Content-Length": "0"})
+    resp = conn.getresponse()
+    resp.read()
+    if resp.status != 201:
+        raise SystemExit(f"seeding big blob failed: {resp.status}")
+    return digest, size
+
+
+def seed_large(reg: Registry) -> None:
+    digest, size = push_big_blob(reg, "big/layer", GiB)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [digest]},
+                         "config": {}}).encode()
+    from tests.support.images import Client
+
+    client = Client(reg)
+    config_digest = client.push_blob("big/layer", config)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
+                   "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size}],
+    }).encode()
+    client.put_manifest("big/layer", "v1", manifest, "application/vnd.oci.image.manifest.v1+json")
+
+
+def seed_small(reg: Registry, repos: int = 200, tags: int = 10) -> None:
+    base = make_layer(10_000, 512)
+    for r in range(repos):
+        for t in range(tags):
+            push_image(reg, f"small/repo{r:03d}", f"v{t}", layers=[base, make_layer(r * 100 + t, 256)],
+                       seed=r * 100 + t)
+
+
+def seed_mixed(reg: Registry, repos: int = 20, tags: int = 5) -> None:
+    bases = [make_layer(20_000 + i, (1 + i) * (1 << 20)) for i in range(3)]
+    for r in range(repos):
+        for t in range(tags):
+            seed = 30_000 + r * 10 + t
+            if r % 5 == 0 and t == 0:
+                push_index(reg, f"mixed/repo{r:02d}", f"v{t}", seed=seed)
+                continue
+            own = make_layer(seed, (1 + (seed % 8)) * (1 << 20))
+            push_image(reg, f"mixed/repo{r:02d}", f"v{t}", layers=[bases[r % 3], own], seed=seed)
+
+
+def sync_yaml(src: Registry, prefix: str, path: Path) -> Path:
+    import yaml
+
+    repos = sorted({p.parent.name + "/" + p.name
+                    for p in (src.storage / "docker/registry/v2/repositories").glob(f"{prefix}/*")})
+    path.write_text(yaml.safe_dump({src.host: {"tls-verify": False, "images": {r: [] for r in repos}}}))
+    return path
+
+
+def mirror_sync(prefix: str) -> Callable[[Registry, Registry, Path], list[str]]:
+    return lambda src, dst, tmp: [*MIRROR, "sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false",
+                                  str(sync_yaml(src, prefix, tmp / "sync.yaml")), f"{dst.host}/m"]
+
+
+def skopeo_sync(prefix: str) -> Callable[[Registry, Registry, Path], list[str]]:
+    return lambda src, dst, tmp: [*SKOPEO, "sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false",
+                                  str(sync_yaml(src, prefix, tmp / "sync.yaml")), f"{dst.host}/m"]
+
+
+WORKLOADS = {
+    "small": Workload("many small images (200 repos x 10 tags)", 2000, seed_small, mirror_sync("small"),
+                      skopeo_sync("small"), resync_extra=[["--assume-immutable-tags"]]),
+    "mixed": Workload("mixed (20 repos x 5 tags, 1-8 MiB layers, indexes)", 100, seed_mixed, mirror_sync("mixed"),
+                      skopeo_sync("mixed")),
+    "large": Workload("one image with a 1 GiB layer", 1, seed_large,
+                      lambda s, d, _t: [*MIRROR, "copy", "--quiet", "--src-tls-verify=false",
+                                        "--dest-tls-verify=false", f"docker://{s.host}/big/layer:v1",
+                                        f"docker://{d.host}/m/big/layer:v1"],
+                      lambda s, d, _t: [*SKOPEO, "copy", "--quiet", "--src-tls-verify=false",
+                                        "--dest-tls-verify=false", f"docker://{s.host}/big/layer:v1",
+                                        f"docker://{d.host}/m/big/layer:v1"]),
+}
+
+
+def measure(w: Workload, src: Registry, tmp: Path, reps: int, tool: str,
+            extra_resync: list[str] | None = None) -> tuple[list[Run], list[Run]]:
+    first: list[Run] = []
+    resync: list[Run] = []
+    for rep in range(reps):
+        with start_registry(tmp / f"{tool}-dst-{rep}-{len(extra_resync or [])}") as dst:
+            build = w.mirror_cmd if tool == "mirror" else w.skopeo_cmd
+            cmd = build(src, dst, tmp)
+            wall, rss = timed(cmd)
+            first.append(Run(wall, rss, len(dst.access_log_requests())))
+            before = len(dst.access_log_requests())
+            again = cmd + (extra_resync or []) if extra_resync else cmd
+            if extra_resync:
+                again = cmd[:cmd.index("sync") + 1] + extra_resync + cmd[cmd.index("sync") + 1:]
+            wall, rss = timed(again)
+            resync.append(Run(wall, rss, len(dst.access_log_requests()) - before))
+    return first, resync
+
+
+def summary(runs: list[Run], images: int) -> str:
+    wall = statistics.median(r.wall for r in runs)
+    rss = max(r.rss_mib for r in runs)
+    req = statistics.median(r.requests for r in runs) / max(1, images)
+    return f"{wall:8.2f}s  {rss:7.1f} MiB  {req:6.2f} req/img"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workloads", default="small,mixed,large")
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    rows: list[str] = []
+    for key in args.workloads.split(","):
+        w = WORKLOADS[key]
+        with tempfile.TemporaryDirectory(prefix=f"mirror-bench-{key}-", dir=BENCH_DIR) as tmpdir:
+            tmp = Path(tmpdir)
+            with start_registry(tmp / "src") as src:
+                print(f"== {w.name}: seeding ...", flush=True)
+                w.seed(src)
+                results = {tool: measure(w, src, tmp, args.reps, tool) for tool in TOOL_ORDER}
+                extra = {tuple(e): measure(w, src, tmp, args.reps, "mirror", e)[1] for e in w.resync_extra}
+        for phase, i in (("first copy", 0), ("no-op resync", 1)):
+            m, s = results["mirror"][i], results["skopeo"][i]
+            ratio = statistics.median(r.wall for r in s) / statistics.median(r.wall for r in m)
+            rows.append(f"{key:6s} {phase:13s} skopeo {summary(s, w.images)} | mirror {summary(m, w.images)}"
+                        f" | {ratio:5.1f}x")
+        for flags, runs in extra.items():
+            s = results["skopeo"][1]
+            ratio = statistics.median(r.wall for r in s) / statistics.median(r.wall for r in runs)
+            rows.append(f"{key:6s} resync {' '.join(flags)}: mirror {summary(runs, w.images)} | {ratio:5.1f}x")
+        print("\n".join(rows[-2 - len(extra):]), flush=True)
+    print("\n== summary (median of %d; speed-up = skopeo wall / mirror wall)" % args.reps)
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
