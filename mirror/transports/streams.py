@@ -17,7 +17,7 @@ from mirror.core.digest import Hasher
 from mirror.transports.base import BlobOpener
 
 BLOCK = 1 << 20
-DEPTH = 4
+DEPTH = 8
 
 
 @asynccontextmanager

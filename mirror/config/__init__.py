@@ -1,0 +1,1 @@
+"""Sync configuration: skopeo-compatible YAML and mirror's documented extensions."""

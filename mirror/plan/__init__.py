@@ -1,0 +1,1 @@
+"""Planning: expand a sync configuration into source/destination image pairs."""
