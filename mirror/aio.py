@@ -28,4 +28,9 @@ class SingleFlight(Generic[T]):
                 return self._done[key], True
             result = await fn()
             self._done[key] = result
+            self._locks.pop(key, None)  # waiters keep their reference; new callers see _done
             return result, False
+
+    def done(self, key: Hashable) -> bool:
+        """True once a call for ``key`` has succeeded."""
+        return key in self._done

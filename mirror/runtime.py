@@ -10,7 +10,6 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 
@@ -18,7 +17,7 @@ from mirror import __version__
 from mirror.core.descriptor import Platform, host_platform
 from mirror.core.reference import Repo
 from mirror.http.client import Endpoint, HttpClient, Timeouts
-from mirror.http.credentials import CredentialOptions, resolve_credential
+from mirror.http.credentials import Credential, CredentialOptions, resolve_credential
 from mirror.http.retry import RetryPolicy
 from mirror.http.tls import TLSOptions, default_certs_roots
 from mirror.transports.registry.destination import RegistryDestination
@@ -63,13 +62,20 @@ class Runtime:
         self.http = http
         self.options = options
         self.env = env
+        self._credentials: dict[tuple[str, str, CredentialOptions], Credential] = {}
 
-    def endpoint(self, repo: Repo, side: SideOptions) -> Endpoint:
-        credential = resolve_credential(repo.registry, repo.path, side.creds, self.env)
+    def endpoint(self, repo: Repo, side: SideOptions, credential: Credential | None = None) -> Endpoint:
+        """The endpoint for ``repo``; an explicit ``credential`` (sync YAML) beats the side's."""
+        if credential is None:
+            key = (repo.registry, repo.path, side.creds)
+            credential = self._credentials.get(key)
+            if credential is None:
+                credential = resolve_credential(repo.registry, repo.path, side.creds, self.env)
+                self._credentials[key] = credential
         return self.http.endpoint(repo.api_host, credential, side.tls)
 
-    def registry_source(self, repo: Repo, side: SideOptions) -> RegistrySource:
-        return RegistrySource(self.endpoint(repo, side), repo)
+    def registry_source(self, repo: Repo, side: SideOptions, credential: Credential | None = None) -> RegistrySource:
+        return RegistrySource(self.endpoint(repo, side, credential), repo)
 
     def registry_destination(self, repo: Repo, side: SideOptions) -> RegistryDestination:
         return RegistryDestination(self.endpoint(repo, side), repo)
@@ -85,7 +91,3 @@ async def open_runtime(options: GlobalOptions, env: Mapping[str, str] | None = N
         http = HttpClient(session, retry=retry, user_agent=options.user_agent, timeouts=Timeouts(),
                           certs_roots=default_certs_roots(environ))
         yield Runtime(http, options, environ)
-
-
-def certs_roots(env: Mapping[str, str]) -> list[Path]:
-    return list(default_certs_roots(env))

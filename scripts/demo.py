@@ -19,8 +19,11 @@ MIRROR = [sys.executable, "-m", "mirror"]
 
 def mirror(*args: str) -> str:
     print("$ mirror " + " ".join(args), flush=True)
-    out = subprocess.run([*MIRROR, *args], check=True, text=True, stdout=subprocess.PIPE, cwd=ROOT).stdout
+    proc = subprocess.run([*MIRROR, *args], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    out = proc.stdout + proc.stderr
     print(out, end="" if out.endswith("\n") else "\n", flush=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"mirror {args[0]} failed with exit status {proc.returncode}")
     return out
 
 
@@ -40,14 +43,30 @@ def main() -> int:
             for repo, tag, extra in images:
                 mirror("copy", "--src-tls-verify=false", "--dest-tls-verify=false", *extra,
                        f"docker://{src.host}/{repo}:{tag}", f"docker://{dst.host}/mirrored/{repo}:{tag}")
+            sync_yaml = Path(tmp) / "sync.yaml"
+            sync_yaml.write_text(
+                f"{src.host}:\n"
+                "  tls-verify: false\n"
+                "  images:\n"
+                "    apps/web: []          # every tag\n"
+                "    library/alpine: ['3.19']\n"
+                "  images-by-tag-regex:\n"
+                "    apps/api: '^2\\.'\n"
+            )
+            print(f"==> sync.yaml (skopeo format)\n{sync_yaml.read_text()}")
+            mirror("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", "--all",
+                   str(sync_yaml), f"{dst.host}/synced")
+            print("==> the same sync again: unchanged tags cost one HEAD on each side")
+            mirror("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", "--all",
+                   str(sync_yaml), f"{dst.host}/synced")
             print("==> what arrived at the destination\n")
-            for repo in ("library/alpine", "apps/web", "apps/api", "tools/multi"):
-                mirror("list-tags", "--tls-verify=false", f"docker://{dst.host}/mirrored/{repo}")
+            for repo in ("mirrored/library/alpine", "mirrored/tools/multi", "synced/web", "synced/api"):
+                mirror("list-tags", "--tls-verify=false", f"docker://{dst.host}/{repo}")
             mirror("inspect", "--tls-verify=false", "--format",
                    "{{.Name}} {{.Digest}} {{.Architecture}} tags={{range .RepoTags}}{{.}} {{end}}",
                    f"docker://{dst.host}/mirrored/apps/web:1.0")
             mirror("inspect", "--tls-verify=false", "--raw", f"docker://{dst.host}/mirrored/tools/multi:latest")
-            print("\ndemo finished: 5 images mirrored; registries stopped")
+            print("\ndemo finished: images copied and synced; registries stopped")
     return 0
 
 

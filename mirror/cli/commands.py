@@ -18,7 +18,7 @@ from mirror.cli.gotemplate import render as render_template
 from mirror.cli.logsetup import configure_logging
 from mirror.core import manifest as manifest_mod
 from mirror.core.reference import Reference, parse_docker, parse_image_name, split_transport
-from mirror.engine.copy import CopyOptions, MultiArch
+from mirror.engine.image import CopyOptions, MultiArch
 from mirror.errors import ManifestError, MirrorError, UsageError
 from mirror.http import authfile
 from mirror.http.credentials import CredentialOptions
@@ -135,15 +135,15 @@ def copy(args: argparse.Namespace) -> int:
             raise UsageError("--all conflicts with --multi-arch=" + mode.value)
         mode = MultiArch.ALL
     options = global_options(args)
-    copy_options = CopyOptions(multi_arch=mode, platform=options.platform,
-                               jobs=max(1, args.image_parallel_copies))
+    copy_options = CopyOptions(multi_arch=mode, platform=options.platform)
     src_side = side_options(args, "src-", args.authfile)
     dst_side = side_options(args, "dest-", args.authfile)
     progress = render.CopyProgress(quiet=bool(args.quiet))
-    result = run(args, lambda rt: copy_ops.copy(rt, src, dst, src_side, dst_side, copy_options, progress))
-    progress.finish()
+    record = run(args, lambda rt: copy_ops.copy(rt, src, dst, src_side, dst_side, copy_options,
+                                                max(1, args.image_parallel_copies), progress))
+    progress.finish(record)
     if args.digestfile:
-        Path(args.digestfile).write_text(str(result.manifest.digest))
+        Path(args.digestfile).write_text(str(record.digest))
     return 0
 
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 import getpass
 import json
 import sys
+import time
 from typing import Any
 
-from mirror.engine.copy import BlobOutcome, ProgressEvent
+from rich.console import Console
+from rich.live import Live
+
+from mirror.core.descriptor import Descriptor
+from mirror.engine.blobs import BlobOutcome
+from mirror.engine.sync import ImageRecord, RunStats
 from mirror.errors import UsageError
 
 
@@ -41,29 +47,65 @@ def prompt_credentials(username: str | None, password: str | None) -> tuple[str,
 
 
 class CopyProgress:
-    """skopeo's copy progress lines on stdout (with ``done``/``skipped`` on a terminal)."""
+    """skopeo-like copy progress lines on stdout (suppressed by ``--quiet``)."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.tty = sys.stdout.isatty()
         self._started = False
 
-    def __call__(self, event: ProgressEvent) -> None:
-        if self.quiet or event.desc is None:
-            return
+    def _start(self) -> None:
         if not self._started:
             self._started = True
             print("Getting image source signatures", flush=True)
-        what = "config" if event.is_config else "blob"
-        if event.kind == "blob_start" and not self.tty:
-            print(f"Copying {what} {event.desc.digest}", flush=True)
-        elif event.kind == "blob_done" and self.tty:
-            state = "skipped: already exists" if event.outcome is BlobOutcome.SKIPPED else (
-                "mounted" if event.outcome is BlobOutcome.MOUNTED else "done")
-            print(f"Copying {what} {event.desc.digest.hex[:12]} {state}", flush=True)
-        elif event.kind == "manifest":
-            print("Writing manifest to image destination", flush=True)
 
-    def finish(self) -> None:
-        if not self.quiet and self._started:
-            print("Storing signatures", flush=True)
+    def __call__(self, desc: Descriptor, outcome: BlobOutcome) -> None:
+        if self.quiet:
+            return
+        self._start()
+        state = {BlobOutcome.SKIPPED: "skipped: already exists", BlobOutcome.MOUNTED: "mounted",
+                 BlobOutcome.FOREIGN: "skipped: foreign layer"}.get(outcome, "done")
+        print(f"Copying blob {desc.digest} {state}", flush=True)
+
+    def finish(self, record: ImageRecord) -> None:
+        if self.quiet:
+            return
+        self._start()
+        if record.outcome == "skipped":
+            print(f"Image is up to date at the destination ({record.digest})", flush=True)
+            return
+        print("Writing manifest to image destination", flush=True)
+        print("Storing signatures", flush=True)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class SyncDisplay:
+    """A one-line live status on a terminal (stderr): images done/total, bytes and rate, active."""
+
+    def __init__(self, stats: RunStats, enabled: bool) -> None:
+        self.stats = stats
+        self.enabled = enabled and sys.stderr.isatty()
+        self._live: Live | None = None
+
+    def __rich__(self) -> str:
+        s = self.stats
+        elapsed = max(1e-6, time.monotonic() - s.started)
+        total = f"{s.planned}" if s.planning_done else "?"
+        return (f"images {s.done}/{total}  copied {s.copied}  up-to-date {s.skipped}  failed {s.failed}  "
+                f"{human_bytes(s.bytes_sent)} ({human_bytes(s.bytes_sent / elapsed)}/s)  active {s.active}")
+
+    def __enter__(self) -> SyncDisplay:
+        if self.enabled:
+            self._live = Live(self, console=Console(stderr=True), refresh_per_second=4, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)

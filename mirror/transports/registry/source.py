@@ -124,3 +124,23 @@ def _bytes_to_skip(resp: aiohttp.ClientResponse, position: int, desc: Descriptor
     if first != position:
         raise RegistryError(f"blob {desc.digest}: Content-Range starts at {first}, wanted {position}")
     return 0
+
+
+async def list_repositories(endpoint: Endpoint, page_size: int = 1000) -> AsyncIterator[str]:
+    """Every repository in ``/v2/_catalog``, following ``Link`` pages (not offered by Docker Hub)."""
+    target: str | URL | None = f"/v2/_catalog?n={page_size}"
+    while target is not None:
+        reply = await endpoint.fetch("GET", target, scopes=("registry:catalog:*",),
+                                     what=f"listing repositories of {endpoint.registry}")
+        try:
+            data = json.loads(reply.body)
+        except ValueError:
+            raise RegistryError(f"listing repositories of {endpoint.registry}: response is not JSON") from None
+        repos = data.get("repositories") if isinstance(data, dict) else None
+        if repos is not None and not isinstance(repos, list):
+            raise RegistryError(f"listing repositories of {endpoint.registry}: malformed catalog")
+        for repo in repos or ():
+            if isinstance(repo, str):
+                yield repo
+        nxt = parse_link_next(reply.headers.get("Link"), str(reply.url))
+        target = URL(nxt, encoded=True) if nxt else None

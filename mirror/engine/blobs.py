@@ -1,0 +1,161 @@
+"""Getting a blob into a destination repository: skip, mount or upload, each at most once per run.
+
+Decisions, in order, for (destination repository, digest):
+1. Already made present in this run → nothing to do.
+2. The repository may hold it (it existed before the run, or the state file says so) → HEAD.
+3. Another repository on the same destination registry holds it (this run, or the state file) →
+   cross-repo mount; the source repository too when source and destination share a registry.
+4. Otherwise upload it, streaming from the source. Concurrent needs for the same digest on the
+   same registry wait for the first upload and then mount, so the source is read once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+import anyio
+import structlog
+
+from mirror.aio import SingleFlight
+from mirror.core.descriptor import Descriptor
+from mirror.core.digest import Digest
+from mirror.transports.base import ImageDestination, ImageSource, Location
+
+log = structlog.get_logger("mirror.blobs")
+
+FOREIGN = frozenset({
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+})
+
+
+class BlobOutcome(Enum):
+    SKIPPED = "skipped"
+    MOUNTED = "mounted"
+    UPLOADED = "uploaded"
+    FOREIGN = "foreign"
+
+
+@dataclass(slots=True)
+class BlobCounters:
+    """Per-image (or per-run) blob accounting."""
+
+    uploaded: int = 0
+    mounted: int = 0
+    skipped: int = 0
+    bytes_sent: int = 0
+
+    def add(self, outcome: BlobOutcome, sent: int = 0) -> None:
+        if outcome is BlobOutcome.UPLOADED:
+            self.uploaded += 1
+        elif outcome is BlobOutcome.MOUNTED:
+            self.mounted += 1
+        else:
+            self.skipped += 1
+        self.bytes_sent += sent
+
+    def merge(self, other: BlobCounters) -> None:
+        self.uploaded += other.uploaded
+        self.mounted += other.mounted
+        self.skipped += other.skipped
+        self.bytes_sent += other.bytes_sent
+
+
+class KnownLocations:
+    """Where blobs are known to be present. Backed by the run's memory plus an optional lookup
+    (the state file) for facts learned in earlier runs."""
+
+    def __init__(self, lookup: Callable[[str, Digest], Iterable[str]] | None = None) -> None:
+        self._mem: dict[tuple[str, Digest], list[str]] = {}
+        self._lookup = lookup
+
+    def add(self, location: Location, digest: Digest) -> None:
+        repos = self._mem.setdefault((location.host, digest), [])
+        if location.path not in repos:
+            repos.append(location.path)
+
+    def present(self, location: Location, digest: Digest) -> bool:
+        return location.path in self._mem.get((location.host, digest), ())
+
+    def candidates(self, location: Location, digest: Digest) -> list[str]:
+        repos = [r for r in self._mem.get((location.host, digest), ()) if r != location.path]
+        if self._lookup is not None:
+            repos += [r for r in self._lookup(location.host, digest) if r != location.path and r not in repos]
+        return repos
+
+    def remembered(self, location: Location, digest: Digest) -> bool:
+        return self._lookup is not None and location.path in self._lookup(location.host, digest)
+
+
+@dataclass
+class BlobMover:
+    """Shared by every image of a run; enforces at-most-once work per (repository, digest)."""
+
+    limit: anyio.CapacityLimiter
+    locations: KnownLocations = field(default_factory=KnownLocations)
+    dry_run: bool = False
+    on_blob: Callable[[Descriptor, BlobOutcome], None] | None = None
+    _per_repo: SingleFlight[tuple[BlobOutcome, int]] = field(default_factory=SingleFlight)
+    _per_registry: SingleFlight[tuple[BlobOutcome, int]] = field(default_factory=SingleFlight)
+
+    async def ensure(self, src: ImageSource, dst: ImageDestination, desc: Descriptor,
+                     may_exist: bool) -> tuple[BlobOutcome, int]:
+        """Make ``desc`` present in ``dst``; returns (outcome, bytes sent) for the caller that did
+        the work, and (SKIPPED, 0) for callers that found it done by someone else this run."""
+        if desc.media_type in FOREIGN and desc.urls:
+            return BlobOutcome.FOREIGN, 0
+        key = (dst.location.host, dst.location.path, desc.digest)
+        if self.locations.present(dst.location, desc.digest):
+            return BlobOutcome.SKIPPED, 0
+        result, shared = await self._per_repo.do(key, lambda: self._ensure(src, dst, desc, may_exist))
+        return (BlobOutcome.SKIPPED, 0) if shared else result
+
+    async def _ensure(self, src: ImageSource, dst: ImageDestination, desc: Descriptor,
+                      may_exist: bool) -> tuple[BlobOutcome, int]:
+        async with self.limit:
+            if (may_exist or self.locations.remembered(dst.location, desc.digest)) and await dst.has_blob(desc):
+                return self._done(dst, desc, BlobOutcome.SKIPPED, 0)
+            if await self._mount_any(src, dst, desc):
+                return self._done(dst, desc, BlobOutcome.MOUNTED, 0)
+        # The first repository of this registry to need the blob uploads it; the others mount.
+        reg_key = (dst.location.host, desc.digest)
+        (outcome, sent), shared = await self._per_registry.do(reg_key, lambda: self._upload(src, dst, desc))
+        if not shared:
+            return outcome, sent
+        async with self.limit:
+            if await self._mount_any(src, dst, desc):
+                return self._done(dst, desc, BlobOutcome.MOUNTED, 0)
+        return await self._upload(src, dst, desc)
+
+    async def _mount_any(self, src: ImageSource, dst: ImageDestination, desc: Descriptor) -> bool:
+        if not dst.capabilities.mount or self.dry_run:
+            return False
+        candidates = [Location(dst.location.transport, dst.location.host, repo)
+                      for repo in self.locations.candidates(dst.location, desc.digest)]
+        if src.location.transport == dst.location.transport and src.location.host == dst.location.host \
+                and src.location.path != dst.location.path:
+            candidates.insert(0, src.location)
+        for origin in candidates[:3]:
+            if await dst.mount_blob(desc, origin):
+                return True
+        return False
+
+    async def _upload(self, src: ImageSource, dst: ImageDestination, desc: Descriptor) -> tuple[BlobOutcome, int]:
+        if self.dry_run:
+            return self._done(dst, desc, BlobOutcome.UPLOADED, 0)
+        async with self.limit:
+            sent = await dst.put_blob(desc, lambda offset: src.open_blob(desc, offset))
+        log.debug("blob_uploaded", digest=str(desc.digest), dst=str(dst.location), bytes=sent)
+        return self._done(dst, desc, BlobOutcome.UPLOADED, sent)
+
+    def _done(self, dst: ImageDestination, desc: Descriptor, outcome: BlobOutcome,
+              sent: int) -> tuple[BlobOutcome, int]:
+        self.locations.add(dst.location, desc.digest)
+        if self.on_blob is not None:
+            self.on_blob(desc, outcome)
+        return outcome, sent

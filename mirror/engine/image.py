@@ -1,0 +1,149 @@
+"""Copy one image or index: blobs before manifests, children before the index, the tag last.
+
+Raw manifest bytes are copied unchanged, so digests are preserved — except when a platform
+subset of an index is requested, which necessarily writes a new, smaller index.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import anyio
+
+from mirror.aio import SingleFlight
+from mirror.core import manifest as manifest_mod
+from mirror.core.descriptor import Descriptor, Platform, matches
+from mirror.core.manifest import Manifest
+from mirror.engine.blobs import BlobCounters, BlobMover
+from mirror.errors import ManifestError
+from mirror.transports.base import ImageDestination, ImageSource
+
+
+class MultiArch(Enum):
+    SYSTEM = "system"
+    ALL = "all"
+    INDEX_ONLY = "index-only"
+
+
+@dataclass(frozen=True, slots=True)
+class CopyOptions:
+    multi_arch: MultiArch = MultiArch.SYSTEM
+    platform: Platform = field(default_factory=lambda: Platform("linux", "amd64"))
+    platforms: tuple[Platform, ...] = ()  # a subset of an index to copy (YAML `platforms`)
+
+
+@dataclass(slots=True)
+class ImageWork:
+    """What copying one image did (for the report)."""
+
+    counters: BlobCounters = field(default_factory=BlobCounters)
+    manifests_written: int = 0
+
+
+class ManifestWriter:
+    """Writes manifests at most once per (destination repository, digest) per run."""
+
+    def __init__(self, dry_run: bool) -> None:
+        self.dry_run = dry_run
+        self._flight: SingleFlight[bool] = SingleFlight()
+
+    async def by_digest(self, dst: ImageDestination, manifest: Manifest) -> bool:
+        key = (dst.location.host, dst.location.path, manifest.digest)
+
+        async def put() -> bool:
+            if not self.dry_run:
+                await dst.put_manifest(manifest, str(manifest.digest))
+            return True
+
+        _, shared = await self._flight.do(key, put)
+        return not shared
+
+    def known(self, dst: ImageDestination, digest: object) -> bool:
+        return self._flight.done((dst.location.host, dst.location.path, digest))
+
+
+class ImageCopier:
+    """Copies images for a whole run, sharing blob and manifest de-duplication."""
+
+    def __init__(self, blobs: BlobMover, manifests: ManifestWriter, options: CopyOptions) -> None:
+        self.blobs = blobs
+        self.manifests = manifests
+        self.options = options
+
+    async def copy(self, src: ImageSource, top: Manifest, dst: ImageDestination, dst_ref: str | None,
+                   fresh_repo: bool, work: ImageWork) -> Manifest:
+        """Copy ``top`` (already fetched) and store it under ``dst_ref`` (None: by digest only).
+        ``fresh_repo``: the destination repository held no tags before the run, so no HEADs."""
+        if top.is_index:
+            top = await self._copy_index(src, top, dst, fresh_repo, work)
+        else:
+            await self._copy_blobs(src, top, dst, fresh_repo, work)
+        if dst_ref is None:
+            if await self.manifests.by_digest(dst, top):
+                work.manifests_written += 1
+        elif not self.manifests.dry_run:
+            await dst.put_manifest(top, dst_ref)
+            work.manifests_written += 1
+        return top
+
+    async def _copy_index(self, src: ImageSource, index: Manifest, dst: ImageDestination,
+                          fresh_repo: bool, work: ImageWork) -> Manifest:
+        mode = self.options.multi_arch
+        if mode is MultiArch.SYSTEM and not self.options.platforms:
+            child = await src.get_manifest(str(index.select(self.options.platform).digest))
+            if child.is_index:
+                raise ManifestError(f"index {index.digest} nests another index for {self.options.platform}")
+            await self._copy_blobs(src, child, dst, fresh_repo, work)
+            return child
+        if mode is MultiArch.INDEX_ONLY:
+            return index
+        children = index.manifests
+        if self.options.platforms:
+            index, children = subset_index(index, self.options.platforms)
+        async with anyio.create_task_group() as tg:
+            for desc in children:
+                tg.start_soon(self._copy_child, src, desc, dst, fresh_repo, work)
+        return index
+
+    async def _copy_child(self, src: ImageSource, desc: Descriptor, dst: ImageDestination,
+                          fresh_repo: bool, work: ImageWork) -> None:
+        if self.manifests.known(dst, desc.digest):
+            return
+        if not fresh_repo and await dst.head_manifest(str(desc.digest)) is not None:
+            return
+        child = await src.get_manifest(str(desc.digest))
+        if child.is_index:
+            raise ManifestError(f"nested index {desc.digest} is not supported")
+        await self._copy_blobs(src, child, dst, fresh_repo, work)
+        if await self.manifests.by_digest(dst, child):
+            work.manifests_written += 1
+
+    async def _copy_blobs(self, src: ImageSource, image: Manifest, dst: ImageDestination,
+                          fresh_repo: bool, work: ImageWork) -> None:
+        async def one(desc: Descriptor) -> None:
+            outcome, sent = await self.blobs.ensure(src, dst, desc, may_exist=not fresh_repo)
+            work.counters.add(outcome, sent)
+
+        async with anyio.create_task_group() as tg:
+            for desc in image.blobs():
+                tg.start_soon(one, desc)
+
+
+def subset_index(index: Manifest, wanted: Sequence[Platform]) -> tuple[Manifest, tuple[Descriptor, ...]]:
+    """The index restricted to ``wanted`` platforms. Unchanged (same bytes) when nothing is dropped;
+    otherwise a new index whose digest necessarily differs from the source's."""
+    keep = [i for i, d in enumerate(index.manifests)
+            if d.platform is not None and any(matches(d.platform, w) for w in wanted)]
+    if not keep:
+        available = ", ".join(str(d.platform) for d in index.manifests if d.platform) or "none"
+        raise ManifestError(f"index {index.digest} has none of the requested platforms (available: {available})")
+    if len(keep) == len(index.manifests):
+        return index, index.manifests
+    data = json.loads(index.raw)
+    data["manifests"] = [data["manifests"][i] for i in keep]
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    subset = manifest_mod.parse(raw, index.media_type)
+    return subset, subset.manifests

@@ -1,0 +1,185 @@
+"""The sync scheduler: a bounded pool of image workers fed by the planner, for the whole run.
+
+One run shares one BlobMover (blob de-duplication, mounts, the blob concurrency limit) and one
+ManifestWriter, so a blob or manifest needed by many images moves at most once per destination
+repository. The planner streams pairs in through a bounded channel, so memory does not grow with
+the size of the catalog.
+
+No-op fast path: a tag the destination listing shows present costs one source HEAD and one
+destination HEAD (digests equal → skipped); with ``assume_immutable`` it costs nothing at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from mirror.core import mediatype as mt
+from mirror.core.descriptor import Descriptor
+from mirror.core.manifest import Manifest
+from mirror.engine.blobs import BlobMover, BlobOutcome, KnownLocations
+from mirror.engine.image import CopyOptions, ImageCopier, ImageWork, ManifestWriter, MultiArch, subset_index
+from mirror.errors import ManifestError, MirrorError
+from mirror.plan.pairs import ImagePair
+
+log = structlog.get_logger("mirror.sync")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOptions:
+    jobs: int = 16
+    blob_jobs: int = 8
+    keep_going: bool = False
+    dry_run: bool = False
+    assume_immutable: bool = False
+    copy: CopyOptions = field(default_factory=CopyOptions)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    source: str
+    destination: str
+    digest: str | None
+    outcome: str  # copied | skipped | failed | would-copy
+    reason: str
+    bytes: int
+    blobs_uploaded: int
+    blobs_mounted: int
+    blobs_skipped: int
+    duration: float
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Live counters, read by progress displays; written only by the scheduler."""
+
+    planned: int = 0
+    planning_done: bool = False
+    done: int = 0
+    copied: int = 0
+    skipped: int = 0
+    failed: int = 0
+    active: int = 0
+    bytes_sent: int = 0
+    blobs_uploaded: int = 0
+    blobs_mounted: int = 0
+    blobs_skipped: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, record: ImageRecord) -> None:
+        self.done += 1
+        if record.outcome == "failed":
+            self.failed += 1
+        elif record.outcome in ("skipped",):
+            self.skipped += 1
+        else:
+            self.copied += 1
+        self.bytes_sent += record.bytes
+        self.blobs_uploaded += record.blobs_uploaded
+        self.blobs_mounted += record.blobs_mounted
+        self.blobs_skipped += record.blobs_skipped
+
+
+Producer = Callable[[MemoryObjectSendStream[ImagePair]], Awaitable[None]]
+RecordSink = Callable[[ImageRecord], None]
+BlobSink = Callable[[Descriptor, BlobOutcome], None]
+
+
+class Scheduler:
+    def __init__(self, options: SyncOptions, locations: KnownLocations | None = None,
+                 on_record: RecordSink | None = None, stats: RunStats | None = None,
+                 on_blob: BlobSink | None = None) -> None:
+        self.options = options
+        self.stats = stats or RunStats()
+        self.on_record = on_record or (lambda _r: None)
+        self.blobs = BlobMover(anyio.CapacityLimiter(max(1, options.blob_jobs)),
+                               locations or KnownLocations(), dry_run=options.dry_run, on_blob=on_blob)
+        self.manifests = ManifestWriter(options.dry_run)
+        self.copier = ImageCopier(self.blobs, self.manifests, options.copy)
+
+    async def run(self, produce: Producer) -> RunStats:
+        """Run every pair ``produce`` sends; fail fast unless ``keep_going``."""
+        send, receive = anyio.create_memory_object_stream[ImagePair](max(4, self.options.jobs * 2))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._plan, produce, send)
+            for _ in range(max(1, self.options.jobs)):
+                tg.start_soon(self._worker, receive.clone())
+            receive.close()
+        return self.stats
+
+    async def _plan(self, produce: Producer, send: MemoryObjectSendStream[ImagePair]) -> None:
+        async with send:
+            await produce(send)
+        self.stats.planning_done = True
+
+    async def _worker(self, receive: MemoryObjectReceiveStream[ImagePair]) -> None:
+        async with receive:
+            async for pair in receive:
+                self.stats.active += 1
+                try:
+                    record = await self.sync_one(pair)
+                finally:
+                    self.stats.active -= 1
+                self.stats.add(record)
+                self.on_record(record)
+
+    async def sync_one(self, pair: ImagePair) -> ImageRecord:
+        start = time.monotonic()
+        work = ImageWork()
+        digest: str | None = None
+        with structlog.contextvars.bound_contextvars(src=pair.src_name, dst=pair.dst_name):
+            try:
+                digest, outcome, reason = await self._sync(pair, work)
+            except MirrorError as exc:
+                if not self.options.keep_going:
+                    raise
+                outcome, reason = "failed", str(exc)
+                log.warning("image_failed", error=reason)
+        counters = work.counters
+        record = ImageRecord(pair.src_name, pair.dst_name, digest, outcome, reason, counters.bytes_sent,
+                             counters.uploaded, counters.mounted, counters.skipped,
+                             round(time.monotonic() - start, 4))
+        log.info("image_synced", outcome=outcome, digest=digest, bytes=counters.bytes_sent)
+        return record
+
+    async def _sync(self, pair: ImagePair, work: ImageWork) -> tuple[str | None, str, str]:
+        src_is_digest = pair.src_ref.startswith(("sha256:", "sha512:"))
+        if pair.dst_has_tag and self.options.assume_immutable and not src_is_digest:
+            return None, "skipped", "tag present at destination (assume immutable tags)"
+        src_desc: Descriptor | None = None
+        top: Manifest | None = None
+        if pair.dst_has_tag is not False or src_is_digest:
+            # The destination may already hold it: compare digests with HEADs only.
+            src_desc = await pair.source.head_manifest(pair.src_ref)
+            if src_desc is None:
+                raise MirrorError(f"{pair.src_name}: manifest unknown at the source")
+            wanted, top = await self._wanted_digest(pair, src_desc)
+            dst_desc = await pair.destination.head_manifest(pair.dst_ref or wanted)
+            if dst_desc is not None and str(dst_desc.digest) == wanted:
+                return wanted, "skipped", "up to date"
+        if self.options.dry_run:
+            return (str(src_desc.digest) if src_desc else None), "would-copy", "differs or missing at destination"
+        if top is None:
+            top = await pair.source.get_manifest(pair.src_ref)
+            if src_desc is not None and top.digest != src_desc.digest:
+                raise ManifestError(f"{pair.src_name}: source changed during the sync")
+        fresh = pair.fresh_repo
+        result = await self.copier.copy(pair.source, top, pair.destination, pair.dst_ref, fresh, work)
+        return str(result.digest), "copied", ""
+
+    async def _wanted_digest(self, pair: ImagePair, src_desc: Descriptor) -> tuple[str, Manifest | None]:
+        """The digest the destination should end up with. For an index copied as one platform (or a
+        platform subset) that needs the index itself: one extra source GET, indexes only."""
+        options = self.options.copy
+        if not mt.is_index(src_desc.media_type) or (options.multi_arch is MultiArch.ALL and not options.platforms) \
+                or options.multi_arch is MultiArch.INDEX_ONLY:
+            return str(src_desc.digest), None
+        index = await pair.source.get_manifest(str(src_desc.digest))
+        if options.platforms:
+            return str(subset_index(index, options.platforms)[0].digest), index
+        return str(index.select(options.platform).digest), index

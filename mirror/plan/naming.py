@@ -1,0 +1,41 @@
+"""Destination names, exactly as ``skopeo sync`` forms them.
+
+skopeo: ``path.Join(destination, suffix) + appendSuffix`` where suffix is the source's full docker
+reference (``host/repo:tag`` or ``host/repo@digest``) with ``--scoped``, else its last path
+element (``repo:tag``). So ``--append-suffix`` lands at the end of the tag.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from mirror.core.reference import Reference, parse_docker
+from mirror.errors import UsageError
+
+
+@dataclass(frozen=True, slots=True)
+class Naming:
+    destination: str          # DESTINATION argument: registry[:port][/namespace] (docker) or a directory
+    scoped: bool = False
+    append_suffix: str = ""
+
+
+def source_suffix(src_registry: str, src_path: str, ref: str, naming: Naming,
+                  mapped: str | None = None) -> str:
+    """``repo:tag`` / ``host/ns/repo:tag`` / ``repo@sha256:..``; ``mapped`` replaces the repository path."""
+    sep = "@" if ref.startswith(("sha256:", "sha512:")) else ":"
+    if mapped is not None:
+        return f"{mapped}{sep}{ref}"
+    full = f"{src_registry}/{src_path}{sep}{ref}"
+    return full if naming.scoped else posixpath.basename(full)
+
+
+def docker_destination(src_registry: str, src_path: str, ref: str, naming: Naming,
+                       mapped: str | None = None) -> Reference:
+    suffix = source_suffix(src_registry, src_path, ref, naming, mapped)
+    text = posixpath.join(naming.destination.rstrip("/"), suffix) + naming.append_suffix
+    try:
+        return parse_docker(text)
+    except UsageError as exc:
+        raise UsageError(f"destination name {text!r} for {src_registry}/{src_path}: {exc}") from None

@@ -1,0 +1,21 @@
+"""The unit of work the planner hands to the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mirror.transports.base import ImageDestination, ImageSource
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePair:
+    """One image to sync. ``dst_ref`` None means: store by digest only."""
+
+    source: ImageSource
+    src_ref: str
+    destination: ImageDestination
+    dst_ref: str | None
+    fresh_repo: bool = False         # the destination repository had no tags before the run
+    dst_has_tag: bool | None = None  # from the destination tag listing; None = unknown
+    src_name: str = ""
+    dst_name: str = ""
