@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Sequence
 
 from mirror import __version__
-from mirror.cli import commands
+from mirror.cli import commands, synccmd
 from mirror.cli.flags import Parser, add_bool, duration
 from mirror.errors import MirrorError
 
@@ -110,6 +110,40 @@ def build_parser() -> Parser:
     _auth_flags(p, "dest-", "the destination")
     _retry_flags(p)
     p.set_defaults(func=commands.copy)
+
+    p = cmd("sync", "Synchronize images between registries (and, later, directories)",
+            "--src TRANSPORT --dest TRANSPORT SOURCE DESTINATION")
+    p.add_argument("source", metavar="SOURCE", help="docker: registry/repo[:tag]; yaml: a sync YAML file")
+    p.add_argument("destination", metavar="DESTINATION", help="docker: registry[:port][/namespace]")
+    p.add_argument("--src", "-s", choices=("docker", "dir", "yaml"), required=True, help="source transport")
+    p.add_argument("--dest", "-d", choices=("docker", "dir"), required=True, help="destination transport")
+    add_bool(p, "--scoped", "prefix destination names with the full source registry/repository path")
+    p.add_argument("--append-suffix", default="", metavar="SUFFIX", help="string appended to destination tags")
+    add_bool(p, "--all", "copy all images of multi-arch lists", short="-a")
+    add_bool(p, "--dry-run", "compare source and destination and report, without writing anything")
+    add_bool(p, "--keep-going", "continue after an image fails; exit 3 at the end if any failed")
+    add_bool(p, "--preserve-digests", "fail if digests cannot be preserved (mirror always preserves them)")
+    add_bool(p, "--remove-signatures", "do not copy signatures (mirror does not copy signatures yet)")
+    p.add_argument("--digestfile", metavar="PATH", help="write 'DIGEST DESTINATION' for every image synced")
+    p.add_argument("--format", "-f", dest="manifest_format", metavar="FORMAT",
+                   help="manifest type conversion (not supported: manifests are copied byte for byte)")
+    p.add_argument("--authfile", metavar="PATH", help="auth file for both sides")
+    _auth_flags(p, "src-", "the source")
+    _auth_flags(p, "dest-", "the destination")
+    _retry_flags(p)
+    e = p.add_argument_group("mirror extensions")
+    e.add_argument("--jobs", "-j", type=int, default=16, metavar="N", help="images in flight at once (default 16)")
+    e.add_argument("--blob-jobs", type=int, default=8, metavar="N", help="blob transfers at once (default 8)")
+    add_bool(e, "--assume-immutable-tags", "skip tags the destination already has, without comparing digests")
+    e.add_argument("--report", metavar="FILE", help="write one JSON record per image to FILE")
+    e.add_argument("--prune", dest="prune", action="store_const", const="report", default="off",
+                   help="report destination tags missing at the source; --prune=delete deletes them")
+    for mode in ("report", "delete"):
+        e.add_argument(f"--prune={mode}", dest="prune", action="store_const", const=mode, help=argparse.SUPPRESS)
+    e.add_argument("--platform", action="append", default=[], metavar="OS/ARCH[/VARIANT]",
+                   help="copy only these platforms of multi-arch images (repeatable)")
+    add_bool(e, "--quiet", "no progress display and no summary line", short="-q")
+    p.set_defaults(func=synccmd.sync)
 
     p = cmd("delete", "Delete an image's manifest from a registry (all tags pointing at it)", "IMAGE-NAME")
     p.add_argument("image", metavar="IMAGE-NAME")

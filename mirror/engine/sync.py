@@ -136,7 +136,7 @@ class Scheduler:
             try:
                 digest, outcome, reason = await self._sync(pair, work)
             except MirrorError as exc:
-                if not self.options.keep_going:
+                if not (self.options.keep_going or self.options.dry_run):
                     raise
                 outcome, reason = "failed", str(exc)
                 log.warning("image_failed", error=reason)
@@ -163,7 +163,11 @@ class Scheduler:
             if dst_desc is not None and str(dst_desc.digest) == wanted:
                 return wanted, "skipped", "up to date"
         if self.options.dry_run:
-            return (str(src_desc.digest) if src_desc else None), "would-copy", "differs or missing at destination"
+            if src_desc is None:
+                src_desc = await pair.source.head_manifest(pair.src_ref)
+                if src_desc is None:
+                    raise MirrorError(f"{pair.src_name}: manifest unknown at the source")
+            return str(src_desc.digest), "would-copy", "differs or missing at destination"
         if top is None:
             top = await pair.source.get_manifest(pair.src_ref)
             if src_desc is not None and top.digest != src_desc.digest:

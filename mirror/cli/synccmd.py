@@ -1,0 +1,126 @@
+"""``mirror sync``: arguments → plan + engine → progress, report, summary, exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from mirror.cli import render
+from mirror.cli.commands import global_options, run, side_options
+from mirror.config.load import load_sync_config
+from mirror.core.descriptor import Platform
+from mirror.core.reference import parse_docker
+from mirror.engine.image import CopyOptions, MultiArch
+from mirror.engine.sync import ImageRecord, RunStats, SyncOptions
+from mirror.errors import UsageError
+from mirror.ops import sync as sync_ops
+from mirror.plan.naming import Naming
+
+#: Exit status when --keep-going finished but some images failed (0: all synced, 1: fatal error).
+EXIT_PARTIAL = 3
+
+
+def _platforms(values: list[str]) -> tuple[Platform, ...]:
+    out = []
+    for value in values:
+        parts = value.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise UsageError(f"invalid --platform {value!r}, expected OS/ARCH[/VARIANT]")
+        out.append(Platform(parts[0], parts[1], parts[2] if len(parts) == 3 else None))
+    return tuple(out)
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.src == "dir" or args.dest == "dir":
+        raise UsageError("the dir transport for sync is not supported yet (use --src docker|yaml --dest docker)")
+    if args.manifest_format:
+        raise UsageError("--format (manifest conversion) is not supported: mirror copies manifests unchanged")
+    if args.jobs < 1 or args.blob_jobs < 1:
+        raise UsageError("--jobs and --blob-jobs must be at least 1")
+
+
+def sync(args: argparse.Namespace) -> int:
+    _check(args)
+    options = global_options(args)
+    config = load_sync_config(args.source) if args.src == "yaml" else None
+    platforms = _platforms(args.platform)
+    sync_options = SyncOptions(
+        jobs=args.jobs, blob_jobs=args.blob_jobs, keep_going=bool(args.keep_going), dry_run=bool(args.dry_run),
+        assume_immutable=bool(args.assume_immutable_tags) or bool(config and any(
+            r.assume_immutable_tags for r in config.registries)),
+        copy=CopyOptions(multi_arch=MultiArch.ALL if args.all else MultiArch.SYSTEM, platform=options.platform,
+                         platforms=platforms))
+    request = sync_ops.SyncRequest(
+        naming=Naming(args.destination.removeprefix("docker://"), bool(args.scoped), args.append_suffix),
+        src_side=side_options(args, "src-", args.authfile), dst_side=side_options(args, "dest-", args.authfile),
+        options=sync_options, prune=args.prune)
+    stats = RunStats()
+    report = open(args.report, "w", encoding="utf-8") if args.report else None  # noqa: SIM115
+    digests: list[str] = []
+    sink = _RecordSink(report, digests, dry_run=sync_options.dry_run, quiet=bool(args.quiet))
+    display = render.SyncDisplay(stats, enabled=not args.quiet)
+    try:
+        with display:
+            if config is not None:
+                result = run(args, lambda rt: sync_ops.sync_yaml(rt, config, request, sink, stats))
+            else:
+                text = args.source.removeprefix("docker://")
+                last = text.rsplit("/", 1)[-1]
+                explicit = "@" in text or ":" in last
+                reference = parse_docker(text)
+                result = run(args, lambda rt: sync_ops.sync_docker(rt, text, reference, explicit, request, sink,
+                                                                   stats))
+    finally:
+        if report is not None:
+            report.close()
+    if args.digestfile:
+        Path(args.digestfile).write_text("".join(f"{line}\n" for line in digests))
+    for candidate in result.prune:
+        verb = "pruned" if args.prune == "delete" and not args.dry_run else "would prune"
+        for tag in candidate.tags:
+            name = f"{candidate.destination}:{tag}"
+            if verb == "would prune" or name in result.pruned:
+                print(f"{verb} {name}")
+    if not args.quiet:
+        print(_summary(stats, sync_options.dry_run), file=sys.stderr)
+    return EXIT_PARTIAL if stats.failed else 0
+
+
+class _RecordSink:
+    def __init__(self, report: IO[str] | None, digests: list[str], dry_run: bool, quiet: bool) -> None:
+        self.report = report
+        self.digests = digests
+        self.dry_run = dry_run
+        self.quiet = quiet
+
+    def __call__(self, record: ImageRecord) -> None:
+        if self.report is not None:
+            self.report.write(json.dumps(record_json(record)) + "\n")
+            self.report.flush()
+        if record.digest and record.outcome in ("copied", "skipped"):
+            self.digests.append(f"{record.digest} {record.destination}")
+        if self.dry_run:
+            verb = {"would-copy": "would copy", "skipped": "skip (up to date)"}.get(record.outcome, record.outcome)
+            print(f"{verb} {record.source} -> {record.destination}", flush=True)
+        elif record.outcome == "failed" and not self.quiet:
+            print(f"failed {record.source} -> {record.destination}: {record.reason}", file=sys.stderr, flush=True)
+
+
+def record_json(record: ImageRecord) -> dict[str, object]:
+    return {"source": record.source, "destination": record.destination, "digest": record.digest,
+            "outcome": record.outcome, "reason": record.reason, "bytes": record.bytes,
+            "blobs": {"uploaded": record.blobs_uploaded, "mounted": record.blobs_mounted,
+                      "skipped": record.blobs_skipped},
+            "duration": record.duration}
+
+
+def _summary(stats: RunStats, dry_run: bool) -> str:
+    elapsed = time.monotonic() - stats.started
+    verb = "compared" if dry_run else "synced"
+    return (f"{verb} {stats.done} images in {elapsed:.1f}s: {stats.copied} {'to copy' if dry_run else 'copied'}, "
+            f"{stats.skipped} up to date, {stats.failed} failed; {render.human_bytes(stats.bytes_sent)} sent; "
+            f"blobs {stats.blobs_uploaded} uploaded, {stats.blobs_mounted} mounted, {stats.blobs_skipped} present")

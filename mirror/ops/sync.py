@@ -1,0 +1,155 @@
+"""``sync`` (and ``copy``, a one-image sync): wire config, planner, engine and registry transports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from mirror.config.schema import RegistryConfig, SyncConfig
+from mirror.core.reference import Repo, Reference
+from mirror.engine.blobs import KnownLocations
+from mirror.engine.sync import ImageRecord, RunStats, Scheduler, SyncOptions
+from mirror.errors import MirrorError, NotFound
+from mirror.http.credentials import Credential
+from mirror.http.tls import TLSOptions
+from mirror.plan.expand import Planner, PlanOptions, PruneCandidate
+from mirror.plan.naming import Naming
+from mirror.runtime import Runtime, SideOptions
+from mirror.transports.base import ImageDestination, ImageSource
+from mirror.transports.registry.source import RegistrySource, list_repositories
+
+
+class RegistryEndpoints:
+    """``plan.Endpoints`` over registries: one transport object per repository, YAML overrides applied."""
+
+    def __init__(self, rt: Runtime, src_side: SideOptions, dst_side: SideOptions) -> None:
+        self.rt = rt
+        self.src_side = src_side
+        self.dst_side = dst_side
+        self._sources: dict[tuple[str, str], ImageSource] = {}
+        self._destinations: dict[tuple[str, str], ImageDestination] = {}
+
+    def _side(self, settings: RegistryConfig | None) -> tuple[SideOptions, Credential | None]:
+        side = self.src_side
+        if settings is None:
+            return side, None
+        tls = side.tls
+        if settings.tls_verify is not None or settings.cert_dir:
+            tls = TLSOptions(verify=side.tls.verify if settings.tls_verify is None else settings.tls_verify,
+                             cert_dir=settings.cert_dir or side.tls.cert_dir)
+        cred = None
+        if settings.credentials is not None:
+            c = settings.credentials
+            cred = Credential(username=c.username, password=c.password, identity_token=c.identity_token)
+        return SideOptions(side.creds, tls), cred
+
+    def source(self, registry: str, path: str, settings: RegistryConfig | None) -> ImageSource:
+        key = (registry, path)
+        if key not in self._sources:
+            side, cred = self._side(settings)
+            self._sources[key] = self.rt.registry_source(Repo(*_split(registry, path)), side, cred)
+        return self._sources[key]
+
+    def destination(self, registry: str, path: str) -> ImageDestination:
+        key = (registry, path)
+        if key not in self._destinations:
+            self._destinations[key] = self.rt.registry_destination(Repo(registry, path), self.dst_side)
+        return self._destinations[key]
+
+    async def repositories(self, registry: str, settings: RegistryConfig | None) -> AsyncIterator[str]:
+        side, cred = self._side(settings)
+        endpoint = self.rt.endpoint(Repo(*_split(registry, "x")), side, cred)
+        async for repo in list_repositories(endpoint):
+            yield repo
+
+    async def destination_tags(self, registry: str, path: str) -> list[str] | None:
+        repo = Repo(registry, path)
+        lister = RegistrySource(self.rt.endpoint(repo, self.dst_side), repo)
+        try:
+            return [tag async for tag in lister.list_tags()]
+        except NotFound:
+            return None
+
+
+def _split(registry: str, path: str) -> tuple[str, str]:
+    """A YAML registry key may carry a namespace (``host/ns``): move it into the path."""
+    host, _, namespace = registry.partition("/")
+    return host, f"{namespace}/{path}" if namespace else path
+
+
+@dataclass
+class SyncResult:
+    stats: RunStats
+    prune: list[PruneCandidate] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    naming: Naming
+    src_side: SideOptions
+    dst_side: SideOptions
+    options: SyncOptions
+    prune: str = "off"  # off | report | delete
+
+
+async def sync_yaml(rt: Runtime, config: SyncConfig, request: SyncRequest,
+                    on_record: Callable[[ImageRecord], None], stats: RunStats) -> SyncResult:
+    prune = request.prune != "off" or any(r.prune for r in config.registries)
+    planner, result, scheduler = _prepare(rt, request, on_record, stats, prune)
+    await scheduler.run(lambda send: planner.yaml(config, send))
+    await _finish_prune(rt, request, result)
+    return result
+
+
+async def sync_docker(rt: Runtime, text: str, reference: Reference, explicit: bool, request: SyncRequest,
+                      on_record: Callable[[ImageRecord], None], stats: RunStats) -> SyncResult:
+    planner, result, scheduler = _prepare(rt, request, on_record, stats, request.prune != "off")
+    await scheduler.run(lambda send: planner.docker(text, reference, explicit, send))
+    await _finish_prune(rt, request, result)
+    return result
+
+
+def _prepare(rt: Runtime, request: SyncRequest, on_record: Callable[[ImageRecord], None], stats: RunStats,
+             prune: bool) -> tuple[Planner, SyncResult, Scheduler]:
+    endpoints = RegistryEndpoints(rt, request.src_side, request.dst_side)
+    result = SyncResult(stats)
+    def planned(n: int) -> None:
+        stats.planned += n
+
+    planner = Planner(endpoints, PlanOptions(request.naming, prune=prune), result.prune.append, planned)
+    scheduler = Scheduler(request.options, KnownLocations(), on_record, stats)
+    return planner, result, scheduler
+
+
+async def _finish_prune(rt: Runtime, request: SyncRequest, result: SyncResult) -> None:
+    """Delete pruned tags only when asked to (``--prune=delete``) and never in a dry run.
+    A tag whose manifest another kept tag also uses is reported, not deleted (deleting by digest
+    would remove the kept tag too)."""
+    if request.prune != "delete" or request.options.dry_run:
+        return
+    for candidate in result.prune:
+        await _prune_repo(rt, request, candidate, result)
+
+
+async def _prune_repo(rt: Runtime, request: SyncRequest, candidate: PruneCandidate, result: SyncResult) -> None:
+    host, _, path = candidate.destination.partition("/")
+    repo = Repo(host, path)
+    lister = RegistrySource(rt.endpoint(repo, request.dst_side), repo)
+    all_tags = [t async for t in lister.list_tags()]
+    kept = [t for t in all_tags if t not in candidate.tags]
+    kept_digests = set()
+    for tag in kept:
+        desc = await lister.head_manifest(tag)
+        if desc is not None:
+            kept_digests.add(desc.digest)
+    destination = rt.registry_destination(repo, request.dst_side)
+    for tag in candidate.tags:
+        desc = await lister.head_manifest(tag)
+        if desc is None or desc.digest in kept_digests:
+            continue
+        try:
+            await destination.delete_manifest(desc.digest)
+        except MirrorError as exc:
+            raise MirrorError(f"pruning {candidate.destination}:{tag}: {exc}") from None
+        result.pruned.append(f"{candidate.destination}:{tag}")

@@ -1,0 +1,161 @@
+"""Expand a sync source (YAML file or one docker repository) into image pairs, streaming.
+
+Repositories are listed concurrently (bounded); each destination repository's tags are listed
+once, which tells the engine which tags are new (copy without HEADs) and which need a digest
+comparison. Prune candidates (destination tags the source no longer has) are reported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from mirror.aio import SingleFlight
+from mirror.config.filters import compile_regex, select_tags
+from mirror.config.schema import RegistryConfig, RepoSpec, SyncConfig
+from mirror.core.reference import Reference
+from mirror.plan.naming import Naming, docker_destination
+from mirror.plan.pairs import ImagePair
+from mirror.transports.base import ImageDestination, ImageSource
+
+LIST_CONCURRENCY = 16
+
+
+class Endpoints(Protocol):
+    """What the planner needs from the runtime: transports for repositories, and listings."""
+
+    def source(self, registry: str, path: str, settings: RegistryConfig | None) -> ImageSource: ...
+
+    def destination(self, registry: str, path: str) -> ImageDestination: ...
+
+    def repositories(self, registry: str, settings: RegistryConfig | None) -> AsyncIterator[str]: ...
+
+    async def destination_tags(self, registry: str, path: str) -> list[str] | None:
+        """Tags of a destination repository; None when the repository does not exist."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCandidate:
+    destination: str      # host/repo
+    tags: tuple[str, ...]  # present at the destination, gone from the source
+    destination_repo: ImageDestination
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOptions:
+    naming: Naming
+    prune: bool = False
+
+
+PruneSink = Callable[[PruneCandidate], None]
+
+
+class Planner:
+    def __init__(self, endpoints: Endpoints, options: PlanOptions, on_prune: PruneSink | None = None,
+                 on_planned: Callable[[int], None] | None = None) -> None:
+        self.endpoints = endpoints
+        self.options = options
+        self.on_prune = on_prune or (lambda _c: None)
+        self.on_planned = on_planned or (lambda _n: None)
+        self._dst_tags: SingleFlight[frozenset[str] | None] = SingleFlight()
+        self._limit = anyio.CapacityLimiter(LIST_CONCURRENCY)
+
+    async def yaml(self, config: SyncConfig, send: MemoryObjectSendStream[ImagePair]) -> None:
+        async with anyio.create_task_group() as tg:
+            for registry in config.registries:
+                for spec in _unique(registry.repos):
+                    tg.start_soon(self._repo, registry, spec, send)
+                if registry.catalog is not None:
+                    tg.start_soon(self._catalog, registry, {s.path for s in registry.repos}, send)
+
+    async def docker(self, text: str, reference: Reference, explicit: bool,
+                     send: MemoryObjectSendStream[ImagePair]) -> None:
+        """``--src docker``: one tag (or digest) when given, otherwise every tag of the repository."""
+        repo = reference.repo
+        spec = RepoSpec(path=repo.path, tags=(reference.ref,)) if explicit else RepoSpec(path=repo.path, all_tags=True)
+        await self._repo(_bare_registry(repo.registry), spec, send)
+
+    async def _catalog(self, registry: RegistryConfig, listed: set[str],
+                       send: MemoryObjectSendStream[ImagePair]) -> None:
+        catalog = registry.catalog
+        assert catalog is not None
+        excludes = [compile_regex(p, f"{registry.name}.catalog.exclude") for p in catalog.exclude]
+        async with anyio.create_task_group() as tg:
+            async for path in self.endpoints.repositories(registry.name, registry):
+                if path in listed or (catalog.prefixes and not path.startswith(tuple(catalog.prefixes))):
+                    continue
+                if any(rx.search(path) for rx in excludes):
+                    continue
+                spec = RepoSpec(path=path, all_tags=catalog.tags is None, regex=catalog.tags,
+                                exclude=_registry_excludes(registry))
+                tg.start_soon(self._repo, registry, spec, send)
+
+    async def _repo(self, registry: RegistryConfig, spec: RepoSpec, send: MemoryObjectSendStream[ImagePair]) -> None:
+        source = self.endpoints.source(registry.name, spec.path, registry)
+        needs_listing = spec.all_tags or spec.regex is not None or spec.semver is not None or self.options.prune
+        async with self._limit:
+            available = [tag async for tag in source.list_tags()] if needs_listing else []
+        refs = select_tags(available, spec)
+        naming = self.options.naming
+        pairs: list[ImagePair] = []
+        dst_repos: dict[str, tuple[ImageDestination, frozenset[str] | None]] = {}
+        for ref in refs:
+            dst = docker_destination(registry.name, spec.path, ref, naming, spec.destination)
+            key = str(dst.repo)
+            if key not in dst_repos:
+                tags = await self._destination_tags(dst.repo.registry, dst.repo.path)
+                dst_repos[key] = (self.endpoints.destination(dst.repo.registry, dst.repo.path), tags)
+            destination, existing = dst_repos[key]
+            pairs.append(ImagePair(
+                source=source, src_ref=ref, destination=destination, dst_ref=dst.tag,
+                fresh_repo=existing is None or not existing,
+                dst_has_tag=None if dst.tag is None else (existing is not None and dst.tag in existing),
+                src_name=f"{registry.name}/{spec.path}{'@' if dst.tag is None else ':'}{ref}",
+                dst_name=str(dst)))
+        self.on_planned(len(pairs))
+        for pair in pairs:
+            await send.send(pair)
+        if self.options.prune and needs_listing:
+            await self._prune(registry, spec, set(available))
+
+    async def _prune(self, registry: RegistryConfig, spec: RepoSpec, available: set[str]) -> None:
+        naming = self.options.naming
+        probe = docker_destination(registry.name, spec.path, "latest", naming, spec.destination)
+        existing = await self._destination_tags(probe.repo.registry, probe.repo.path)
+        suffix = naming.append_suffix
+        gone = sorted(t for t in existing or () if not (t.endswith(suffix) and t[: len(t) - len(suffix)] in available))
+        if gone:
+            self.on_prune(PruneCandidate(str(probe.repo), tuple(gone),
+                                         self.endpoints.destination(probe.repo.registry, probe.repo.path)))
+
+    async def _destination_tags(self, registry: str, path: str) -> frozenset[str] | None:
+        async def fetch() -> frozenset[str] | None:
+            async with self._limit:
+                tags = await self.endpoints.destination_tags(registry, path)
+            return None if tags is None else frozenset(tags)
+
+        result, _ = await self._dst_tags.do((registry, path), fetch)
+        return result
+
+
+def _unique(repos: tuple[RepoSpec, ...]) -> list[RepoSpec]:
+    seen: set[str] = set()
+    out = []
+    for spec in repos:
+        if spec.path not in seen:
+            seen.add(spec.path)
+            out.append(spec)
+    return out
+
+
+def _registry_excludes(registry: RegistryConfig) -> tuple[str, ...]:
+    return tuple(getattr(registry, "exclude_tags", ()) or ())
+
+
+def _bare_registry(name: str) -> RegistryConfig:
+    return RegistryConfig(name=name, repos=())
