@@ -18,6 +18,7 @@ from mirror.core.descriptor import Platform, host_platform
 from mirror.core.reference import Repo
 from mirror.http.client import Endpoint, HttpClient, Timeouts
 from mirror.http.credentials import Credential, CredentialOptions, resolve_credential
+from mirror.http.ratelimit import HostPolicy
 from mirror.http.retry import RetryPolicy
 from mirror.http.tls import TLSOptions, default_certs_roots
 from mirror.transports.registry.destination import RegistryDestination
@@ -82,12 +83,15 @@ class Runtime:
 
 
 @asynccontextmanager
-async def open_runtime(options: GlobalOptions, env: Mapping[str, str] | None = None) -> AsyncIterator[Runtime]:
+async def open_runtime(options: GlobalOptions, env: Mapping[str, str] | None = None,
+                       policies: Mapping[str, HostPolicy] | None = None) -> AsyncIterator[Runtime]:
+    """``policies``: per-registry rate limits, keyed by ``host[:port]`` as written by the user."""
     environ = dict(os.environ if env is None else env)
     # Per-request retries: at least the policy default; --retry-times adds attempts on top.
     retry = RetryPolicy(attempts=max(4, options.retry_times + 1), fixed_delay=options.retry_delay)
     connector = aiohttp.TCPConnector(limit=64, limit_per_host=32, ttl_dns_cache=300)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+        api_policies = {Repo(host, "x").api_host: policy for host, policy in (policies or {}).items()}
         http = HttpClient(session, retry=retry, user_agent=options.user_agent, timeouts=Timeouts(),
-                          certs_roots=default_certs_roots(environ))
+                          certs_roots=default_certs_roots(environ), policies=api_policies)
         yield Runtime(http, options, environ)

@@ -57,11 +57,13 @@ class Workload:
 
 def timed(cmd: list[str]) -> tuple[float, float]:
     """(wall seconds, peak RSS MiB) of one command, measured with wait4 on that very process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    with tempfile.TemporaryFile() as errfile:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errfile, cwd=ROOT)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        errfile.seek(0)
+        err = errfile.read().decode(errors="replace")
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
@@ -124,11 +126,16 @@ def seed_large(reg: Registry) -> None:
 
 
 def seed_small(reg: Registry, repos: int = 200, tags: int = 10) -> None:
+    """Two tiny layers per image: a base shared by every image and an app layer shared by the tags of
+    one repository; every tag has its own config (so its own manifest digest)."""
+    from tests.support.images import Client
+
+    client = Client(reg)
     base = make_layer(10_000, 512)
     for r in range(repos):
+        app = make_layer(r, 256)
         for t in range(tags):
-            push_image(reg, f"small/repo{r:03d}", f"v{t}", layers=[base, make_layer(r * 100 + t, 256)],
-                       seed=r * 100 + t)
+            push_image(reg, f"small/repo{r:03d}", f"v{t}", layers=[base, app], seed=r * 100 + t, client=client)
 
 
 def seed_mixed(reg: Registry, repos: int = 20, tags: int = 5) -> None:

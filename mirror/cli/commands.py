@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,6 +22,7 @@ from mirror.engine.image import CopyOptions, MultiArch
 from mirror.errors import ManifestError, MirrorError, UsageError
 from mirror.http import authfile
 from mirror.http.credentials import CredentialOptions
+from mirror.http.ratelimit import HostPolicy
 from mirror.http.tls import TLSOptions
 from mirror.ops import copy as copy_ops
 from mirror.ops import inspect as inspect_ops
@@ -60,7 +61,8 @@ def side_options(args: argparse.Namespace, prefix: str = "", fallback_authfile: 
                                          cert_dir=get(args, f"{p}cert_dir")))
 
 
-def run(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[T]]) -> T:
+def run(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[T]],
+        policies: Mapping[str, HostPolicy] | None = None) -> T:
     """Run ``body`` on uvloop inside a Runtime, bounded by ``--command-timeout``."""
     options = global_options(args)
     configure_logging(options.debug, get(args, "log_format"))
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[T]]) -> T:
         render.note("--policy is accepted but signature policies are not enforced yet")
 
     async def main() -> T:
-        async with open_runtime(options) as rt:
+        async with open_runtime(options, policies=policies) as rt:
             if options.command_timeout:
                 try:
                     with anyio.fail_after(options.command_timeout):

@@ -66,7 +66,8 @@ def sync(args: argparse.Namespace) -> int:
     try:
         with display:
             if config is not None:
-                result = run(args, lambda rt: sync_ops.sync_yaml(rt, config, request, sink, stats))
+                result = run(args, lambda rt: sync_ops.sync_yaml(rt, config, request, sink, stats),
+                             policies=sync_ops.policies(config))
             else:
                 text = args.source.removeprefix("docker://")
                 last = text.rsplit("/", 1)[-1]

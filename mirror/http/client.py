@@ -6,6 +6,9 @@ Contract:
 - Redirects are followed by hand; ``Authorization`` is sent only to the registry's own origin and
   dropped when a redirect leaves it. Redirect and upload URLs are kept exactly as encoded.
 - Error responses become ``mirror.errors`` exceptions in this module (see ``http.errors``).
+- Every request to a registry's own host is admitted by that host's ``HostLimiter`` (``http.ratelimit``:
+  rate, connection cap, shared 429 cooldown) and holds its permit until the response is released.
+  Token-server requests and redirects to other hosts are not limited. 429s have their own retry budget.
 - Nothing here knows about manifests.
 """
 
@@ -28,6 +31,7 @@ from mirror.http.auth import TokenCache, basic_header, merge_scopes
 from mirror.http.credentials import Credential
 from mirror.http.errors import error_for
 from mirror.http.headers import Challenge, parse_retry_after, parse_www_authenticate
+from mirror.http.ratelimit import RATE_LIMITED_RETRIES, HostLimiter, HostPolicy, Permit
 from mirror.http.retry import IDEMPOTENT, RetryPolicy
 from mirror.http.tls import TLSOptions, allows_plain_http, ssl_context
 
@@ -66,13 +70,27 @@ class HttpClient:
 
     def __init__(self, session: aiohttp.ClientSession, *, retry: RetryPolicy | None = None,
                  user_agent: str = "mirror", timeouts: Timeouts | None = None,
-                 certs_roots: Sequence[Path] = ()) -> None:
+                 certs_roots: Sequence[Path] = (), policies: Mapping[str, HostPolicy] | None = None) -> None:
         self.session = session
         self.retry = retry or RetryPolicy()
         self.user_agent = user_agent
         self.timeouts = timeouts or Timeouts()
         self.certs_roots = tuple(certs_roots)
+        self.policies = {host.lower(): policy for host, policy in (policies or {}).items()}
         self._endpoints: dict[EndpointKey, Endpoint] = {}
+        self._limiters: dict[str, HostLimiter] = {}
+
+    def limiter(self, host: str) -> HostLimiter:
+        """The limiter of a registry ``host[:port]`` (as given to ``endpoint``), made on first use."""
+        key = host.lower()
+        if key not in self._limiters:
+            self._limiters[key] = HostLimiter(key, self.policies.get(key))
+        return self._limiters[key]
+
+    @property
+    def limiters(self) -> Mapping[str, HostLimiter]:
+        """Every limiter made so far, by host (for reporting)."""
+        return dict(self._limiters)
 
     def endpoint(self, registry: str, credential: Credential, tls: TLSOptions) -> Endpoint:
         key = EndpointKey(registry, credential, tls)
@@ -102,6 +120,9 @@ class Endpoint:
             raise
         self._base: URL | None = None
         self._state = _AuthState()
+        self._limiter = client.limiter(registry)
+        self._origin = _authority(registry)
+        self._permits: dict[aiohttp.ClientResponse, Permit] = {}
         self._tokens = TokenCache(client.session, credential, self._ssl, client.user_agent)
 
     # -- connection set-up -------------------------------------------------------------------
@@ -159,23 +180,30 @@ class Endpoint:
         if resendable is None:
             resendable = data is None or isinstance(data, bytes)
         policy = self.client.retry
-        attempt = 0
+        failures = 0  # connection errors and retryable statuses but 429: ``policy.attempts`` tries in all
+        throttled = 0  # 429s: their own budget; the host's limiter has already paused the other requests
         while True:
-            attempt += 1
             try:
                 resp = await self._authorized(method, url, dict(headers or {}), data, tuple(scopes), resendable)
             except TransientError:
-                if attempt < policy.attempts and method in IDEMPOTENT and resendable:
-                    await anyio.sleep(policy.delay(attempt))
+                failures += 1
+                if failures < policy.attempts and method in IDEMPOTENT and resendable:
+                    await anyio.sleep(policy.delay(failures))
                     continue
                 raise
-            if resp.status not in ok and policy.should_retry_status(method, resp.status, resendable) \
-                    and attempt < policy.attempts:
-                wait = policy.delay(attempt, parse_retry_after(resp.headers.get("Retry-After")))
-                log.debug("http_retry", method=method, status=resp.status, wait=round(wait, 2))
-                resp.release()
-                await anyio.sleep(wait)
-                continue
+            if resp.status not in ok and policy.should_retry_status(method, resp.status, resendable):
+                if resp.status == 429:
+                    throttled += 1
+                    again, tries = throttled <= RATE_LIMITED_RETRIES, throttled
+                else:
+                    failures += 1
+                    again, tries = failures < policy.attempts, failures
+                if again:
+                    wait = policy.delay(tries, parse_retry_after(resp.headers.get("Retry-After")))
+                    log.debug("http_retry", method=method, status=resp.status, wait=round(wait, 2))
+                    self._release(resp)
+                    await anyio.sleep(wait)
+                    continue
             try:
                 if resp.status not in ok:
                     body = await resp.content.read(1 << 16) if method != "HEAD" else b""
@@ -187,7 +215,7 @@ class Endpoint:
                     raise error
                 yield resp
             finally:
-                resp.release()
+                self._release(resp)
             return
 
     async def _authorized(self, method: str, url: URL, headers: dict[str, str], data: Body,
@@ -199,7 +227,7 @@ class Endpoint:
         challenge = _pick_challenge(resp.headers)
         if challenge is not None and auth is not None and _futile_retry(challenge, auth, scopes):
             return resp  # the caller reports this 401
-        resp.release()
+        self._release(resp)
         if challenge is None:
             raise Unauthorized(f"{method} {url.path}: HTTP 401 without a usable challenge", status=401)
         wanted = scopes
@@ -244,7 +272,7 @@ class Endpoint:
             location = resp.headers.get("Location")
             if resp.status not in REDIRECTS or not location or method not in ("GET", "HEAD"):
                 return resp
-            resp.release()
+            self._release(resp)
             url = url.join(URL(location, encoded=True))
             if url.scheme not in ("http", "https"):
                 raise RegistryError(f"redirect to unsupported URL scheme {url.scheme!r}")
@@ -259,7 +287,14 @@ class Endpoint:
             body = await resp.content.read(1 << 16) if want_body else b""
             return Reply(resp.status, dict(resp.headers), body, resp.url)
         finally:
-            resp.release()
+            self._release(resp)
+
+    def _release(self, resp: aiohttp.ClientResponse) -> None:
+        """Release a response and, with it, its host's connection slot."""
+        resp.release()
+        permit = self._permits.pop(resp, None)
+        if permit is not None:
+            permit.release()
 
     async def _open(self, method: str, url: URL, headers: dict[str, str], data: Body) -> aiohttp.ClientResponse:
         client = self.client
@@ -272,8 +307,27 @@ class Endpoint:
             kwargs["data"] = data
         if url.scheme == "https":
             kwargs["ssl"] = self._ssl
+        permit: Permit | None = None
+        if _same_origin(url, self._origin):
+            # A body fed by another request while it is sent (a blob upload) takes no connection slot:
+            # it could wait forever for a slot held by the reads it waits for.
+            permit = await self._limiter.admit(hold_slot=not isinstance(data, aiohttp.AsyncIterablePayload))
         try:
-            resp = await client.session.request(method, url, **kwargs)
+            resp = await self._send(method, url, kwargs)
+        except BaseException:
+            if permit is not None:
+                permit.release()
+            raise
+        if permit is not None:
+            permit.observe(resp.status, resp.headers)
+            self._permits[resp] = permit
+        log.debug("http_request", method=method, host=url.host, path=url.path, status=resp.status)
+        return resp
+
+    async def _send(self, method: str, url: URL, kwargs: dict[str, Any]) -> aiohttp.ClientResponse:
+        """One request on the session; aiohttp's exceptions become ``TLSError`` or ``TransientError``."""
+        try:
+            return await self.client.session.request(method, url, **kwargs)
         except aiohttp.ClientConnectorCertificateError as exc:
             raise TLSError(f"TLS verification failed for {url.host}:{url.port}: "
                            f"{exc.certificate_error.__class__.__name__}: "
@@ -284,8 +338,18 @@ class Endpoint:
             raise TLSError(f"TLS handshake with {url.host}:{url.port} failed: {_short(reason)}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TransientError(f"{method} {url.host}:{url.port}{url.path}: {_short(exc)}") from None
-        log.debug("http_request", method=method, host=url.host, path=url.path, status=resp.status)
-        return resp
+
+
+def _authority(registry: str) -> tuple[str, int | None]:
+    """``host[:port]`` → (lowercased host, explicit port or None)."""
+    parsed = URL(f"https://{registry}")
+    return (parsed.host or registry).lower(), parsed.explicit_port
+
+
+def _same_origin(url: URL, origin: tuple[str, int | None]) -> bool:
+    """Whether ``url`` is on the registry's own host (without a port: the scheme's default port)."""
+    host, port = origin
+    return (url.host or "").lower() == host and url.port == (port or (443 if url.scheme == "https" else 80))
 
 
 def _short(exc: BaseException) -> str:

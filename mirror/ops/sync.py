@@ -11,6 +11,7 @@ from mirror.engine.blobs import KnownLocations
 from mirror.engine.sync import ImageRecord, RunStats, Scheduler, SyncOptions
 from mirror.errors import MirrorError, NotFound
 from mirror.http.credentials import Credential
+from mirror.http.ratelimit import HostPolicy
 from mirror.http.tls import TLSOptions
 from mirror.plan.expand import Planner, PlanOptions, PruneCandidate
 from mirror.plan.naming import Naming
@@ -75,6 +76,18 @@ def _split(registry: str, path: str) -> tuple[str, str]:
     """A YAML registry key may carry a namespace (``host/ns``): move it into the path."""
     host, _, namespace = registry.partition("/")
     return host, f"{namespace}/{path}" if namespace else path
+
+
+def policies(config: SyncConfig) -> dict[str, HostPolicy]:
+    """Per-registry request limits from the YAML ``rate-limit`` keys."""
+    out = {}
+    for registry in config.registries:
+        limit = registry.rate_limit
+        if limit is not None:
+            host = registry.name.split("/", 1)[0]
+            out[host] = HostPolicy(requests_per_second=limit.requests_per_second, burst=limit.burst,
+                                   max_connections=limit.max_connections)
+    return out
 
 
 @dataclass
