@@ -9,20 +9,24 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import aiohttp
 
 from mirror import __version__
 from mirror.core.descriptor import Platform, host_platform
 from mirror.core.reference import Repo
+from mirror.engine.blobs import KnownLocations
 from mirror.http.client import Endpoint, HttpClient, Timeouts
 from mirror.http.credentials import Credential, CredentialOptions, resolve_credential
 from mirror.http.ratelimit import HostPolicy
 from mirror.http.retry import RetryPolicy
 from mirror.http.tls import TLSOptions, default_certs_roots
+from mirror.state import StateStore
 from mirror.transports.registry.destination import RegistryDestination
 from mirror.transports.registry.source import RegistrySource
+from mirror.transports.registry.upload import UploadOptions, resume_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,8 @@ class GlobalOptions:
     user_agent_prefix: str | None = None
     retry_times: int = 0
     retry_delay: float | None = None
+    state: str | None = None       # --state: a path, "none", or None for $MIRROR_STATE / the default
+    chunk_size: int | None = None  # --chunk-size for resumable uploads
 
     @property
     def platform(self) -> Platform:
@@ -59,10 +65,13 @@ class GlobalOptions:
 class Runtime:
     """Everything one command needs, alive for the duration of the command."""
 
-    def __init__(self, http: HttpClient, options: GlobalOptions, env: Mapping[str, str]) -> None:
+    def __init__(self, http: HttpClient, options: GlobalOptions, env: Mapping[str, str],
+                 state: StateStore | None = None, uploads: UploadOptions | None = None) -> None:
         self.http = http
         self.options = options
         self.env = env
+        self.state = state or StateStore.memory()
+        self.uploads = uploads or UploadOptions()
         self._credentials: dict[tuple[str, str, CredentialOptions], Credential] = {}
 
     def endpoint(self, repo: Repo, side: SideOptions, credential: Credential | None = None) -> Endpoint:
@@ -79,7 +88,11 @@ class Runtime:
         return RegistrySource(self.endpoint(repo, side, credential), repo)
 
     def registry_destination(self, repo: Repo, side: SideOptions) -> RegistryDestination:
-        return RegistryDestination(self.endpoint(repo, side), repo)
+        return RegistryDestination(self.endpoint(repo, side), repo, state=self.state, uploads=self.uploads)
+
+    def known_locations(self) -> KnownLocations:
+        """Blob locations for cross-repo mounts: this run's, plus those the state file remembers."""
+        return KnownLocations(lambda host, digest: self.state.known_repos(host, str(digest)))
 
 
 @asynccontextmanager
@@ -94,4 +107,20 @@ async def open_runtime(options: GlobalOptions, env: Mapping[str, str] | None = N
         api_policies = {Repo(host, "x").api_host: policy for host, policy in (policies or {}).items()}
         http = HttpClient(session, retry=retry, user_agent=options.user_agent, timeouts=Timeouts(),
                           certs_roots=default_certs_roots(environ), policies=api_policies)
-        yield Runtime(http, options, environ)
+        settings = resume_settings(environ)
+        uploads = settings.uploads
+        if options.chunk_size:
+            uploads = replace(uploads, chunk_size=options.chunk_size)
+        state_path = _state_path(options.state, settings.state_path)
+        state = StateStore.open(state_path) if state_path else StateStore.memory()
+        try:
+            yield Runtime(http, options, environ, state, uploads)
+        finally:
+            state.close()
+
+
+def _state_path(flag: str | None, default: Path | None) -> Path | None:
+    """``--state`` wins over ``$MIRROR_STATE`` and the default; ``none`` turns persistence off."""
+    if flag is None:
+        return default
+    return None if flag.lower() == "none" else Path(flag).expanduser()

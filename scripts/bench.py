@@ -235,7 +235,7 @@ def main() -> int:
             ratio = statistics.median(r.wall for r in s) / statistics.median(r.wall for r in runs)
             rows.append(f"{key:6s} resync {' '.join(flags)}: mirror {summary(runs, w.images)} | {ratio:5.1f}x")
         print("\n".join(rows[-2 - len(extra):]), flush=True)
-    print("\n== summary (median of %d; speed-up = skopeo wall / mirror wall)" % args.reps)
+    print(f"\n== summary (median of {args.reps}; speed-up = skopeo wall / mirror wall)")
     print("\n".join(rows))
     return 0
 

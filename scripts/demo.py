@@ -19,7 +19,7 @@ MIRROR = [sys.executable, "-m", "mirror"]
 
 def mirror(*args: str) -> str:
     print("$ mirror " + " ".join(args), flush=True)
-    proc = subprocess.run([*MIRROR, *args], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    proc = subprocess.run([*MIRROR, *args], text=True, capture_output=True, cwd=ROOT)
     out = proc.stdout + proc.stderr
     print(out, end="" if out.endswith("\n") else "\n", flush=True)
     if proc.returncode != 0:

@@ -174,3 +174,29 @@ def test_catalog_mirroring_and_docker_source(registry: Registry, registry2: Regi
     run_mirror("sync", "--src", "docker", "--dest", "docker", "--src-tls-verify=false", "--dest-tls-verify=false",
                f"{registry.host}/other/c:v1", f"{registry2.host}/one")
     assert _tags(registry2, "one/c") == ["v1"]
+
+
+def test_extensions_exclude_platforms_and_destinations(registry: Registry, registry2: Registry,
+                                                       tmp_path: Path) -> None:
+    index = push_index(registry, "ext/multi", "v1", seed=21)
+    for tag in ("1.0", "1.0-debug", "2.0", "2.0-debug"):
+        push_image(registry, "ext/app", tag, seed=len(tag) + 30)
+    config = {registry.host: {"tls-verify": False,
+                              "images": {"ext/multi": ["v1"], "ext/app": []},
+                              "images-exclude-tags": {"ext/app": ["-debug$"]},
+                              "platforms": ["linux/arm64"],
+                              "destinations": {"ext/app": "renamed/application"}}}
+    path = _write(tmp_path / "sync.yaml", config)
+    run_mirror("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", str(path),
+               f"{registry2.host}/x")
+    assert _tags(registry2, "x/renamed/application") == ["1.0", "2.0"]
+    raw = run_mirror("inspect", "--tls-verify=false", "--raw", f"docker://{registry2.host}/x/multi:v1").stdout
+    subset = json.loads(raw)
+    arm = next(c for c in index.children if c.platform[1] == "arm64")
+    assert [m["digest"] for m in subset["manifests"]] == [arm.digest]  # a new, smaller index
+    child = run_mirror("inspect", "--tls-verify=false", "--raw", f"docker://{registry2.host}/x/multi@{arm.digest}")
+    assert child.stdout.encode() == arm.manifest
+    # Re-running is a no-op: the subset index is compared by its own digest.
+    again = run_mirror("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", str(path),
+                       f"{registry2.host}/x")
+    assert "3 up to date" in again.stderr, again.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -43,6 +44,8 @@ def global_options(args: argparse.Namespace) -> GlobalOptions:
         user_agent_prefix=get(args, "user_agent_prefix"),
         retry_times=max(0, get(args, "retry_times", 0)),
         retry_delay=get(args, "retry_delay"),
+        state=get(args, "state"),
+        chunk_size=get(args, "chunk_size"),
     )
 
 
@@ -70,16 +73,29 @@ def run(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[T]],
         render.note("--policy is accepted but signature policies are not enforced yet")
 
     async def main() -> T:
-        async with open_runtime(options, policies=policies) as rt:
-            if options.command_timeout:
-                try:
-                    with anyio.fail_after(options.command_timeout):
-                        return await body(rt)
-                except TimeoutError:
-                    raise MirrorError(f"command timed out after {options.command_timeout:g}s") from None
-            return await body(rt)
+        async with open_runtime(options, policies=policies) as rt, anyio.create_task_group() as tg:
+            # SIGTERM cancels the run like Ctrl-C does, so uploads stop at a resumable point.
+            tg.start_soon(_cancel_on_sigterm, tg.cancel_scope)
+            try:
+                if options.command_timeout:
+                    try:
+                        with anyio.fail_after(options.command_timeout):
+                            return await body(rt)
+                    except TimeoutError:
+                        raise MirrorError(f"command timed out after {options.command_timeout:g}s") from None
+                return await body(rt)
+            finally:
+                tg.cancel_scope.cancel()
+        raise MirrorError("cancelled")
 
     return anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+
+
+async def _cancel_on_sigterm(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            raise MirrorError("terminated (SIGTERM); run again to resume")
 
 
 def _docker_ref(text: str) -> Reference:
@@ -125,8 +141,8 @@ def list_tags(args: argparse.Namespace) -> int:
 
 
 def copy(args: argparse.Namespace) -> int:
-    src = _docker_ref(args.source)
-    dst = _docker_ref(args.destination)
+    src = copy_ops.parse_name(args.source)
+    dst = copy_ops.parse_name(args.destination)
     if args.manifest_format:
         raise UsageError("--format (manifest conversion) is not supported: mirror copies manifests unchanged")
     if args.additional_tag:

@@ -22,8 +22,8 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def add_bool(parser: argparse.ArgumentParser, name: str, help_text: str, default: bool | None = None,
-             dest: str | None = None, short: str | None = None) -> None:
+def add_bool(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, help_text: str,
+             default: bool | None = None, dest: str | None = None, short: str | None = None) -> None:
     """A pflag-style boolean: ``--name`` means true, ``--name=false`` / ``--name=true`` also work."""
     dest = dest or name.lstrip("-").replace("-", "_")
     names = [name] + ([short] if short else [])
@@ -62,3 +62,16 @@ def stdin_secret() -> str:
 def get(args: Any, name: str, default: Any = None) -> Any:
     value = getattr(args, name, default)
     return default if value is None else value
+
+
+def size_arg(text: str) -> int:
+    """A byte size: ``16777216``, ``16MiB``, ``5MB``, ``512k``."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)(i?[bB])?\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r} (use e.g. 16MiB)")
+    number, unit, suffix = match.groups()
+    base = 1024 if (suffix or "").lower().startswith("i") or not suffix else 1000
+    value: int = int(number) * base ** " kmg".index(unit.lower() or " ")
+    if not 1024 <= value <= 1 << 30:
+        raise argparse.ArgumentTypeError(f"size {text!r} out of range (1KiB to 1GiB)")
+    return value

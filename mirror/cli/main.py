@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from mirror import __version__
 from mirror.cli import commands, synccmd
-from mirror.cli.flags import Parser, add_bool, duration
+from mirror.cli.flags import Parser, add_bool, duration, size_arg
 from mirror.errors import MirrorError
 
 DESCRIPTION = """\
@@ -62,6 +62,13 @@ def _retry_flags(parser: argparse.ArgumentParser) -> None:
                         help="fixed delay between retries (default: exponential backoff)")
 
 
+def _state_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--state", metavar="PATH", help="state file for resumable uploads and known blob "
+                        "locations (default $MIRROR_STATE, else ~/.local/state/mirror/state.sqlite; 'none': off)")
+    parser.add_argument("--chunk-size", type=size_arg, metavar="SIZE",
+                        help="chunk size for resumable uploads of large blobs (default 16MiB)")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="mirror", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", "-v", action="version", version=f"mirror version {__version__}")
@@ -109,6 +116,7 @@ def build_parser() -> Parser:
     _auth_flags(p, "src-", "the source")
     _auth_flags(p, "dest-", "the destination")
     _retry_flags(p)
+    _state_flags(p)
     p.set_defaults(func=commands.copy)
 
     p = cmd("sync", "Synchronize images between registries (and, later, directories)",
@@ -132,6 +140,7 @@ def build_parser() -> Parser:
     _auth_flags(p, "dest-", "the destination")
     _retry_flags(p)
     e = p.add_argument_group("mirror extensions")
+    _state_flags(e)
     e.add_argument("--jobs", "-j", type=int, default=16, metavar="N", help="images in flight at once (default 16)")
     e.add_argument("--blob-jobs", type=int, default=8, metavar="N", help="blob transfers at once (default 8)")
     add_bool(e, "--assume-immutable-tags", "skip tags the destination already has, without comparing digests")

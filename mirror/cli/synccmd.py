@@ -59,7 +59,7 @@ def sync(args: argparse.Namespace) -> int:
         src_side=side_options(args, "src-", args.authfile), dst_side=side_options(args, "dest-", args.authfile),
         options=sync_options, prune=args.prune)
     stats = RunStats()
-    report = open(args.report, "w", encoding="utf-8") if args.report else None  # noqa: SIM115
+    report = open(args.report, "w", encoding="utf-8") if args.report else None
     digests: list[str] = []
     sink = _RecordSink(report, digests, dry_run=sync_options.dry_run, quiet=bool(args.quiet))
     display = render.SyncDisplay(stats, enabled=not args.quiet)

@@ -74,11 +74,12 @@ class ImageCopier:
         self.options = options
 
     async def copy(self, src: ImageSource, top: Manifest, dst: ImageDestination, dst_ref: str | None,
-                   fresh_repo: bool, work: ImageWork) -> Manifest:
+                   fresh_repo: bool, work: ImageWork, options: CopyOptions | None = None) -> Manifest:
         """Copy ``top`` (already fetched) and store it under ``dst_ref`` (None: by digest only).
-        ``fresh_repo``: the destination repository held no tags before the run, so no HEADs."""
+        ``fresh_repo``: the destination repository held no tags before the run, so no HEADs.
+        ``options`` overrides the run's copy options for this image (per-registry platforms)."""
         if top.is_index:
-            top = await self._copy_index(src, top, dst, fresh_repo, work)
+            top = await self._copy_index(src, top, dst, fresh_repo, work, options or self.options)
         else:
             await self._copy_blobs(src, top, dst, fresh_repo, work)
         if dst_ref is None:
@@ -90,19 +91,19 @@ class ImageCopier:
         return top
 
     async def _copy_index(self, src: ImageSource, index: Manifest, dst: ImageDestination,
-                          fresh_repo: bool, work: ImageWork) -> Manifest:
-        mode = self.options.multi_arch
-        if mode is MultiArch.SYSTEM and not self.options.platforms:
-            child = await src.get_manifest(str(index.select(self.options.platform).digest))
+                          fresh_repo: bool, work: ImageWork, options: CopyOptions) -> Manifest:
+        mode = options.multi_arch
+        if mode is MultiArch.SYSTEM and not options.platforms:
+            child = await src.get_manifest(str(index.select(options.platform).digest))
             if child.is_index:
-                raise ManifestError(f"index {index.digest} nests another index for {self.options.platform}")
+                raise ManifestError(f"index {index.digest} nests another index for {options.platform}")
             await self._copy_blobs(src, child, dst, fresh_repo, work)
             return child
         if mode is MultiArch.INDEX_ONLY:
             return index
         children = index.manifests
-        if self.options.platforms:
-            index, children = subset_index(index, self.options.platforms)
+        if options.platforms:
+            index, children = subset_index(index, options.platforms)
         async with anyio.create_task_group() as tg:
             for desc in children:
                 tg.start_soon(self._copy_child, src, desc, dst, fresh_repo, work)

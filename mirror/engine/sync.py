@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 import structlog
@@ -172,14 +172,19 @@ class Scheduler:
             top = await pair.source.get_manifest(pair.src_ref)
             if src_desc is not None and top.digest != src_desc.digest:
                 raise ManifestError(f"{pair.src_name}: source changed during the sync")
-        fresh = pair.fresh_repo
-        result = await self.copier.copy(pair.source, top, pair.destination, pair.dst_ref, fresh, work)
+        result = await self.copier.copy(pair.source, top, pair.destination, pair.dst_ref, pair.fresh_repo, work,
+                                        self._copy_options(pair))
         return str(result.digest), "copied", ""
+
+    def _copy_options(self, pair: ImagePair) -> CopyOptions:
+        if not pair.platforms:
+            return self.options.copy
+        return replace(self.options.copy, platforms=pair.platforms)
 
     async def _wanted_digest(self, pair: ImagePair, src_desc: Descriptor) -> tuple[str, Manifest | None]:
         """The digest the destination should end up with. For an index copied as one platform (or a
         platform subset) that needs the index itself: one extra source GET, indexes only."""
-        options = self.options.copy
+        options = self._copy_options(pair)
         if not mt.is_index(src_desc.media_type) or (options.multi_arch is MultiArch.ALL and not options.platforms) \
                 or options.multi_arch is MultiArch.INDEX_ONLY:
             return str(src_desc.digest), None

@@ -2,27 +2,86 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
 import anyio
 
-from mirror.core.reference import Reference
+from mirror.core.reference import Reference, parse_docker, split_transport
 from mirror.engine.image import CopyOptions
 from mirror.engine.sync import BlobSink, ImageRecord, Scheduler, SyncOptions
-from mirror.errors import DigestMismatch, MirrorError, Unsupported
+from mirror.errors import DigestMismatch, MirrorError, Unsupported, UsageError
 from mirror.plan.pairs import ImagePair
 from mirror.runtime import Runtime, SideOptions
+from mirror.transports.base import ImageDestination, ImageSource, LocalOptions
+from mirror.transports.catalog import local_transports
 
 
-async def copy(rt: Runtime, src: Reference, dst: Reference, src_side: SideOptions, dst_side: SideOptions,
-               options: CopyOptions, jobs: int = 6, on_blob: BlobSink | None = None) -> ImageRecord:
-    """Copy one image; whole-image retries (``--retry-times``) on top of per-request retries.
-    An image already at the destination with the same digest costs two HEADs."""
-    pair = ImagePair(
-        source=rt.registry_source(src.repo, src_side), src_ref=src.ref,
-        destination=rt.registry_destination(dst.repo, dst_side), dst_ref=dst.tag,
-        src_name=str(src), dst_name=str(dst))
+@dataclass(frozen=True, slots=True)
+class ImageName:
+    """A parsed CLI image name: ``docker://`` gives a Reference, other transports keep their text."""
+
+    transport: str
+    rest: str
+    reference: Reference | None = None
+
+    def __str__(self) -> str:
+        return str(self.reference) if self.reference is not None else f"{self.transport}:{self.rest}"
+
+
+def parse_name(text: str) -> ImageName:
+    """Parse and validate ``TRANSPORT:REFERENCE`` before any I/O."""
+    transport, rest = split_transport(text)
+    if transport == "docker":
+        return ImageName(transport, rest, parse_docker(rest))
+    local = local_transports().get(transport)
+    if local is None:
+        raise UsageError(f"transport {transport!r} is not supported yet")
+    local.validate(rest)
+    return ImageName(transport, rest)
+
+
+@asynccontextmanager
+async def _source(rt: Runtime, name: ImageName, side: SideOptions,
+                  options: LocalOptions) -> AsyncIterator[tuple[ImageSource, str]]:
+    if name.reference is not None:
+        yield rt.registry_source(name.reference.repo, side), name.reference.ref
+        return
+    async with local_transports()[name.transport].source(name.rest, options) as opened:
+        yield opened
+
+
+@asynccontextmanager
+async def _destination(rt: Runtime, name: ImageName, side: SideOptions,
+                       options: LocalOptions) -> AsyncIterator[tuple[ImageDestination, str | None]]:
+    if name.reference is not None:
+        yield rt.registry_destination(name.reference.repo, side), name.reference.tag
+        return
+    async with local_transports()[name.transport].destination(name.rest, options) as opened:
+        yield opened
+
+
+async def copy(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideOptions, dst_side: SideOptions,
+               options: CopyOptions, jobs: int = 6, on_blob: BlobSink | None = None,
+               local: LocalOptions | None = None) -> ImageRecord:
+    """Copy one image between any two transports. A local destination is published only if the
+    copy succeeds. An image already at a registry destination with the same digest costs two HEADs."""
+    local = local or LocalOptions()
+    async with _source(rt, src, src_side, local) as (source, src_ref), \
+            _destination(rt, dst, dst_side, local) as (destination, dst_ref):
+        pair = ImagePair(source=source, src_ref=src_ref, destination=destination, dst_ref=dst_ref,
+                         src_name=str(src), dst_name=str(dst))
+        return await _copy_pair(rt, pair, dst, options, jobs, on_blob)
+
+
+async def _copy_pair(rt: Runtime, pair: ImagePair, dst: ImageName, options: CopyOptions, jobs: int,
+                     on_blob: BlobSink | None) -> ImageRecord:
+    """Whole-image retries (``--retry-times``) on top of per-request retries."""
     attempts = rt.options.retry_times + 1
     for attempt in range(1, attempts + 1):
-        scheduler = Scheduler(SyncOptions(jobs=1, blob_jobs=jobs, copy=options), on_blob=on_blob)
+        scheduler = Scheduler(SyncOptions(jobs=1, blob_jobs=jobs, copy=options), rt.known_locations(),
+                              on_blob=on_blob)
         try:
             record = await scheduler.sync_one(pair)
         except MirrorError:
@@ -30,8 +89,9 @@ async def copy(rt: Runtime, src: Reference, dst: Reference, src_side: SideOption
                 raise
             await anyio.sleep(rt.options.retry_delay or min(2.0 ** attempt, 30.0))
             continue
-        if dst.digest is not None and record.digest != str(dst.digest):
-            raise DigestMismatch(f"copied manifest is {record.digest}, destination asked for {dst.digest}")
+        wanted = dst.reference.digest if dst.reference is not None else None
+        if wanted is not None and record.digest != str(wanted):
+            raise DigestMismatch(f"copied manifest is {record.digest}, destination asked for {wanted}")
         return record
     raise AssertionError("unreachable")
 

@@ -6,8 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from mirror.config.schema import RegistryConfig, SyncConfig
-from mirror.core.reference import Repo, Reference
-from mirror.engine.blobs import KnownLocations
+from mirror.core.reference import Reference, Repo
 from mirror.engine.sync import ImageRecord, RunStats, Scheduler, SyncOptions
 from mirror.errors import MirrorError, NotFound
 from mirror.http.credentials import Credential
@@ -131,7 +130,7 @@ def _prepare(rt: Runtime, request: SyncRequest, on_record: Callable[[ImageRecord
         stats.planned += n
 
     planner = Planner(endpoints, PlanOptions(request.naming, prune=prune), result.prune.append, planned)
-    scheduler = Scheduler(request.options, KnownLocations(), on_record, stats)
+    scheduler = Scheduler(request.options, rt.known_locations(), on_record, stats)
     return planner, result, scheduler
 
 

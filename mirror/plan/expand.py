@@ -15,7 +15,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from mirror.aio import SingleFlight
-from mirror.config.filters import compile_regex, select_tags
+from mirror.config.filters import compile_regex, parse_platform, select_tags
 from mirror.config.schema import RegistryConfig, RepoSpec, SyncConfig
 from mirror.core.reference import Reference
 from mirror.plan.naming import Naming, docker_destination
@@ -102,6 +102,7 @@ class Planner:
             available = [tag async for tag in source.list_tags()] if needs_listing else []
         refs = select_tags(available, spec)
         naming = self.options.naming
+        platforms = tuple(parse_platform(p) for p in registry.platforms)
         pairs: list[ImagePair] = []
         dst_repos: dict[str, tuple[ImageDestination, frozenset[str] | None]] = {}
         for ref in refs:
@@ -116,7 +117,7 @@ class Planner:
                 fresh_repo=existing is None or not existing,
                 dst_has_tag=None if dst.tag is None else (existing is not None and dst.tag in existing),
                 src_name=f"{registry.name}/{spec.path}{'@' if dst.tag is None else ':'}{ref}",
-                dst_name=str(dst)))
+                dst_name=str(dst), platforms=platforms))
         self.on_planned(len(pairs))
         for pair in pairs:
             await send.send(pair)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mirror.core.descriptor import Platform
 from mirror.transports.base import ImageDestination, ImageSource
 
 
@@ -19,3 +20,4 @@ class ImagePair:
     dst_has_tag: bool | None = None  # from the destination tag listing; None = unknown
     src_name: str = ""
     dst_name: str = ""
+    platforms: tuple[Platform, ...] = ()  # copy only these platforms of an index (YAML `platforms`)

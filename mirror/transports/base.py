@@ -76,3 +76,33 @@ class ImageDestination(Protocol):
     async def put_manifest(self, manifest: Manifest, ref: str) -> None:
         """Store the manifest's raw bytes under ``ref`` (a tag or its digest)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class LocalOptions:
+    """Settings local transports need from the command line."""
+
+    tmpdir: str | None = None
+    daemon_host: str | None = None       # docker-daemon: --src-daemon-host / --dest-daemon-host
+    additional_tags: tuple[str, ...] = ()  # docker-archive destination: --additional-tag
+    all_images: bool = False             # dir: write per-instance manifests for --all copies
+
+
+class LocalTransport(Protocol):
+    """A non-registry transport (``dir:``, ``oci:``, archives, daemon, containers-storage).
+
+    ``source(rest)`` yields (ImageSource, ref to pass to ``get_manifest``); ``destination(rest)``
+    yields (ImageDestination, tag to store under or None). A destination publishes its result (rename
+    into place, index update, archive close) only when its context exits without an exception.
+    """
+
+    name: str
+
+    def validate(self, rest: str) -> None:
+        """Raise InvalidReference for a malformed ``rest`` (checked before any I/O)."""
+        ...
+
+    def source(self, rest: str, options: LocalOptions) -> AbstractAsyncContextManager[tuple[ImageSource, str]]: ...
+
+    def destination(self, rest: str, options: LocalOptions
+                    ) -> AbstractAsyncContextManager[tuple[ImageDestination, str | None]]: ...

@@ -16,6 +16,9 @@ def run_mirror(*args: str, env: Mapping[str, str] | None = None, input: str | No
     """``python -m mirror ARGS``; with ``check`` a non-zero exit fails with the full output."""
     full_env = dict(os.environ if env is None else env)
     full_env.setdefault("PYTHONPATH", str(ROOT))
+    # Tests share no state file unless they ask for one (facts from one test's registries would
+    # otherwise suggest mounts in another's).
+    full_env.setdefault("MIRROR_STATE", "none")
     proc = subprocess.run([sys.executable, "-m", "mirror", *args], capture_output=True, text=True,
                           env=full_env, input=input, timeout=timeout, cwd=ROOT)
     if check and proc.returncode != 0:

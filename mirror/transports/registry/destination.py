@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import aiohttp
-import anyio
 import structlog
 from yarl import URL
 
@@ -13,24 +9,33 @@ from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 from mirror.core.reference import Repo
-from mirror.errors import DigestMismatch, MirrorError, NotFound, RegistryError
+from mirror.errors import DigestMismatch, MirrorError, NotFound
 from mirror.http.client import Endpoint, Reply
+from mirror.state import StateError, StateStore
 from mirror.transports.base import BlobOpener, Capabilities, Location
 from mirror.transports.registry import api
-from mirror.transports.streams import hashed_stream
+from mirror.transports.registry.upload import BlobUpload, UploadOptions
+from mirror.transports.registry.upload import location_of as _location
 
 log = structlog.get_logger("mirror.registry")
 
 
 class RegistryDestination:
-    """``ImageDestination`` over the registry API for one repository."""
+    """``ImageDestination`` over the registry API for one repository.
 
-    capabilities = Capabilities(mount=True, delete=True, chunked=False)
+    ``state`` (optional) keeps upload sessions across runs and records where blobs were verified
+    present; ``uploads`` chooses between monolithic, streamed and chunked uploads (``upload.py``).
+    """
 
-    def __init__(self, endpoint: Endpoint, repo: Repo) -> None:
+    capabilities = Capabilities(mount=True, delete=True, chunked=True)
+
+    def __init__(self, endpoint: Endpoint, repo: Repo, *, state: StateStore | None = None,
+                 uploads: UploadOptions | None = None) -> None:
         self.endpoint = endpoint
         self.repo = repo
         self.location = Location("docker", repo.registry, repo.path)
+        self.state = state
+        self.uploads = uploads or UploadOptions()
         self._scopes = (api.push_scope(repo.path),)
 
     async def has_blob(self, desc: Descriptor) -> bool:
@@ -38,10 +43,13 @@ class RegistryDestination:
             reply = await self.endpoint.fetch("HEAD", api.blob_path(self.repo.path, desc.digest),
                                               scopes=self._scopes, what=f"checking blob {desc.digest}")
         except NotFound:
+            self._remember(desc, present=False)
             return False
         length = reply.headers.get("Content-Length")
         # A present blob of another size is not the blob we want (should never happen).
-        return length is None or desc.size <= 0 or int(length) == desc.size
+        present = length is None or desc.size <= 0 or int(length) == desc.size
+        self._remember(desc, present=present)
+        return present
 
     async def mount_blob(self, desc: Descriptor, source: Location) -> bool:
         if source.transport != "docker" or source.host != self.repo.registry or source.path == self.repo.path:
@@ -52,39 +60,21 @@ class RegistryDestination:
             scopes=(*self._scopes, api.pull_scope(source.path)), headers={"Content-Length": "0"},
             data=b"", ok=(201, 202), what=f"mounting blob {desc.digest}")
         if reply.status == 201:
+            self._remember(desc, present=True)
             return True
         await self._cancel(reply)
         return False
 
     async def put_blob(self, desc: Descriptor, open_source: BlobOpener) -> int:
-        """POST, one streamed PATCH that hashes every byte, then the closing PUT ?digest=.
+        """Upload and verify every byte (``upload.py`` picks monolithic, streamed or chunked);
+        returns the bytes sent, re-sent ones included.
 
         The PUT that publishes the blob is only sent when digest and size match, so corrupt
-        source bytes never become a blob at the destination.
+        source bytes never become a blob at the destination. A chunked upload interrupted by a
+        crash resumes in a later run when a ``state`` is given.
         """
-        start = await self.endpoint.fetch("POST", api.uploads_path(self.repo.path), scopes=self._scopes,
-                                          headers={"Content-Length": "0"}, data=b"", ok=(202,),
-                                          what=f"starting upload of {desc.digest}")
-        location = _location(start)
-        hasher = desc.digest.hasher()
-        headers = {"Content-Type": "application/octet-stream"}
-        if desc.size > 0:
-            headers["Content-Length"] = str(desc.size)
-        try:
-            async with hashed_stream(open_source, hasher) as blocks:
-                patched = await self.endpoint.fetch("PATCH", location, scopes=self._scopes, headers=headers,
-                                                    data=_payload(blocks), ok=(202, 201, 204),
-                                                    what=f"uploading blob {desc.digest}")
-            hasher.check(desc.digest, desc.size if desc.size > 0 else None)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._cancel_url(location)
-            raise
-        location = _location(patched) if "Location" in patched.headers else location
-        final = _with_digest(location, desc.digest)
-        await self.endpoint.fetch("PUT", final, scopes=self._scopes, headers={"Content-Length": "0"},
-                                  data=b"", ok=(201, 204), what=f"completing upload of {desc.digest}")
-        return hasher.size
+        return await BlobUpload(self.endpoint, self.repo, desc, open_source, options=self.uploads,
+                                state=self.state).run()
 
     async def head_manifest(self, ref: str) -> Descriptor | None:
         try:
@@ -113,6 +103,18 @@ class RegistryDestination:
         if reply.headers.get("Location"):
             await self._cancel_url(_location(reply))
 
+    def _remember(self, desc: Descriptor, *, present: bool) -> None:
+        """Record (or retract) "this blob is in this repository" for later mounts; never fails."""
+        if self.state is None:
+            return
+        try:
+            if present:
+                self.state.record_blob(self.repo.registry, self.repo.path, str(desc.digest))
+            else:
+                self.state.forget_blob(self.repo.registry, self.repo.path, str(desc.digest))
+        except StateError as exc:
+            log.warning("state_write_failed", error=str(exc), digest=str(desc.digest))
+
     async def _cancel_url(self, url: URL) -> None:
         """Best effort: registries may refuse (Quay never grants delete); ignore all failures."""
         try:
@@ -120,21 +122,3 @@ class RegistryDestination:
                                       what="cancelling upload")
         except MirrorError:  # cancellation must never mask the real error
             log.debug("upload_cancel_failed", repo=str(self.repo))
-
-
-def _location(reply: Reply) -> URL:
-    location = reply.headers.get("Location")
-    if not location:
-        raise RegistryError("upload response has no Location header")
-    return reply.url.join(URL(location, encoded=True))
-
-
-def _with_digest(location: URL, digest: Digest) -> URL:
-    """Append ``digest=`` to an opaque upload URL without re-encoding what is already there."""
-    raw = str(location)
-    sep = "&" if "?" in raw else "?"
-    return URL(f"{raw}{sep}digest={digest.algorithm}%3A{digest.hex}", encoded=True)
-
-
-def _payload(gen: AsyncIterator[bytes]) -> aiohttp.AsyncIterablePayload:
-    return aiohttp.AsyncIterablePayload(gen)

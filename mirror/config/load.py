@@ -1,0 +1,496 @@
+"""Load and validate a skopeo ``sync`` YAML file (``--src yaml``) plus mirror's extensions.
+
+The file is composed into YAML nodes and read the way skopeo's ``yaml.v3`` decoding does:
+
+* string fields take the scalar's source text, so an unquoted ``1.10`` in a tag list is the tag
+  ``"1.10"`` and an unquoted ``12345`` password is ``"12345"`` (PyYAML would turn them into numbers);
+* booleans are ``true``/``false`` (plain; also ``True``/``TRUE``...) or the YAML 1.1 words that
+  yaml.v3 accepts for a bool field: ``y yes on n no off`` in any quoting (``"yes"`` is true);
+* ``null`` means absent: a null tag list is "all tags", null entries inside a tag list are dropped;
+* duplicate keys are errors at every level (yaml.v3 refuses them too); merge keys ``<<`` work.
+
+Stricter than skopeo, on purpose: unknown keys, invalid repository names, tags, digests, regexes
+and constraints, an empty file and extra YAML documents are ConfigErrors naming the file, the YAML
+path and the line — skopeo ignores unknown keys and logs-and-skips bad entries at copy time.
+Messages never contain a credential value.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from mirror.config.filters import compile_regex, parse_platform
+from mirror.config.schema import Catalog, Credentials, RateLimit, RegistryConfig, RepoSpec, SyncConfig
+from mirror.config.semver import Constraint
+from mirror.core.digest import Digest
+from mirror.core.reference import TAG_RE, parse_repo
+from mirror.errors import ConfigError, InvalidReference
+
+SKOPEO_KEYS = ("images", "images-by-tag-regex", "images-by-semver", "credentials", "tls-verify", "cert-dir")
+EXTENSION_KEYS = (
+    "exclude-tags", "images-exclude-tags", "platforms", "destinations", "rate-limit", "chunk-size",
+    "catalog", "assume-immutable-tags", "prune",
+)
+REGISTRY_KEYS = SKOPEO_KEYS + EXTENSION_KEYS
+CREDENTIAL_KEYS = ("username", "password", "identitytoken")
+RATE_LIMIT_KEYS = ("requests-per-second", "burst", "max-connections")
+CATALOG_KEYS = ("prefixes", "exclude", "tags")
+MIN_CHUNK_SIZE = 1024
+MAX_CHUNK_SIZE = 1 << 30
+
+_NULL_TAG = "tag:yaml.org,2002:null"
+_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "on", "On", "ON"})
+_FALSE = frozenset({"n", "N", "no", "No", "NO", "off", "Off", "OFF"})
+_PLAIN_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*")
+_SIZE_UNITS = {
+    "": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+    "ki": 1 << 10, "kib": 1 << 10, "mi": 1 << 20, "mib": 1 << 20, "gi": 1 << 30, "gib": 1 << 30,
+}
+_PREFIX_RE = re.compile(r"[a-z0-9][a-z0-9._/-]*")
+T = TypeVar("T")
+A = TypeVar("A")
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an int or a string like ``16MiB``, ``5MB``, ``512k``: ``K/M/G[B]`` are powers of
+    1000, ``Ki/Mi/Gi[B]`` powers of 1024 (case-insensitive); fractions are rounded down."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(f"invalid size {value!r} (expected bytes or a string like 16MiB)")
+    if isinstance(value, int):
+        number = value
+    else:
+        m = _SIZE_RE.fullmatch(value)
+        unit = _SIZE_UNITS.get(m[2].lower()) if m else None
+        if m is None or unit is None:
+            raise ConfigError(f"invalid size {value[:40]!r} (expected bytes or a string like 16MiB, 5MB)")
+        number = int(Decimal(m[1]) * unit)
+    if number < 0:
+        raise ConfigError(f"invalid size {value!r}: negative")
+    return number
+
+
+def load_sync_config(path: str | Path) -> SyncConfig:
+    """Read and validate a sync YAML file; ConfigError (one line) for every problem."""
+    source = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+    return parse_sync_config(text, source)
+
+
+def parse_sync_config(text: str, source: str) -> SyncConfig:
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters up front
+        raise ConfigError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    try:
+        root = _compose(loader, source)
+        ctx = _Ctx(source, loader)
+        if root is None:
+            raise ConfigError(f"{source}: empty file (expected a mapping of source registries to settings)")
+        if not isinstance(root, MappingNode):
+            ctx.fail("(top level)", root, f"expected a mapping of source registries to settings, got {_kind(root)}")
+        registries = tuple(_registry(ctx, key, knode, vnode) for key, knode, vnode in ctx.mapping("", root))
+        return SyncConfig(registries, source)
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError(f"{source}: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply (or a recursive alias)") from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    mark = exc.problem_mark or exc.context_mark
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = (exc.problem or str(exc)).split("\n", 1)[0]
+    return f"YAML syntax error{where}: {problem}"
+
+
+def _compose(loader: yaml.SafeLoader, source: str) -> Node | None:
+    try:
+        root = loader.get_node() if loader.check_node() else None
+        while loader.check_node():
+            extra = loader.get_node()
+            if extra is not None and not _is_null(extra):
+                line = extra.start_mark.line + 1
+                raise ConfigError(f"{source}: a second YAML document at line {line} (only one is read)")
+    except yaml.MarkedYAMLError:
+        raise
+    except yaml.YAMLError as exc:  # reader errors: bad characters
+        raise ConfigError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    return None if root is None or _is_null(root) else root
+
+
+def _is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
+
+
+def _kind(node: Node, secret: bool = False) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    return "a value" if secret else repr(str(node.value)[:60])
+
+
+@dataclass(slots=True)
+class _Ctx:
+    source: str
+    loader: yaml.SafeLoader
+    flattened: set[int] = field(default_factory=set)  # mapping nodes already checked (aliases repeat them)
+
+    def fail(self, path: str, node: Node | None, message: str) -> NoReturn:
+        line = f" (line {node.start_mark.line + 1})" if node is not None else ""
+        raise ConfigError(f"{self.source}: {path}: {message}{line}")
+
+    def guard(self, path: str, node: Node, fn: Callable[[A], T], arg: A) -> T:
+        """``fn(arg)``, turning its ConfigError/InvalidReference into one naming the location."""
+        try:
+            return fn(arg)
+        except (ConfigError, InvalidReference) as exc:
+            self.fail(path, node, exc.message)
+
+    def mapping(
+        self, path: str, node: Node, allowed: tuple[str, ...] | None = None, secret: bool = False
+    ) -> list[tuple[str, Node, Node]]:
+        """(key, key node, value node) in order; null is empty; duplicates and unknown keys fail."""
+        if _is_null(node):
+            return []
+        if not isinstance(node, MappingNode):
+            self.fail(path or "(top level)", node, f"expected a mapping, got {_kind(node, secret)}")
+        seen: dict[str, Node] = {}
+        for knode, _ in [] if id(node) in self.flattened else node.value:
+            if knode.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.key(path, knode)
+            if key in seen:
+                self.fail(_join(path, key), knode, f"duplicate key (first at line {seen[key].start_mark.line + 1})")
+            seen[key] = knode
+        self.loader.flatten_mapping(node)
+        self.flattened.add(id(node))
+        entries: dict[str, tuple[Node, Node]] = {}
+        for knode, vnode in node.value:
+            entries[self.key(path, knode)] = (knode, vnode)
+        for key, (knode, _) in entries.items():
+            if allowed is not None and key not in allowed:
+                self.fail(_join(path, key), knode, _unknown(key, allowed))
+        return [(key, knode, vnode) for key, (knode, vnode) in entries.items()]
+
+    def key(self, path: str, knode: Node) -> str:
+        if not isinstance(knode, ScalarNode):
+            self.fail(path or "(top level)", knode, f"keys must be strings, got {_kind(knode)}")
+        return "" if _is_null(knode) else str(knode.value)
+
+    def string(self, path: str, node: Node, secret: bool = False) -> str | None:
+        if _is_null(node):
+            return None
+        if not isinstance(node, ScalarNode):
+            self.fail(path, node, f"expected a string, got {_kind(node, secret)}")
+        return str(node.value)
+
+    def boolean(self, path: str, node: Node) -> bool | None:
+        if _is_null(node):
+            return None
+        if isinstance(node, ScalarNode):
+            value = str(node.value)
+            if node.style is None and value in _PLAIN_BOOLS:
+                return _PLAIN_BOOLS[value]
+            if value in _TRUE or value in _FALSE:
+                return value in _TRUE
+            hint = " (remove the quotes)" if value in _PLAIN_BOOLS else ""
+            self.fail(path, node, f"expected true or false, got {value[:60]!r}{hint}")
+        self.fail(path, node, f"expected true or false, got {_kind(node)}")
+
+    def number(self, path: str, node: Node, kind: type[int] | type[float]) -> int | float | None:
+        if _is_null(node):
+            return None
+        value: Any = self.loader.construct_object(node, deep=True) if isinstance(node, ScalarNode) else node
+        ok = isinstance(value, int) if kind is int else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok:
+            what = "an integer" if kind is int else "a number"
+            self.fail(path, node, f"expected {what}, got {_kind(node)}")
+        return value  # type: ignore[no-any-return]
+
+    def strings(self, path: str, node: Node, expected: str) -> list[tuple[str, str, Node]]:
+        """(path[i], text, node) of a list of strings; null -> [], null items dropped (as yaml.v3)."""
+        if _is_null(node):
+            return []
+        if not isinstance(node, SequenceNode):
+            self.fail(path, node, f"expected {expected}, got {_kind(node)}")
+        out: list[tuple[str, str, Node]] = []
+        for i, item in enumerate(node.value):
+            where = f"{path}[{i}]"
+            if not isinstance(item, ScalarNode):
+                self.fail(where, item, f"expected a string, got {_kind(item)}")
+            if not _is_null(item):
+                out.append((where, str(item.value), item))
+        return out
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _unknown(key: str, allowed: tuple[str, ...]) -> str:
+    close = get_close_matches(key, allowed, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"unknown key (expected one of: {', '.join(allowed)}{hint})"
+
+
+@dataclass(slots=True)
+class _Repo:
+    path: str
+    tags: list[str] = field(default_factory=list)
+    all_tags: bool = False
+    regex: str | None = None
+    semver: str | None = None
+    exclude: list[str] = field(default_factory=list)
+    destination: str | None = None
+    names: dict[str, str] = field(default_factory=dict)  # YAML section -> YAML repo key
+
+
+@dataclass(slots=True)
+class _Registry:
+    ctx: _Ctx
+    key: str
+    namespace: str
+    repos: dict[str, _Repo] = field(default_factory=dict)
+
+    def resolve(self, path: str, node: Node, name: str) -> str:
+        """Repository path relative to the YAML key (hub names get ``library/``), validated."""
+        try:
+            full = parse_repo(f"{self.key}/{name}")
+        except InvalidReference as exc:
+            hint = "; tags go in the list, not in the name" if ":" in name or "@" in name else ""
+            reason = "must be lowercase" if "lowercase" in exc.message else "not a valid repository name"
+            self.ctx.fail(path, node, f"invalid repository {name[:80]!r}: {reason}{hint}")
+        if self.namespace:
+            return full.path[len(self.namespace) + 1 :]
+        return full.path
+
+    def repo(self, section: str, path: str, node: Node, name: str) -> _Repo:
+        rel = self.resolve(path, node, name)
+        repo = self.repos.setdefault(rel, _Repo(rel))
+        if section in repo.names:
+            self.ctx.fail(path, node, f"same repository as {repo.names[section]!r} in {section}")
+        repo.names[section] = name
+        return repo
+
+    def existing(self, path: str, node: Node, name: str) -> _Repo:
+        rel = self.resolve(path, node, name)
+        if rel not in self.repos:
+            self.ctx.fail(path, node, "repository not listed under images, images-by-tag-regex or images-by-semver")
+        return self.repos[rel]
+
+
+def _registry_namespace(ctx: _Ctx, key: str, knode: Node) -> str:
+    if not key:
+        ctx.fail("(top level)", knode, "empty registry name")
+    if "://" in key:
+        ctx.fail(key, knode, "a registry name takes no scheme (write quay.io, not https://quay.io)")
+    host, _, namespace = key.partition("/")
+    try:
+        probe = parse_repo(f"{key}/x")
+    except InvalidReference:
+        ctx.fail(key, knode, "not a registry host[:port] (optionally followed by /namespace)")
+    if probe.registry != host and host != "index.docker.io":
+        ctx.fail(key, knode, f"{host!r} is not a registry host (no '.' or ':', not localhost); "
+                 f"skopeo would read it as docker.io/{key} - write that if it is meant")
+    return namespace
+
+
+def _registry(ctx: _Ctx, key: str, knode: Node, node: Node) -> RegistryConfig:
+    if not isinstance(node, MappingNode) and not _is_null(node):
+        ctx.fail(key, node, f"expected a mapping of registry settings, got {_kind(node)}")
+    entries = {k: v for k, _, v in ctx.mapping(key, node, REGISTRY_KEYS)}
+    reg = _Registry(ctx, key, _registry_namespace(ctx, key, knode))
+    _images(reg, entries)
+    excludes = _regex_list(ctx, f"{key}.exclude-tags", entries.get("exclude-tags"))
+    _extensions(reg, entries, excludes)
+    cert_dir = ctx.string(f"{key}.cert-dir", entries["cert-dir"]) if "cert-dir" in entries else None
+    catalog = _catalog(ctx, key, reg.namespace, entries.get("catalog"))
+    repos = tuple(
+        RepoSpec(r.path, tuple(dict.fromkeys(r.tags)), r.all_tags, r.regex, r.semver,
+                 tuple(dict.fromkeys(excludes + r.exclude)), r.destination)
+        for r in reg.repos.values()
+    )
+    return RegistryConfig(
+        name=key, repos=repos,
+        credentials=_credentials(ctx, f"{key}.credentials", entries.get("credentials")),
+        tls_verify=_opt(entries, "tls-verify", lambda n: ctx.boolean(f"{key}.tls-verify", n)),
+        cert_dir=cert_dir, cert_dir_set=cert_dir is not None,
+        rate_limit=_rate_limit(ctx, f"{key}.rate-limit", entries.get("rate-limit")),
+        chunk_size=_chunk_size(ctx, f"{key}.chunk-size", entries.get("chunk-size")),
+        catalog=catalog,
+        platforms=_platforms(ctx, f"{key}.platforms", entries.get("platforms")),
+        assume_immutable_tags=bool(_opt(entries, "assume-immutable-tags",
+                                        lambda n: ctx.boolean(f"{key}.assume-immutable-tags", n))),
+        prune=bool(_opt(entries, "prune", lambda n: ctx.boolean(f"{key}.prune", n))),
+        exclude_tags=tuple(dict.fromkeys(excludes)),
+    )
+
+
+def _opt(entries: dict[str, Node], key: str, fn: Callable[[Node], T]) -> T | None:
+    return fn(entries[key]) if key in entries else None
+
+
+def _images(reg: _Registry, entries: dict[str, Node]) -> None:
+    """``images``, ``images-by-tag-regex`` and ``images-by-semver``, merged per repository."""
+    ctx = reg.ctx
+    for section in SKOPEO_KEYS[:3]:
+        for name, knode, vnode in ctx.mapping(f"{reg.key}.{section}", entries.get(section, _null())):
+            path = f"{reg.key}.{section}.{name}"
+            repo = reg.repo(section, path, knode, name)
+            if section == "images":
+                refs = ctx.strings(path, vnode, "a list of tags or digests ([] for all tags)")
+                repo.all_tags |= not refs
+                repo.tags.extend(_ref(ctx, where, node, ref) for where, ref, node in refs)
+            elif section == "images-by-tag-regex":
+                repo.regex = ctx.string(path, vnode) or ""
+                ctx.guard(path, vnode, compile_regex, repo.regex)
+            else:
+                repo.semver = ctx.string(path, vnode) or ""
+                ctx.guard(path, vnode, Constraint.parse, repo.semver)
+
+
+def _null() -> Node:
+    return ScalarNode(_NULL_TAG, "")
+
+
+def _ref(ctx: _Ctx, where: str, node: Node, ref: str) -> str:
+    if ":" in ref:
+        return str(ctx.guard(where, node, Digest.parse, ref))
+    if not TAG_RE.match(ref):
+        ctx.fail(where, node, f"invalid tag {ref[:80]!r} (at most 128 of A-Z a-z 0-9 _ . -, not starting with . or -)")
+    return ref
+
+
+def _regex_list(ctx: _Ctx, path: str, node: Node | None) -> list[str]:
+    if node is None:
+        return []
+    out = []
+    for where, pattern, item in ctx.strings(path, node, "a list of regular expressions"):
+        ctx.guard(where, item, compile_regex, pattern)
+        out.append(pattern)
+    return out
+
+
+def _extensions(reg: _Registry, entries: dict[str, Node], excludes: list[str]) -> None:
+    ctx, key = reg.ctx, reg.key
+    section = f"{key}.images-exclude-tags"
+    for name, knode, vnode in ctx.mapping(section, entries.get("images-exclude-tags", _null())):
+        repo = reg.existing(f"{section}.{name}", knode, name)
+        repo.exclude.extend(_regex_list(ctx, f"{section}.{name}", vnode))
+    section = f"{key}.destinations"
+    taken: dict[str, str] = {}
+    for name, knode, vnode in ctx.mapping(section, entries.get("destinations", _null())):
+        where = f"{section}.{name}"
+        repo = reg.existing(where, knode, name)
+        dest = ctx.string(where, vnode)
+        if dest is None:
+            continue
+        try:
+            parse_repo(f"localhost/{dest}")
+        except InvalidReference:
+            ctx.fail(where, vnode, f"invalid destination repository path {dest[:80]!r}")
+        if dest in taken:
+            ctx.fail(where, vnode, f"destination {dest!r} is already used by {taken[dest]!r}")
+        taken[dest] = name
+        repo.destination = dest
+
+
+def _credentials(ctx: _Ctx, path: str, node: Node | None) -> Credentials | None:
+    if node is None:
+        return None
+    entries = ctx.mapping(path, node, CREDENTIAL_KEYS, secret=True)
+    got = {k: ctx.string(f"{path}.{k}", v, secret=True) or "" for k, _, v in entries}
+    creds = Credentials(got.get("username", ""), got.get("password", ""), got.get("identitytoken", ""))
+    return creds if creds != Credentials() else None
+
+
+def _rate_limit(ctx: _Ctx, path: str, node: Node | None) -> RateLimit | None:
+    if node is None or _is_null(node):
+        return None
+    values: dict[str, int | float | None] = {}
+    for name, _, vnode in ctx.mapping(path, node, RATE_LIMIT_KEYS):
+        where = f"{path}.{name}"
+        value = values[name] = ctx.number(where, vnode, float if name == "requests-per-second" else int)
+        if value is None:
+            continue
+        if name == "requests-per-second" and not (value > 0 and math.isfinite(value)):
+            ctx.fail(where, vnode, "must be a number greater than 0")
+        if name != "requests-per-second" and value < 1:
+            ctx.fail(where, vnode, "must be an integer of at least 1")
+    rps, burst, conns = (values.get(k) for k in RATE_LIMIT_KEYS)
+    return RateLimit(None if rps is None else float(rps), None if burst is None else int(burst),
+                     None if conns is None else int(conns))
+
+
+def _chunk_size(ctx: _Ctx, path: str, node: Node | None) -> int | None:
+    if node is None or _is_null(node):
+        return None
+    if not isinstance(node, ScalarNode):
+        ctx.fail(path, node, f"expected a size like 16MiB, got {_kind(node)}")
+    value = ctx.loader.construct_object(node, deep=True)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    size = ctx.guard(path, node, parse_size, value if isinstance(value, int | str) else str(node.value))
+    if not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE:
+        ctx.fail(path, node, f"{size} bytes is out of range (1KiB to 1GiB)")
+    return size
+
+
+def _platforms(ctx: _Ctx, path: str, node: Node | None) -> tuple[str, ...]:
+    if node is None or _is_null(node):
+        return ()
+    items = ctx.strings(path, node, "a list of platforms like linux/amd64")
+    if not items:
+        ctx.fail(path, node, "empty list (omit the key to copy every platform)")
+    out: dict[str, None] = {}
+    for where, text, item in items:
+        try:
+            out[str(parse_platform(text))] = None
+        except ValueError as exc:
+            ctx.fail(where, item, str(exc))
+    return tuple(out)
+
+
+def _catalog(ctx: _Ctx, key: str, namespace: str, node: Node | None) -> Catalog | None:
+    path = f"{key}.catalog"
+    if node is None or _is_null(node):
+        return None
+    if isinstance(node, ScalarNode):
+        enabled = ctx.boolean(path, node)
+        catalog = Catalog() if enabled else None
+    else:
+        values = {k: v for k, _, v in ctx.mapping(path, node, CATALOG_KEYS)}
+        prefixes = []
+        for where, prefix, item in ctx.strings(f"{path}.prefixes", values.get("prefixes", _null()), "a list"):
+            if not _PREFIX_RE.fullmatch(prefix):
+                ctx.fail(where, item, f"invalid repository prefix {prefix[:80]!r}")
+            prefixes.append(prefix)
+        exclude = _regex_list(ctx, f"{path}.exclude", values.get("exclude"))
+        tags = ctx.string(f"{path}.tags", values["tags"]) if "tags" in values else None
+        if tags is not None:
+            ctx.guard(f"{path}.tags", values["tags"], compile_regex, tags)
+        catalog = Catalog(tuple(dict.fromkeys(prefixes)), tuple(dict.fromkeys(exclude)), tags)
+    if catalog is not None and namespace:
+        ctx.fail(path, node, "not supported on a registry key with a namespace (use catalog.prefixes)")
+    return catalog
