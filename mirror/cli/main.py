@@ -141,8 +141,8 @@ def build_parser() -> Parser:
     _retry_flags(p)
     e = p.add_argument_group("mirror extensions")
     _state_flags(e)
-    e.add_argument("--jobs", "-j", type=int, default=16, metavar="N", help="images in flight at once (default 16)")
-    e.add_argument("--blob-jobs", type=int, default=8, metavar="N", help="blob transfers at once (default 8)")
+    e.add_argument("--jobs", "-j", type=int, default=32, metavar="N", help="images in flight at once (default 32)")
+    e.add_argument("--blob-jobs", type=int, default=16, metavar="N", help="blob transfers at once (default 16)")
     add_bool(e, "--assume-immutable-tags", "skip tags the destination already has, without comparing digests")
     e.add_argument("--report", metavar="FILE", help="write one JSON record per image to FILE")
     e.add_argument("--prune", dest="prune", action="store_const", const="report", default="off",
@@ -200,14 +200,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         if isinstance(exc, MirrorError):
-            print(f"mirror: {exc}", file=sys.stderr)
+            print(f"mirror: {_one_line(exc)}", file=sys.stderr)
             return exc.exit_code
         print(f"mirror: internal error: {type(exc).__name__}: {_line(exc)}", file=sys.stderr)
         return 1
     except MirrorError as exc:
         if debug:
             traceback.print_exc()
-        print(f"mirror: {exc}", file=sys.stderr)
+        print(f"mirror: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("mirror: interrupted", file=sys.stderr)
@@ -237,3 +237,8 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 def _line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else ""
+
+
+def _one_line(exc: MirrorError) -> str:
+    """The whole message on one line (a registry's text inside it may hold line breaks)."""
+    return " ".join(str(exc).splitlines())

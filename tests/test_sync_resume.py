@@ -1,0 +1,75 @@
+"""`mirror sync` killed with SIGKILL mid-upload resumes from the registry's offset on the next run.
+
+distribution signs each upload URL with the offset it has acknowledged; bytes of a chunk that were
+in flight when the process died make that URL (and the session) invalid. So the kill here lands
+while the 4th chunk is held by the proxy in front of the destination — the registry has exactly
+the acknowledged chunks, as after a link that dropped between chunks — and the second run must
+send only the remainder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from aiohttp import web
+from support.images import Client
+from support.proxy import Fault, RegistryProxy, RequestInfo
+from support.registry import Registry, wait_until
+from test_resume import CHUNK, LAYER_SIZE, big_image, nth_patch, uploads_of  # noqa: F401 (fixture)
+
+from mirror.core.descriptor import Descriptor
+from mirror.state import StateStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_killed_sync_resumes_the_big_upload(big_image: tuple[Registry, Descriptor, bytes],  # noqa: F811
+                                            registry2: Registry, tmp_path: Path) -> None:
+    src, layer, manifest = big_image
+    held, release = threading.Event(), threading.Event()
+
+    async def hold(_request: web.Request, _info: RequestInfo) -> web.StreamResponse:
+        held.set()
+        await asyncio.to_thread(release.wait, 120)
+        return web.Response(status=503)
+
+    state = tmp_path / "state.sqlite"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT), "MIRROR_CHUNK_THRESHOLD": "8M"}
+    report = tmp_path / "report.jsonl"
+    with RegistryProxy(registry2, faults=[Fault(nth_patch(4), hold)]) as proxy:
+        argv = [sys.executable, "-m", "mirror", "sync", "--src", "docker", "--dest", "docker",
+                "--src-tls-verify=false", "--dest-tls-verify=false", "--state", str(state), "--chunk-size", "4MiB",
+                "--report", str(report), f"{src.host}/big/src:v1", f"{proxy.host}/mirror"]
+        first = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_until(lambda: held.is_set() or first.poll() is not None, 120, "the 4th chunk")
+            assert held.is_set(), first.communicate(timeout=10)
+            first.send_signal(signal.SIGKILL)
+            assert first.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            release.set()
+            if first.poll() is None:
+                first.kill()
+            first.communicate(timeout=30)
+        with StateStore.open(state, on_corrupt="error") as store:
+            (saved,) = store.uploads()
+        assert saved.offset == 3 * CHUNK
+        mark = len(proxy.requests)
+        second = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stderr
+        requests = proxy.requests[mark:]
+    remainder = LAYER_SIZE - saved.offset
+    patched = sum(int(r.header("Content-Length") or 0) for r in uploads_of(requests, "PATCH"))
+    assert patched <= remainder + CHUNK, (patched, remainder)
+    (record,) = [json.loads(line) for line in report.read_text().splitlines()]
+    assert record["outcome"] == "copied" and record["bytes"] <= remainder + CHUNK
+    body, _type, _digest = Client(registry2).get_manifest("mirror/src", "v1")
+    assert body == manifest
+    assert hashlib.sha256(Client(registry2).get_blob("mirror/src", str(layer.digest))).hexdigest() == layer.digest.hex
