@@ -168,9 +168,12 @@ def test_catalog_mirroring_and_docker_source(registry: Registry, registry2: Regi
     assert _catalog(registry2) == ["cat/a", "cat/b"]
     # --src docker: a repository means all its tags; a tag means just that one.
     push_image(registry, "org/a", "v2", seed=77)
-    run_mirror("sync", "--src", "docker", "--dest", "docker", "--src-tls-verify=false", "--dest-tls-verify=false",
-               f"{registry.host}/org/a", f"{registry2.host}/direct")
+    out = run_mirror("--log-format", "json", "sync", "--src", "docker", "--dest", "docker", "--src-tls-verify=false",
+                     "--dest-tls-verify=false", f"{registry.host}/org/a", f"{registry2.host}/direct")
     assert _tags(registry2, "direct/a") == ["v1", "v2"]
+    events = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    synced = sorted(e.get("dst") for e in events if e["event"] == "image_synced")
+    assert synced == [f"{registry2.host}/direct/a:v1", f"{registry2.host}/direct/a:v2"]
     run_mirror("sync", "--src", "docker", "--dest", "docker", "--src-tls-verify=false", "--dest-tls-verify=false",
                f"{registry.host}/other/c:v1", f"{registry2.host}/one")
     assert _tags(registry2, "one/c") == ["v1"]

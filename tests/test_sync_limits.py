@@ -45,9 +45,10 @@ def test_429_pauses_every_worker_and_the_sync_completes(registry: Registry, regi
         path = tmp_path / "sync.yaml"
         path.write_text(yaml.safe_dump(config))
         report = tmp_path / "report.jsonl"
-        run_mirror("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", "--jobs", "8",
-                   "--report", str(report), str(path), f"{registry2.host}/m")
+        out = run_mirror("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", "--jobs", "8",
+                         "--report", str(report), str(path), f"{registry2.host}/m")
         forwarded = [r for r in proxy.requests if r.status != 429]
+    assert f"registry {proxy.host}: 3 rate-limited responses" in out.stderr, out.stderr
     assert len(throttle.sent) == 3
     outcomes = [json.loads(line)["outcome"] for line in report.read_text().splitlines()]
     assert outcomes == ["copied"] * 8

@@ -20,7 +20,8 @@ def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutabl
 
 
 def configure_logging(debug: bool, fmt: str | None) -> None:
-    level = logging.DEBUG if debug else logging.WARNING
+    # An explicit --log-format asks for the event stream: one event per image at INFO.
+    level = logging.DEBUG if debug else (logging.INFO if fmt else logging.WARNING)
     renderer: structlog.typing.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()

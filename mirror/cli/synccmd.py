@@ -87,6 +87,11 @@ def sync(args: argparse.Namespace) -> int:
             if verb == "would prune" or name in result.pruned:
                 print(f"{verb} {name}")
     if not args.quiet:
+        for host, counters in result.registries.items():
+            hub = counters.get("hub_remaining")
+            print(f"registry {host}: {counters.get('rate_limited_responses', 0)} rate-limited responses, "
+                  f"{counters.get('throttled_waits', 0)} throttled waits"
+                  + (f", Docker Hub pulls remaining: {hub}" if hub is not None else ""), file=sys.stderr)
         print(_summary(stats, sync_options.dry_run), file=sys.stderr)
     return EXIT_PARTIAL if stats.failed else 0
 

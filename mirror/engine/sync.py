@@ -144,7 +144,8 @@ class Scheduler:
         record = ImageRecord(pair.src_name, pair.dst_name, digest, outcome, reason, counters.bytes_sent,
                              counters.uploaded, counters.mounted, counters.skipped,
                              round(time.monotonic() - start, 4))
-        log.info("image_synced", outcome=outcome, digest=digest, bytes=counters.bytes_sent)
+        log.info("image_synced", src=pair.src_name, dst=pair.dst_name, outcome=outcome, digest=digest,
+                 bytes=counters.bytes_sent, duration=record.duration)
         return record
 
     async def _sync(self, pair: ImagePair, work: ImageWork) -> tuple[str | None, str, str]:

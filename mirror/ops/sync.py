@@ -94,6 +94,16 @@ class SyncResult:
     stats: RunStats
     prune: list[PruneCandidate] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
+    registries: dict[str, dict[str, object]] = field(default_factory=dict)  # per-host limiter counters
+
+
+def _limiter_report(rt: Runtime, result: SyncResult) -> None:
+    """Throttling seen per registry, and Docker Hub's ``ratelimit-remaining`` when it was sent."""
+    for host, limiter in rt.http.limiters.items():
+        stats = limiter.stats()
+        if stats.get("rate_limited_responses") or stats.get("throttled_waits") or stats.get("hub_remaining") \
+                is not None:
+            result.registries[host] = stats
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +121,7 @@ async def sync_yaml(rt: Runtime, config: SyncConfig, request: SyncRequest,
     planner, result, scheduler = _prepare(rt, request, on_record, stats, prune)
     await scheduler.run(lambda send: planner.yaml(config, send))
     await _finish_prune(rt, request, result)
+    _limiter_report(rt, result)
     return result
 
 
@@ -119,6 +130,7 @@ async def sync_docker(rt: Runtime, text: str, reference: Reference, explicit: bo
     planner, result, scheduler = _prepare(rt, request, on_record, stats, request.prune != "off")
     await scheduler.run(lambda send: planner.docker(text, reference, explicit, send))
     await _finish_prune(rt, request, result)
+    _limiter_report(rt, result)
     return result
 
 
