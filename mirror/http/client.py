@@ -28,12 +28,13 @@ from yarl import URL
 
 from mirror.errors import MirrorError, RegistryError, TLSError, TransientError, Unauthorized
 from mirror.http.auth import TokenCache, basic_header, merge_scopes
+from mirror.http.body import read_limited
 from mirror.http.credentials import Credential
 from mirror.http.errors import error_for
 from mirror.http.headers import Challenge, parse_retry_after, parse_www_authenticate
 from mirror.http.ratelimit import RATE_LIMITED_RETRIES, HostLimiter, HostPolicy, Permit
 from mirror.http.retry import IDEMPOTENT, RetryPolicy
-from mirror.http.tls import TLSOptions, allows_plain_http, ssl_context
+from mirror.http.tls import TLSOptions, allows_plain_http, context_key, ssl_context
 
 log = structlog.get_logger("mirror.http")
 
@@ -78,6 +79,7 @@ class HttpClient:
         self.certs_roots = tuple(certs_roots)
         self.policies = {host.lower(): policy for host, policy in (policies or {}).items()}
         self._endpoints: dict[EndpointKey, Endpoint] = {}
+        self._ssl_contexts: dict[tuple[bool, Path | None], ssl.SSLContext] = {}
         self._limiters: dict[str, HostLimiter] = {}
 
     def limiter(self, host: str) -> HostLimiter:
@@ -91,6 +93,13 @@ class HttpClient:
     def limiters(self) -> Mapping[str, HostLimiter]:
         """Every limiter made so far, by host (for reporting)."""
         return dict(self._limiters)
+
+    def ssl_context(self, registry: str, tls: TLSOptions) -> ssl.SSLContext:
+        """One context per distinct (verification, cert directory): shared by hosts that agree."""
+        key = context_key(registry, tls, self.certs_roots)
+        if key not in self._ssl_contexts:
+            self._ssl_contexts[key] = ssl_context(registry, tls, self.certs_roots)
+        return self._ssl_contexts[key]
 
     def endpoint(self, registry: str, credential: Credential, tls: TLSOptions) -> Endpoint:
         key = EndpointKey(registry, credential, tls)
@@ -115,7 +124,7 @@ class Endpoint:
         self.credential = credential
         self.tls = tls
         try:
-            self._ssl: ssl.SSLContext = ssl_context(registry, tls, client.certs_roots)
+            self._ssl: ssl.SSLContext = client.ssl_context(registry, tls)
         except MirrorError:
             raise
         self._base: URL | None = None
@@ -123,7 +132,8 @@ class Endpoint:
         self._limiter = client.limiter(registry)
         self._origin = _authority(registry)
         self._permits: dict[aiohttp.ClientResponse, Permit] = {}
-        self._tokens = TokenCache(client.session, credential, self._ssl, client.user_agent)
+        self._tokens = TokenCache(client.session, credential, self._ssl, client.user_agent,
+                                  allow_plain_http=allows_plain_http(tls))
 
     # -- connection set-up -------------------------------------------------------------------
     async def base_url(self) -> URL:
@@ -164,7 +174,7 @@ class Endpoint:
         """Send and read the whole body (at most ``limit`` bytes); non-``ok`` statuses raise."""
         async with self.stream(method, target, scopes=scopes, headers=headers, data=data, ok=ok,
                                what=what) as resp:
-            body = await resp.content.read(limit + 1) if method != "HEAD" else b""
+            body = await read_limited(resp.content, limit) if method != "HEAD" else b""
             if len(body) > limit:
                 raise RegistryError(f"{what or method}: response larger than {limit} bytes")
             return Reply(resp.status, dict(resp.headers), body, resp.url)
@@ -206,7 +216,7 @@ class Endpoint:
                     continue
             try:
                 if resp.status not in ok:
-                    body = await resp.content.read(1 << 16) if method != "HEAD" else b""
+                    body = await read_limited(resp.content, 1 << 16) if method != "HEAD" else b""
                     error = error_for(resp.status, body, what or f"{method} {url.path}",
                                       resp.headers.get("Retry-After"))
                     if resp.status == 401:
@@ -266,7 +276,7 @@ class Endpoint:
         origin = (url.scheme, url.host, url.port)
         for _ in range(MAX_REDIRECTS + 1):
             send = dict(headers)
-            if auth is not None and (url.scheme, url.host, url.port) == origin:
+            if auth is not None and (url.scheme, url.host, url.port) == origin and self._may_authorize(url):
                 send["Authorization"] = auth
             resp = await self._open(method, url, send, data)
             location = resp.headers.get("Location")
@@ -279,6 +289,11 @@ class Endpoint:
             if url.scheme == "http" and origin[0] == "https" and not allows_plain_http(self.tls):
                 raise RegistryError(f"refusing redirect from https to plain http ({url.host})")
         raise RegistryError(f"{method} {url.path}: too many redirects")
+
+    def _may_authorize(self, url: URL) -> bool:
+        """Credentials go only to the registry's own host and port (not to a host named by a Link or
+        Location header), and over plain HTTP only when TLS verification is off."""
+        return _same_origin(url, self._origin) and (url.scheme == "https" or allows_plain_http(self.tls))
 
     async def _raw(self, method: str, url: URL, headers: dict[str, str], data: Body,
                    want_body: bool) -> Reply:

@@ -136,10 +136,16 @@ def _load_cert_dir(ctx: ssl.SSLContext, directory: Path, explicit: bool) -> None
         _load_pair(target, cert, key)
 
 
+def context_key(host: str, opts: TLSOptions, roots: Sequence[Path]) -> tuple[bool, Path | None]:
+    """What makes two hosts' contexts identical: verification and the cert directory used."""
+    return opts.verify, _cert_dir(host, opts, roots)
+
+
 def ssl_context(host: str, opts: TLSOptions, roots: Sequence[Path]) -> ssl.SSLContext:
     """A client context for ``host`` (``host[:port]``): system CAs plus the cert directory's files.
 
     ``verify=False`` disables certificate and host name checks; client certificates still load.
+    Loading the system CAs costs tens of milliseconds: callers cache by :func:`context_key`.
     """
     ctx = ssl.create_default_context()
     if not opts.verify:
