@@ -27,8 +27,10 @@ from mirror.http.ratelimit import HostPolicy
 from mirror.http.tls import TLSOptions
 from mirror.ops import copy as copy_ops
 from mirror.ops import inspect as inspect_ops
+from mirror.ops import inspect_local
 from mirror.ops import login as login_ops
 from mirror.runtime import GlobalOptions, Runtime, SideOptions, open_runtime
+from mirror.transports.base import LocalOptions
 
 T = TypeVar("T")
 
@@ -104,6 +106,8 @@ def _docker_ref(text: str) -> Reference:
 
 
 def inspect(args: argparse.Namespace) -> int:
+    if split_transport(args.image)[0] != "docker":
+        return _inspect_local(args)
     ref = _docker_ref(args.image)
     side = side_options(args)
     if args.raw and not args.config:
@@ -120,6 +124,31 @@ def inspect(args: argparse.Namespace) -> int:
             render.json_out(result)
         return 0
     info = run(args, lambda rt: inspect_ops.inspect(rt, ref, side, bool(args.no_tags)))
+    if args.format:
+        sys.stdout.write(render_template(args.format, info) + "\n")
+    else:
+        render.json_out(info)
+    return 0
+
+
+def _inspect_local(args: argparse.Namespace) -> int:
+    """``inspect`` of a dir:, oci: or archive image (no registry: ``Name`` omitted, no RepoTags)."""
+    name = copy_ops.parse_name(args.image)
+    options = global_options(args)
+    local = LocalOptions(tmpdir=options.tmpdir)
+    if args.raw and not args.config:
+        if args.format:
+            raise UsageError("--format cannot be used with --raw")
+        render.raw(run(args, lambda _rt: inspect_local.inspect_raw(name, local)))
+        return 0
+    if args.config:
+        result = run(args, lambda _rt: inspect_local.inspect_config(name, local, options.platform, bool(args.raw)))
+        if isinstance(result, bytes):
+            render.raw(result)
+        else:
+            render.json_out(result)
+        return 0
+    info = run(args, lambda _rt: inspect_local.inspect(name, local, options.platform))
     if args.format:
         sys.stdout.write(render_template(args.format, info) + "\n")
     else:
@@ -157,8 +186,9 @@ def copy(args: argparse.Namespace) -> int:
     src_side = side_options(args, "src-", args.authfile)
     dst_side = side_options(args, "dest-", args.authfile)
     progress = render.CopyProgress(quiet=bool(args.quiet))
+    local = LocalOptions(tmpdir=options.tmpdir, all_images=mode is MultiArch.ALL)
     record = run(args, lambda rt: copy_ops.copy(rt, src, dst, src_side, dst_side, copy_options,
-                                                max(1, args.image_parallel_copies), progress))
+                                                max(1, args.image_parallel_copies), progress, local))
     progress.finish(record)
     if args.digestfile:
         Path(args.digestfile).write_text(str(record.digest))

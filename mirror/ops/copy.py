@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 
@@ -72,7 +72,14 @@ async def copy(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideOption
             _destination(rt, dst, dst_side, local) as (destination, dst_ref):
         pair = ImagePair(source=source, src_ref=src_ref, destination=destination, dst_ref=dst_ref,
                          src_name=str(src), dst_name=str(dst))
-        return await _copy_pair(rt, pair, dst, options, jobs, on_blob)
+        record = await _copy_pair(rt, pair, dst, options, jobs, on_blob)
+        if dst.reference is None and dst_ref is not None and record.digest is not None:
+            # A local destination may have converted the manifest (Docker → OCI layout): report
+            # the digest it stored, as skopeo does (--digestfile).
+            stored = await destination.head_manifest(dst_ref)
+            if stored is not None and str(stored.digest) != record.digest:
+                record = replace(record, digest=str(stored.digest))
+        return record
 
 
 async def _copy_pair(rt: Runtime, pair: ImagePair, dst: ImageName, options: CopyOptions, jobs: int,

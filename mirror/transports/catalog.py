@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from mirror.transports.base import LocalTransport
+from mirror.transports.local.directory import DirTransport
+from mirror.transports.local.oci import OciArchiveTransport, OciTransport
 
 
 def local_transports() -> dict[str, LocalTransport]:
     """Every non-registry transport mirror supports, keyed by skopeo's transport name."""
-    transports: list[LocalTransport] = []
+    transports: list[LocalTransport] = [DirTransport(), OciTransport(), OciArchiveTransport()]
     return {t.name: t for t in transports}

@@ -1,0 +1,1 @@
+"""Local transports: ``dir:``, ``oci:`` and ``oci-archive:`` (files on a disk)."""

@@ -1,0 +1,181 @@
+"""File helpers shared by the local transports: bounded reads, chunked reads, verified blob writes,
+atomic replacement and an exclusive lock file. Blocking calls run in worker threads."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+
+from mirror.core.descriptor import Descriptor
+from mirror.errors import DigestMismatch, InvalidReference, MirrorError, NotFound
+from mirror.transports.base import BlobOpener
+from mirror.transports.streams import hashed_stream
+
+CHUNK = 1 << 20
+TMP_PREFIX = ".mirror-tmp-"
+FILE_MODE = 0o644
+
+
+def member_name(name: str, where: str) -> str:
+    """A relative, normalised POSIX name inside a root; refuses absolute names and ``..``."""
+    if not name or "\x00" in name or name.startswith("/") or "\\" in name:
+        raise InvalidReference(f"{where}: refusing member name {name!r} (absolute or malformed)")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise InvalidReference(f"{where}: refusing member name {name!r} (escapes the root)")
+    return "/".join(parts)
+
+
+def link_target(member: str, target: str, symbolic: bool, where: str) -> str:
+    """Where a link member points, as a name inside the root; refuses targets that escape it."""
+    if target.startswith("/") or "\x00" in target:
+        raise InvalidReference(f"{where}: link {member!r} points outside the archive ({target!r})")
+    base = posixpath.dirname(member) if symbolic else ""
+    joined = posixpath.normpath(posixpath.join(base, target))
+    if joined == ".." or joined.startswith("../") or joined.startswith("/"):
+        raise InvalidReference(f"{where}: link {member!r} points outside the archive ({target!r})")
+    return member_name(joined, where)
+
+
+async def read_file(path: Path, limit: int, what: str) -> bytes | None:
+    """The whole file (None when missing), refusing files over ``limit`` bytes."""
+    def run() -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise MirrorError(f"reading {what} {path}: {exc.strerror}") from None
+        if len(data) > limit:
+            raise MirrorError(f"{what} {path} is larger than {limit} bytes")
+        return data
+    return await anyio.to_thread.run_sync(run)
+
+
+@asynccontextmanager
+async def open_chunks(path: Path, offset: int, length: int | None, what: str) -> AsyncIterator[AsyncIterator[bytes]]:
+    """``length`` bytes (or to EOF when None) of ``path`` from ``offset``, in chunks."""
+    try:
+        f = await anyio.open_file(path, "rb")
+    except FileNotFoundError:
+        raise NotFound(f"{what} not found ({path})") from None
+    except OSError as exc:
+        raise MirrorError(f"opening {what} {path}: {exc.strerror}") from None
+    async with f:
+        await f.seek(offset)
+        yield _chunks(f, length, what)
+
+
+async def _chunks(f: anyio.AsyncFile[bytes], remaining: int | None, what: str) -> AsyncIterator[bytes]:
+    while remaining is None or remaining > 0:
+        data = await f.read(CHUNK if remaining is None else min(CHUNK, remaining))
+        if not data:
+            if remaining:
+                raise MirrorError(f"{what}: unexpected end of file ({remaining} bytes missing)")
+            return
+        if remaining is not None:
+            remaining -= len(data)
+        yield data
+
+
+async def write_blob(directory: Path, final: Path, desc: Descriptor, open_source: BlobOpener) -> int:
+    """Stream a blob into a temp file in ``directory``, hashing every byte; rename it to ``final``
+    only when digest and size match. Returns the bytes written."""
+    fd, tmp_name = await anyio.to_thread.run_sync(lambda: tempfile.mkstemp(prefix=TMP_PREFIX, dir=directory))
+    tmp = Path(tmp_name)
+    hasher = desc.digest.hasher()
+    try:
+        async with await anyio.open_file(fd, "wb", closefd=True) as out, \
+                hashed_stream(open_source, hasher) as chunks:
+            async for chunk in chunks:
+                if desc.size >= 0 and hasher.size > desc.size:
+                    raise DigestMismatch(f"blob {desc.digest}: source sent more than {desc.size} bytes")
+                await out.write(chunk)
+        hasher.check(desc.digest, desc.size)
+        await anyio.to_thread.run_sync(_publish, tmp, final)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_unlink, tmp)
+        raise
+    return hasher.size
+
+
+async def file_matches(path: Path, desc: Descriptor) -> bool:
+    """True when ``path`` exists and holds exactly the blob ``desc`` names (size and digest)."""
+    def run() -> bool:
+        try:
+            if path.stat().st_size != desc.size:
+                return False
+            hasher = desc.digest.hasher()
+            with open(path, "rb") as f:
+                while data := f.read(CHUNK):
+                    hasher.update(data)
+        except OSError:
+            return False
+        return hasher.digest() == desc.digest
+    return await anyio.to_thread.run_sync(run)
+
+
+def atomic_write_sync(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file next to ``path`` and rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        _publish(Path(tmp), path)
+    except BaseException:
+        _unlink(Path(tmp))
+        raise
+
+
+async def atomic_write(path: Path, data: bytes) -> None:
+    await anyio.to_thread.run_sync(atomic_write_sync, path, data)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Make a finished temp file readable like any other file (mkstemp makes it 0600), rename it."""
+    os.chmod(tmp, FILE_MODE)
+    os.replace(tmp, final)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exclusive_lock_sync(path: Path) -> Iterator[None]:
+    """``exclusive_lock`` for code already running in a worker thread."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@asynccontextmanager
+async def exclusive_lock(path: Path) -> AsyncIterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block; waits in a thread."""
+    fd = await anyio.to_thread.run_sync(lambda: os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+    try:
+        await anyio.to_thread.run_sync(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
