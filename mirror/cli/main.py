@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from collections.abc import Sequence
 
 from mirror import __version__
@@ -198,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseExceptionGroup as group:
         exc = _first(group)
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         if isinstance(exc, MirrorError):
             print(f"mirror: {_one_line(exc)}", file=sys.stderr)
             return exc.exit_code
@@ -206,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except MirrorError as exc:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         print(f"mirror: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -214,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # the only bare catch: never show a traceback without --debug
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         print(f"mirror: internal error: {type(exc).__name__}: {_line(exc)}", file=sys.stderr)
         return 1
 
@@ -242,3 +241,9 @@ def _line(exc: BaseException) -> str:
 def _one_line(exc: MirrorError) -> str:
     """The whole message on one line (a registry's text inside it may hold line breaks)."""
     return " ".join(str(exc).splitlines())
+
+
+def _print_traceback() -> None:
+    import traceback  # only with --debug: importing it costs ~0.1 s at every start
+
+    traceback.print_exc()

@@ -8,9 +8,6 @@ import sys
 import time
 from typing import Any
 
-from rich.console import Console
-from rich.live import Live
-
 from mirror.core.descriptor import Descriptor
 from mirror.engine.blobs import BlobOutcome
 from mirror.engine.sync import ImageRecord, RunStats
@@ -91,7 +88,7 @@ class SyncDisplay:
     def __init__(self, stats: RunStats, enabled: bool) -> None:
         self.stats = stats
         self.enabled = enabled and sys.stderr.isatty()
-        self._live: Live | None = None
+        self._live: Any = None
 
     def __rich__(self) -> str:
         s = self.stats
@@ -102,6 +99,9 @@ class SyncDisplay:
 
     def __enter__(self) -> SyncDisplay:
         if self.enabled:
+            from rich.console import Console  # imported only for a terminal display
+            from rich.live import Live
+
             self._live = Live(self, console=Console(stderr=True), refresh_per_second=4, transient=True)
             self._live.__enter__()
         return self
