@@ -86,6 +86,7 @@ def build_parser() -> Parser:
     add_bool(p, "--config", "print the image config instead of the summary")
     add_bool(p, "--no-tags", "do not list the repository's tags", short="-n")
     p.add_argument("--format", "-f", metavar="TEMPLATE", help="Go template for the output, e.g. '{{.Digest}}'")
+    p.add_argument("--daemon-host", metavar="HOST", help="docker-daemon: the daemon to use (default $DOCKER_HOST)")
     _auth_flags(p)
     _retry_flags(p)
     p.set_defaults(func=commands.inspect)
@@ -110,7 +111,11 @@ def build_parser() -> Parser:
                    help="maximum number of blobs copied in parallel (default 6)")
     p.add_argument("--format", "-f", dest="manifest_format", metavar="FORMAT",
                    help="manifest type conversion (not supported: mirror copies manifests byte for byte)")
-    p.add_argument("--additional-tag", action="append", default=[], metavar="TAG", help=argparse.SUPPRESS)
+    p.add_argument("--additional-tag", action="append", default=[], metavar="TAG",
+                   help="additional tags (docker-archive destinations only)")
+    p.add_argument("--src-daemon-host", metavar="HOST", help="docker-daemon: source daemon (default $DOCKER_HOST)")
+    p.add_argument("--dest-daemon-host", metavar="HOST",
+                   help="docker-daemon: destination daemon (default $DOCKER_HOST)")
     p.add_argument("--authfile", metavar="PATH", help="auth file for both sides")
     _auth_flags(p, "src-", "the source")
     _auth_flags(p, "dest-", "the destination")

@@ -74,6 +74,8 @@ def parse_size(value: int | str) -> int:
         unit = _SIZE_UNITS.get(m[2].lower()) if m else None
         if m is None or unit is None:
             raise ConfigError(f"invalid size {value[:40]!r} (expected bytes or a string like 16MiB, 5MB)")
+        if len(m[1]) > 30:
+            raise ConfigError(f"invalid size {value[:40]!r}: too large")
         number = int(Decimal(m[1]) * unit)
     if number < 0:
         raise ConfigError(f"invalid size {value!r}: negative")
@@ -158,6 +160,8 @@ class _Ctx:
 
     def fail(self, path: str, node: Node | None, message: str) -> NoReturn:
         line = f" (line {node.start_mark.line + 1})" if node is not None else ""
+        if not path.isprintable():  # a key holding a line break or a control character
+            path = repr(path)[1:-1]
         raise ConfigError(f"{self.source}: {path}: {message}{line}")
 
     def guard(self, path: str, node: Node, fn: Callable[[A], T], arg: A) -> T:
@@ -221,12 +225,20 @@ class _Ctx:
     def number(self, path: str, node: Node, kind: type[int] | type[float]) -> int | float | None:
         if _is_null(node):
             return None
-        value: Any = self.loader.construct_object(node, deep=True) if isinstance(node, ScalarNode) else node
+        value: Any = self.construct(path, node) if isinstance(node, ScalarNode) else node
         ok = isinstance(value, int) if kind is int else isinstance(value, int | float)
         if isinstance(value, bool) or not ok:
             what = "an integer" if kind is int else "a number"
             self.fail(path, node, f"expected {what}, got {_kind(node)}")
         return value  # type: ignore[no-any-return]
+
+    def construct(self, path: str, node: ScalarNode) -> Any:
+        """The scalar's YAML value; an explicit tag the text does not fit (``!!int abc``, ``!!timestamp x``)
+        or an integer too long to convert is a ConfigError, not a crash in PyYAML's constructors."""
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (ValueError, TypeError, AttributeError, OverflowError):
+            self.fail(path, node, f"{_kind(node)} is not a valid {node.tag.rsplit(':', 1)[-1]}")
 
     def strings(self, path: str, node: Node, expected: str) -> list[tuple[str, str, Node]]:
         """(path[i], text, node) of a list of strings; null -> [], null items dropped (as yaml.v3)."""
@@ -448,12 +460,13 @@ def _chunk_size(ctx: _Ctx, path: str, node: Node | None) -> int | None:
         return None
     if not isinstance(node, ScalarNode):
         ctx.fail(path, node, f"expected a size like 16MiB, got {_kind(node)}")
-    value = ctx.loader.construct_object(node, deep=True)
+    value = ctx.construct(path, node)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     size = ctx.guard(path, node, parse_size, value if isinstance(value, int | str) else str(node.value))
     if not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE:
-        ctx.fail(path, node, f"{size} bytes is out of range (1KiB to 1GiB)")
+        shown = f"{size} bytes" if size < 1 << 64 else "the size"
+        ctx.fail(path, node, f"{shown} is out of range (1KiB to 1GiB)")
     return size
 
 

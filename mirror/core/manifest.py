@@ -74,7 +74,7 @@ def guess_media_type(data: dict[str, Any]) -> str:
 
 def schema1_payload(raw: bytes) -> bytes:
     """The bytes a signed schema1 manifest's digest covers: the JWS payload without signatures."""
-    data = json.loads(raw)
+    data = json.loads(raw)  # already parsed once by ``parse``: a JSON object
     sigs = data.get("signatures")
     if not isinstance(sigs, list) or not sigs:
         return raw
@@ -83,7 +83,7 @@ def schema1_payload(raw: bytes) -> bytes:
         header = json.loads(base64.urlsafe_b64decode(protected + "=" * (-len(protected) % 4)))
         length = int(header["formatLength"])
         tail = base64.urlsafe_b64decode(header["formatTail"] + "=" * (-len(header["formatTail"]) % 4))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise ManifestError(f"malformed schema1 signature: {exc}") from None
     if length < 0 or length > len(raw):
         raise ManifestError("malformed schema1 signature: formatLength out of range")
@@ -104,6 +104,8 @@ def parse(raw: bytes, content_type: str | None = None, expected: Digest | None =
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestError(f"manifest is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ManifestError("manifest is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise ManifestError("manifest is not a JSON object")
     body_type = guess_media_type(data)

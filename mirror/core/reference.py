@@ -93,6 +93,9 @@ def parse_repo(name: str) -> Repo:
     domain, path = split_domain(name)
     if not _DOMAIN_RE.match(domain):
         raise InvalidReference(f"invalid reference {name!r}: bad registry host {domain!r}")
+    _host, colon, port = domain.rpartition(":")
+    if colon and port.isdigit() and (len(port) > 5 or not 0 < int(port) <= 65535):
+        raise InvalidReference(f"invalid reference {name!r}: port {port[:20]} out of range in {domain[:100]!r}")
     if not _PATH_RE.match(path):
         if path.lower() != path and _PATH_RE.match(path.lower()):
             raise InvalidReference(f"invalid reference {name!r}: repository name must be lowercase")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import ssl
 import time
 from collections.abc import Iterable
@@ -18,10 +19,13 @@ import anyio
 from yarl import URL
 
 from mirror.errors import RegistryError, TransientError, Unauthorized
+from mirror.http.body import read_limited
 from mirror.http.credentials import Credential
 from mirror.http.headers import Challenge
 
 MAX_TOKEN_BODY = 1 << 20
+MAX_TOKEN_LIFETIME = 86_400.0  # cache a token a day at most, whatever expires_in says
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 CLIENT_ID = "mirror"
 
 
@@ -66,9 +70,10 @@ class TokenCache:
     """Bearer tokens for one credential on one registry."""
 
     def __init__(self, session: aiohttp.ClientSession, credential: Credential,
-                 ssl_ctx: ssl.SSLContext | bool, user_agent: str) -> None:
+                 ssl_ctx: ssl.SSLContext | bool, user_agent: str, *, allow_plain_http: bool = False) -> None:
         self._session = session
         self._cred = credential
+        self._plain_ok = allow_plain_http  # credentials may go to an http:// realm (--tls-verify=false)
         self._ssl = ssl_ctx
         self._ua = user_agent
         self._slots: dict[tuple[str, str, tuple[str, ...]], _Slot] = {}
@@ -95,9 +100,16 @@ class TokenCache:
         realm = challenge.params.get("realm")
         if not realm:
             raise Unauthorized("bearer challenge without a realm")
-        url = URL(realm)
-        if url.scheme not in ("http", "https"):
-            raise Unauthorized(f"token realm {realm!r} is not an http(s) URL")
+        try:
+            url = URL(realm)
+            usable = url.scheme in ("http", "https") and bool(url.host) and url.port is not None
+        except ValueError:
+            usable = False
+        if not usable:
+            raise Unauthorized(f"token realm {realm[:200]!r} is not an http(s) URL")
+        if url.scheme == "http" and not self._plain_ok and (self._cred.username or self._cred.identity_token):
+            raise Unauthorized(f"refusing to send credentials to token realm {url.host}:{url.port} over plain "
+                               "HTTP (use --tls-verify=false to allow it)")
         service = challenge.params.get("service", "")
         if self._cred.identity_token:
             form = {"grant_type": "refresh_token", "refresh_token": self._cred.identity_token,
@@ -121,7 +133,7 @@ class TokenCache:
             try:
                 async with self._session.request(method, url, headers=hdrs, data=data, ssl=self._ssl,
                                                  allow_redirects=False) as resp:
-                    body = await resp.content.read(MAX_TOKEN_BODY + 1)
+                    body = await read_limited(resp.content, MAX_TOKEN_BODY)
                     if resp.status in (500, 502, 503, 504) and attempt < 2:
                         await anyio.sleep(0.2 * (attempt + 1))
                         continue
@@ -144,16 +156,19 @@ class TokenCache:
             raise RegistryError("token response too large")
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise RegistryError("token response is not valid JSON") from None
         if not isinstance(data, dict):
             raise RegistryError("token response is not a JSON object")
         value = data.get("token") or data.get("access_token")
         if not isinstance(value, str) or not value:
             raise RegistryError("token response has no token")
+        if not _TOKEN_CHARS.fullmatch(value):  # it goes into a header: no blanks, controls or non-ASCII
+            raise RegistryError("token response has a malformed token")
         expires = data.get("expires_in", 60)
         if isinstance(expires, bool) or not isinstance(expires, int | float):
             expires = 60
         refresh = data.get("refresh_token")
-        return Token(value, time.monotonic() + max(60.0, float(expires)),
+        lifetime = min(max(60.0, float(expires)), MAX_TOKEN_LIFETIME)  # NaN -> 60 s (max keeps its first arg)
+        return Token(value, time.monotonic() + lifetime,
                      refresh if isinstance(refresh, str) else None)

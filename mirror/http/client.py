@@ -33,7 +33,7 @@ from mirror.http.credentials import Credential
 from mirror.http.errors import error_for
 from mirror.http.headers import Challenge, parse_retry_after, parse_www_authenticate
 from mirror.http.ratelimit import RATE_LIMITED_RETRIES, HostLimiter, HostPolicy, Permit
-from mirror.http.retry import IDEMPOTENT, RetryPolicy
+from mirror.http.retry import IDEMPOTENT, RETRY_STATUSES, RetryPolicy
 from mirror.http.tls import TLSOptions, allows_plain_http, context_key, ssl_context
 
 log = structlog.get_logger("mirror.http")
@@ -158,6 +158,9 @@ class Endpoint:
                 continue
             if reply.status == 401:
                 self._state.challenge = _pick_challenge(reply.headers)
+            elif reply.status in RETRY_STATUSES:  # retried by the request loop, like any request
+                last = TransientError(f"GET {url}: HTTP {reply.status}")
+                continue
             elif reply.status != 200:
                 raise RegistryError(f"{self.registry} is not a registry: GET /v2/ answered {reply.status}",
                                     status=reply.status)
@@ -170,11 +173,17 @@ class Endpoint:
     # -- requests -----------------------------------------------------------------------------
     async def fetch(self, method: str, target: str | URL, *, scopes: Sequence[str] = (),
                     headers: Mapping[str, str] | None = None, data: Body = None,
-                    ok: Sequence[int] = (200,), limit: int = 4 << 20, what: str = "") -> Reply:
-        """Send and read the whole body (at most ``limit`` bytes); non-``ok`` statuses raise."""
-        async with self.stream(method, target, scopes=scopes, headers=headers, data=data, ok=ok,
-                               what=what) as resp:
-            body = await read_limited(resp.content, limit) if method != "HEAD" else b""
+                    ok: Sequence[int] = (200,), limit: int = 4 << 20, what: str = "",
+                    repeatable: bool = False) -> Reply:
+        """Send and read the whole body (at most ``limit`` bytes); non-``ok`` statuses raise.
+
+        A body cut short (reset, truncated, timed out) is retried like a failed request.
+        ``repeatable``: the request may be sent again though its method is not idempotent (a POST
+        that opens an upload session: a repeat only opens another one)."""
+        async with self._exchange(method, target, scopes=scopes, headers=headers, data=data, ok=ok,
+                                  what=what, resendable=None, repeatable=repeatable,
+                                  read_limit=limit) as (resp, body):
+            assert body is not None
             if len(body) > limit:
                 raise RegistryError(f"{what or method}: response larger than {limit} bytes")
             return Reply(resp.status, dict(resp.headers), body, resp.url)
@@ -185,23 +194,35 @@ class Endpoint:
                      ok: Sequence[int] = (200,), what: str = "",
                      resendable: bool | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
         """A response whose status is in ``ok``, body unread; released on exit."""
-        base = await self.base_url()
-        url = target if isinstance(target, URL) else URL(str(base) + target, encoded=True)
+        async with self._exchange(method, target, scopes=scopes, headers=headers, data=data, ok=ok,
+                                  what=what, resendable=resendable) as (resp, _body):
+            yield resp
+
+    @asynccontextmanager
+    async def _exchange(self, method: str, target: str | URL, *, scopes: Sequence[str],
+                        headers: Mapping[str, str] | None, data: Body, ok: Sequence[int], what: str,
+                        resendable: bool | None, repeatable: bool = False, read_limit: int | None = None,
+                        ) -> AsyncIterator[tuple[aiohttp.ClientResponse, bytes | None]]:
+        """The retry loop. With ``read_limit`` the body (up to that many bytes + 1) is read inside it."""
         if resendable is None:
             resendable = data is None or isinstance(data, bytes)
+        idempotent = method in IDEMPOTENT or repeatable
         policy = self.client.retry
         failures = 0  # connection errors and retryable statuses but 429: ``policy.attempts`` tries in all
         throttled = 0  # 429s: their own budget; the host's limiter has already paused the other requests
         while True:
             try:
+                base = await self.base_url()  # the ping's failures are retried here too
+                url = target if isinstance(target, URL) else URL(str(base) + target, encoded=True)
                 resp = await self._authorized(method, url, dict(headers or {}), data, tuple(scopes), resendable)
             except TransientError:
                 failures += 1
-                if failures < policy.attempts and method in IDEMPOTENT and resendable:
+                if failures < policy.attempts and idempotent and resendable:
                     await anyio.sleep(policy.delay(failures))
                     continue
                 raise
-            if resp.status not in ok and policy.should_retry_status(method, resp.status, resendable):
+            if resp.status not in ok and policy.should_retry_status("GET" if idempotent else method,
+                                                                    resp.status, resendable):
                 if resp.status == 429:
                     throttled += 1
                     again, tries = throttled <= RATE_LIMITED_RETRIES, throttled
@@ -223,7 +244,18 @@ class Endpoint:
                         raise Unauthorized(f"{error}: {self._unauthorized_hint()}", status=401,
                                            code=getattr(error, "code", None))
                     raise error
-                yield resp
+                got: bytes | None = None
+                if read_limit is not None and method != "HEAD":
+                    try:
+                        got = await read_limited(resp.content, read_limit)
+                    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                        failures += 1
+                        log.debug("http_retry", method=method, error=_short(exc))
+                        if failures < policy.attempts and idempotent and resendable:
+                            await anyio.sleep(policy.delay(failures))
+                            continue
+                        raise TransientError(f"{what or method}: reading the response: {_short(exc)}") from None
+                yield resp, (b"" if got is None else got)
             finally:
                 self._release(resp)
             return

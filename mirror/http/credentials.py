@@ -209,6 +209,8 @@ def load_auth_json(path: Path) -> dict[str, Any] | None:
         raise ConfigError(f"auth file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
     except ValueError:
         raise ConfigError(f"auth file {path} is not valid JSON: bad text encoding") from None
+    except RecursionError:
+        raise ConfigError(f"auth file {path} is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"auth file {path} is not a JSON object")
     return data
@@ -278,7 +280,7 @@ def run_credential_helper(
         )
     try:
         payload = json.loads(out)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CredentialError(f"credential helper {program} returned invalid JSON for {server}") from None
     username = payload.get("Username", "") if isinstance(payload, dict) else None
     secret = payload.get("Secret", "") if isinstance(payload, dict) else None

@@ -14,7 +14,7 @@ def describe(body: bytes) -> tuple[str | None, str]:
     """(code, message) from a registry error body ``{"errors":[{"code","message"}]}``."""
     try:
         data = json.loads(body[:MAX_ERROR_BODY])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         text = body[:200].decode("utf-8", "replace").strip().splitlines()
         return None, text[0] if text else ""
     errors = data.get("errors") if isinstance(data, dict) else None

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from urllib.parse import urljoin, urlsplit
 
+from yarl import URL
+
 from mirror.errors import RegistryError
 
 __all__ = [
@@ -211,9 +213,11 @@ def parse_link_next(value: str | None, base_url: str) -> str | None:
         try:
             resolved = urljoin(base_url, target)
             parts = urlsplit(resolved)
+            url = URL(resolved, encoded=True)  # what the caller will request: host and port must be valid
+            usable = parts.scheme.lower() in ("http", "https") and bool(url.host) and url.port is not None
         except ValueError:
             raise RegistryError(f"malformed Link header target: {target[:200]!r}") from None
-        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        if not usable:
             raise RegistryError(f"unusable Link header target: {target[:200]!r}")
         return resolved
     return None

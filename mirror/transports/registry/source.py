@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import structlog
@@ -24,6 +25,8 @@ from mirror.transports.registry import api
 log = structlog.get_logger("mirror.registry")
 
 MAX_RESUMES = 5
+MAX_LISTED = 10_000_000  # tags of a repository, or repositories of a catalog
+MAX_PAGES = 100_000  # pages of one listing
 
 
 class RegistrySource:
@@ -58,27 +61,18 @@ class RegistrySource:
         return api.descriptor_from_head(dict(reply.headers), ref)
 
     async def list_tags(self) -> AsyncIterator[str]:
-        target: str | None = api.tags_path(self.repo.path)
+        what = f"listing tags of {self.repo}"
         seen = 0
-        while target is not None:
-            reply = await self.endpoint.fetch("GET", target if target.startswith("/") else
-                                              URL(target, encoded=True), scopes=self._scopes,
-                                              what=f"listing tags of {self.repo}")
-            try:
-                data = json.loads(reply.body)
-            except ValueError:
-                raise RegistryError(f"listing tags of {self.repo}: response is not JSON") from None
-            tags = data.get("tags") if isinstance(data, dict) else None
+        async for data in _pages(self.endpoint, api.tags_path(self.repo.path), self._scopes, what):
+            tags = data.get("tags")
             if tags is not None and not isinstance(tags, list):
-                raise RegistryError(f"listing tags of {self.repo}: malformed tag list")
+                raise RegistryError(f"{what}: malformed tag list")
             for tag in tags or ():
                 if isinstance(tag, str):
                     seen += 1
                     yield tag
-            nxt = parse_link_next(reply.headers.get("Link"), str(reply.url))
-            target = nxt
-            if seen > 10_000_000:
-                raise RegistryError(f"listing tags of {self.repo}: too many tags")
+            if seen > MAX_LISTED:
+                raise RegistryError(f"{what}: more than {MAX_LISTED} tags")
 
     @asynccontextmanager
     async def open_blob(self, desc: Descriptor, offset: int = 0) -> AsyncIterator[AsyncIterator[bytes]]:
@@ -128,19 +122,43 @@ def _bytes_to_skip(resp: aiohttp.ClientResponse, position: int, desc: Descriptor
 
 async def list_repositories(endpoint: Endpoint, page_size: int = 1000) -> AsyncIterator[str]:
     """Every repository in ``/v2/_catalog``, following ``Link`` pages (not offered by Docker Hub)."""
-    target: str | URL | None = f"/v2/_catalog?n={page_size}"
-    while target is not None:
-        reply = await endpoint.fetch("GET", target, scopes=("registry:catalog:*",),
-                                     what=f"listing repositories of {endpoint.registry}")
-        try:
-            data = json.loads(reply.body)
-        except ValueError:
-            raise RegistryError(f"listing repositories of {endpoint.registry}: response is not JSON") from None
-        repos = data.get("repositories") if isinstance(data, dict) else None
+    what = f"listing repositories of {endpoint.registry}"
+    seen = 0
+    async for data in _pages(endpoint, f"/v2/_catalog?n={page_size}", ("registry:catalog:*",), what):
+        repos = data.get("repositories")
         if repos is not None and not isinstance(repos, list):
-            raise RegistryError(f"listing repositories of {endpoint.registry}: malformed catalog")
+            raise RegistryError(f"{what}: malformed catalog")
         for repo in repos or ():
             if isinstance(repo, str):
+                seen += 1
                 yield repo
+        if seen > MAX_LISTED:
+            raise RegistryError(f"{what}: more than {MAX_LISTED} repositories")
+
+
+async def _pages(endpoint: Endpoint, first: str, scopes: tuple[str, ...], what: str) -> AsyncIterator[dict[str, Any]]:
+    """The JSON object of every page of a listing, following ``Link: <...>; rel="next"``.
+
+    A hostile or broken registry cannot make this loop forever: a next link to a page already read
+    and more than ``MAX_PAGES`` pages are errors.
+    """
+    target: str | URL = first
+    visited: set[str] = set()
+    while True:
+        reply = await endpoint.fetch("GET", target, scopes=scopes, what=what)
+        visited.add(str(reply.url))
+        try:
+            data = json.loads(reply.body)
+        except (ValueError, RecursionError):
+            raise RegistryError(f"{what}: response is not JSON") from None
+        if not isinstance(data, dict):
+            raise RegistryError(f"{what}: response is not a JSON object")
+        yield data
         nxt = parse_link_next(reply.headers.get("Link"), str(reply.url))
-        target = URL(nxt, encoded=True) if nxt else None
+        if nxt is None:
+            return
+        target = URL(nxt, encoded=True)
+        if str(target) in visited:
+            raise RegistryError(f"{what}: the registry's next-page link loops back to a page already read")
+        if len(visited) >= MAX_PAGES:
+            raise RegistryError(f"{what}: more than {MAX_PAGES} pages")
