@@ -190,6 +190,9 @@ class Scheduler:
                 or options.multi_arch is MultiArch.INDEX_ONLY:
             return str(src_desc.digest), None
         index = await pair.source.get_manifest(str(src_desc.digest))
+        if not index.is_index:
+            raise ManifestError(f"{pair.src_name}: HEAD announced an index but the manifest is "
+                                f"{index.media_type}")
         if options.platforms:
             return str(subset_index(index, options.platforms)[0].digest), index
         return str(index.select(options.platform).digest), index

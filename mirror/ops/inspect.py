@@ -50,6 +50,16 @@ async def _config(rt: Runtime, repo: Repo, side: SideOptions, image: Manifest) -
     return b"".join(parts)
 
 
+def _config_json(data: bytes) -> dict[str, Any]:
+    try:
+        config = json.loads(data)
+    except (ValueError, RecursionError):
+        raise ManifestError("image config is not valid JSON") from None
+    if not isinstance(config, dict):
+        raise ManifestError("image config is not a JSON object")
+    return config
+
+
 async def inspect_raw(rt: Runtime, ref: Reference, side: SideOptions) -> bytes:
     return (await rt.registry_source(ref.repo, side).get_manifest(ref.ref)).raw
 
@@ -57,7 +67,7 @@ async def inspect_raw(rt: Runtime, ref: Reference, side: SideOptions) -> bytes:
 async def inspect_config(rt: Runtime, ref: Reference, side: SideOptions, raw: bool) -> bytes | dict[str, Any]:
     _top, image = await _image(rt, ref, side, rt.options.platform)
     data = await _config(rt, ref.repo, side, image)
-    return data if raw else oci_config(json.loads(data))
+    return data if raw else oci_config(_config_json(data))
 
 
 async def list_tags(rt: Runtime, repo: Repo, side: SideOptions) -> list[str]:
@@ -66,7 +76,7 @@ async def list_tags(rt: Runtime, repo: Repo, side: SideOptions) -> list[str]:
 
 async def inspect(rt: Runtime, ref: Reference, side: SideOptions, no_tags: bool) -> dict[str, Any]:
     top, image = await _image(rt, ref, side, rt.options.platform)
-    config = json.loads(await _config(rt, ref.repo, side, image)) if image.config else {}
+    config = _config_json(await _config(rt, ref.repo, side, image)) if image.config else {}
     runtime = config.get("config") or {}
     out: dict[str, Any] = {"Name": str(ref.repo), "Digest": str(top.digest)}
     out["RepoTags"] = [] if no_tags else await list_tags(rt, ref.repo, side)
