@@ -35,8 +35,8 @@ def _platforms(values: list[str]) -> tuple[Platform, ...]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.src == "dir" or args.dest == "dir":
-        raise UsageError("the dir transport for sync is not supported yet (use --src docker|yaml --dest docker)")
+    if args.src == "dir" and args.dest == "dir":
+        raise UsageError("sync from dir to dir is not supported (as in skopeo)")
     if args.manifest_format:
         raise UsageError("--format (manifest conversion) is not supported: mirror copies manifests unchanged")
     if args.jobs < 1 or args.blob_jobs < 1:
@@ -57,7 +57,7 @@ def sync(args: argparse.Namespace) -> int:
     request = sync_ops.SyncRequest(
         naming=Naming(args.destination.removeprefix("docker://"), bool(args.scoped), args.append_suffix),
         src_side=side_options(args, "src-", args.authfile), dst_side=side_options(args, "dest-", args.authfile),
-        options=sync_options, prune=args.prune)
+        options=sync_options, prune=args.prune, dest=args.dest)
     stats = RunStats()
     report = open(args.report, "w", encoding="utf-8") if args.report else None
     digests: list[str] = []
@@ -65,7 +65,9 @@ def sync(args: argparse.Namespace) -> int:
     display = render.SyncDisplay(stats, enabled=not args.quiet)
     try:
         with display:
-            if config is not None:
+            if args.src == "dir":
+                result = run(args, lambda rt: sync_ops.sync_dir(rt, args.source, request, sink, stats))
+            elif config is not None:
                 result = run(args, lambda rt: sync_ops.sync_yaml(rt, config, request, sink, stats),
                              policies=sync_ops.policies(config))
             else:

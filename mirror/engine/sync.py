@@ -25,7 +25,7 @@ from mirror.core.manifest import Manifest
 from mirror.engine.blobs import BlobMover, BlobOutcome, KnownLocations
 from mirror.engine.image import CopyOptions, ImageCopier, ImageWork, ManifestWriter, MultiArch, subset_index
 from mirror.errors import ManifestError, MirrorError
-from mirror.plan.pairs import ImagePair
+from mirror.plan.pairs import DeferredPair, ImagePair, Work
 
 log = structlog.get_logger("mirror.sync")
 
@@ -85,7 +85,7 @@ class RunStats:
         self.blobs_skipped += record.blobs_skipped
 
 
-Producer = Callable[[MemoryObjectSendStream[ImagePair]], Awaitable[None]]
+Producer = Callable[[MemoryObjectSendStream[Work]], Awaitable[None]]
 RecordSink = Callable[[ImageRecord], None]
 BlobSink = Callable[[Descriptor, BlobOutcome], None]
 
@@ -104,7 +104,7 @@ class Scheduler:
 
     async def run(self, produce: Producer) -> RunStats:
         """Run every pair ``produce`` sends; fail fast unless ``keep_going``."""
-        send, receive = anyio.create_memory_object_stream[ImagePair](max(4, self.options.jobs * 2))
+        send, receive = anyio.create_memory_object_stream[Work](max(4, self.options.jobs * 2))
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._plan, produce, send)
             for _ in range(max(1, self.options.jobs)):
@@ -112,12 +112,12 @@ class Scheduler:
             receive.close()
         return self.stats
 
-    async def _plan(self, produce: Producer, send: MemoryObjectSendStream[ImagePair]) -> None:
+    async def _plan(self, produce: Producer, send: MemoryObjectSendStream[Work]) -> None:
         async with send:
             await produce(send)
         self.stats.planning_done = True
 
-    async def _worker(self, receive: MemoryObjectReceiveStream[ImagePair]) -> None:
+    async def _worker(self, receive: MemoryObjectReceiveStream[Work]) -> None:
         async with receive:
             async for pair in receive:
                 self.stats.active += 1
@@ -128,13 +128,20 @@ class Scheduler:
                 self.stats.add(record)
                 self.on_record(record)
 
-    async def sync_one(self, pair: ImagePair) -> ImageRecord:
+    async def sync_one(self, pair: Work) -> ImageRecord:
         start = time.monotonic()
         work = ImageWork()
         digest: str | None = None
         with structlog.contextvars.bound_contextvars(src=pair.src_name, dst=pair.dst_name):
             try:
-                digest, outcome, reason = await self._sync(pair, work)
+                if not isinstance(pair, DeferredPair):
+                    digest, outcome, reason = await self._sync(pair, work)
+                elif self.options.dry_run:  # opening would create (and publish) local files
+                    digest, outcome, reason = None, "would-copy", "local transport (not compared)"
+                else:
+                    # The local destination is published only when this block exits without error.
+                    async with pair.open() as opened:
+                        digest, outcome, reason = await self._sync(opened, work)
             except MirrorError as exc:
                 if not (self.options.keep_going or self.options.dry_run):
                     raise

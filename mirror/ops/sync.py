@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+
+import anyio
 
 from mirror.config.schema import RegistryConfig, SyncConfig
 from mirror.core.reference import Reference, Repo
 from mirror.engine.sync import ImageRecord, RunStats, Scheduler, SyncOptions
-from mirror.errors import MirrorError, NotFound
+from mirror.errors import MirrorError, NotFound, UsageError
 from mirror.http.credentials import Credential
 from mirror.http.ratelimit import HostPolicy
 from mirror.http.tls import TLSOptions
 from mirror.plan.expand import Planner, PlanOptions, PruneCandidate
 from mirror.plan.naming import Naming
 from mirror.runtime import Runtime, SideOptions
-from mirror.transports.base import ImageDestination, ImageSource
+from mirror.transports.base import ImageDestination, ImageSource, LocalOptions
+from mirror.transports.catalog import local_transports
 from mirror.transports.registry.source import RegistrySource, list_repositories
 
 
@@ -26,6 +31,7 @@ class RegistryEndpoints:
         self.rt = rt
         self.src_side = src_side
         self.dst_side = dst_side
+        self.local = LocalOptions(tmpdir=rt.options.tmpdir)
         self._sources: dict[tuple[str, str], ImageSource] = {}
         self._destinations: dict[tuple[str, str], ImageDestination] = {}
 
@@ -62,6 +68,16 @@ class RegistryEndpoints:
         async for repo in list_repositories(endpoint):
             yield repo
 
+    def local_source(self, transport: str, rest: str) -> AbstractAsyncContextManager[tuple[ImageSource, str]]:
+        return local_transports()[transport].source(rest, self.local)
+
+    def local_destination(self, transport: str, rest: str
+                          ) -> AbstractAsyncContextManager[tuple[ImageDestination, str | None]]:
+        return local_transports()[transport].destination(rest, self.local)
+
+    async def image_directories(self, root: str) -> list[str]:
+        return await anyio.to_thread.run_sync(_image_directories, root)
+
     async def destination_tags(self, registry: str, path: str) -> list[str] | None:
         repo = Repo(registry, path)
         lister = RegistrySource(self.rt.endpoint(repo, self.dst_side), repo)
@@ -69,6 +85,17 @@ class RegistryEndpoints:
             return [tag async for tag in lister.list_tags()]
         except NotFound:
             return None
+
+
+def _image_directories(root: str) -> list[str]:
+    """Directories below ``root`` holding a dir-transport image (a ``manifest.json``), as skopeo finds
+    them; symlinked directories are not followed."""
+    if not os.path.isdir(root):
+        raise UsageError(f"--src dir: {root!r} is not a directory")
+    found = [dirpath for dirpath, _dirs, files in os.walk(root) if "manifest.json" in files]
+    if not found:
+        raise UsageError(f"--src dir: no images (directories with a manifest.json) below {root!r}")
+    return sorted(found)
 
 
 def _split(registry: str, path: str) -> tuple[str, str]:
@@ -113,6 +140,7 @@ class SyncRequest:
     dst_side: SideOptions
     options: SyncOptions
     prune: str = "off"  # off | report | delete
+    dest: str = "docker"  # docker | dir
 
 
 async def sync_yaml(rt: Runtime, config: SyncConfig, request: SyncRequest,
@@ -134,6 +162,15 @@ async def sync_docker(rt: Runtime, text: str, reference: Reference, explicit: bo
     return result
 
 
+async def sync_dir(rt: Runtime, root: str, request: SyncRequest, on_record: Callable[[ImageRecord], None],
+                   stats: RunStats) -> SyncResult:
+    """``--src dir``: every dir-transport image below ``root`` to the destination registry."""
+    planner, result, scheduler = _prepare(rt, request, on_record, stats, False)
+    await scheduler.run(lambda send: planner.directory(root, send))
+    _limiter_report(rt, result)
+    return result
+
+
 def _prepare(rt: Runtime, request: SyncRequest, on_record: Callable[[ImageRecord], None], stats: RunStats,
              prune: bool) -> tuple[Planner, SyncResult, Scheduler]:
     endpoints = RegistryEndpoints(rt, request.src_side, request.dst_side)
@@ -141,7 +178,8 @@ def _prepare(rt: Runtime, request: SyncRequest, on_record: Callable[[ImageRecord
     def planned(n: int) -> None:
         stats.planned += n
 
-    planner = Planner(endpoints, PlanOptions(request.naming, prune=prune), result.prune.append, planned)
+    options = PlanOptions(request.naming, prune=prune and request.dest == "docker", dest=request.dest)
+    planner = Planner(endpoints, options, result.prune.append, planned)
     scheduler = Scheduler(request.options, rt.known_locations(), on_record, stats)
     return planner, result, scheduler
 

@@ -7,7 +7,9 @@ comparison. Prune candidates (destination tags the source no longer has) are rep
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,11 +17,11 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from mirror.aio import SingleFlight
-from mirror.config.filters import compile_regex, parse_platform, select_tags
+from mirror.config.filters import compile_regex, is_digest, parse_platform, select_tags
 from mirror.config.schema import RegistryConfig, RepoSpec, SyncConfig
-from mirror.core.reference import Reference
-from mirror.plan.naming import Naming, docker_destination
-from mirror.plan.pairs import ImagePair
+from mirror.core.reference import Reference, parse_docker
+from mirror.plan.naming import Naming, dir_image_suffix, docker_destination, local_destination
+from mirror.plan.pairs import DeferredPair, ImagePair, Work
 from mirror.transports.base import ImageDestination, ImageSource
 
 LIST_CONCURRENCY = 16
@@ -38,6 +40,15 @@ class Endpoints(Protocol):
         """Tags of a destination repository; None when the repository does not exist."""
         ...
 
+    def local_source(self, transport: str, rest: str) -> AbstractAsyncContextManager[tuple[ImageSource, str]]: ...
+
+    def local_destination(self, transport: str, rest: str
+                          ) -> AbstractAsyncContextManager[tuple[ImageDestination, str | None]]: ...
+
+    async def image_directories(self, root: str) -> list[str]:
+        """``--src dir``: every directory below ``root`` holding a dir-transport image, sorted."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class PruneCandidate:
@@ -50,6 +61,7 @@ class PruneCandidate:
 class PlanOptions:
     naming: Naming
     prune: bool = False
+    dest: str = "docker"  # docker | dir
 
 
 PruneSink = Callable[[PruneCandidate], None]
@@ -65,7 +77,7 @@ class Planner:
         self._dst_tags: SingleFlight[frozenset[str] | None] = SingleFlight()
         self._limit = anyio.CapacityLimiter(LIST_CONCURRENCY)
 
-    async def yaml(self, config: SyncConfig, send: MemoryObjectSendStream[ImagePair]) -> None:
+    async def yaml(self, config: SyncConfig, send: MemoryObjectSendStream[Work]) -> None:
         async with anyio.create_task_group() as tg:
             for registry in config.registries:
                 for spec in _unique(registry.repos):
@@ -74,14 +86,14 @@ class Planner:
                     tg.start_soon(self._catalog, registry, {s.path for s in registry.repos}, send)
 
     async def docker(self, text: str, reference: Reference, explicit: bool,
-                     send: MemoryObjectSendStream[ImagePair]) -> None:
+                     send: MemoryObjectSendStream[Work]) -> None:
         """``--src docker``: one tag (or digest) when given, otherwise every tag of the repository."""
         repo = reference.repo
         spec = RepoSpec(path=repo.path, tags=(reference.ref,)) if explicit else RepoSpec(path=repo.path, all_tags=True)
         await self._repo(_bare_registry(repo.registry), spec, send)
 
     async def _catalog(self, registry: RegistryConfig, listed: set[str],
-                       send: MemoryObjectSendStream[ImagePair]) -> None:
+                       send: MemoryObjectSendStream[Work]) -> None:
         catalog = registry.catalog
         assert catalog is not None
         excludes = [compile_regex(p, f"{registry.name}.catalog.exclude") for p in catalog.exclude]
@@ -95,7 +107,7 @@ class Planner:
                                 exclude=_registry_excludes(registry))
                 tg.start_soon(self._repo, registry, spec, send)
 
-    async def _repo(self, registry: RegistryConfig, spec: RepoSpec, send: MemoryObjectSendStream[ImagePair]) -> None:
+    async def _repo(self, registry: RegistryConfig, spec: RepoSpec, send: MemoryObjectSendStream[Work]) -> None:
         source = self.endpoints.source(registry.name, spec.path, registry)
         needs_listing = spec.all_tags or spec.regex is not None or spec.semver is not None or self.options.prune
         async with self._limit:
@@ -105,6 +117,9 @@ class Planner:
         platforms = tuple(parse_platform(p) for p in registry.platforms)
         pairs: list[ImagePair] = []
         dst_repos: dict[str, tuple[ImageDestination, frozenset[str] | None]] = {}
+        if self.options.dest == "dir":
+            await self._to_directories(registry, spec, source, refs, send)
+            return
         for ref in refs:
             dst = docker_destination(registry.name, spec.path, ref, naming, spec.destination)
             key = str(dst.repo)
@@ -123,6 +138,47 @@ class Planner:
             await send.send(pair)
         if self.options.prune and needs_listing:
             await self._prune(registry, spec, set(available))
+
+    async def _to_directories(self, registry: RegistryConfig, spec: RepoSpec, source: ImageSource,
+                              refs: list[str], send: MemoryObjectSendStream[Work]) -> None:
+        """``--dest dir``: one dir-transport directory per image, published when the image is done."""
+        platforms = tuple(parse_platform(p) for p in registry.platforms)
+        self.on_planned(len(refs))
+        for ref in refs:
+            path = local_destination(registry.name, spec.path, ref, self.options.naming, spec.destination)
+            src_name = f"{registry.name}/{spec.path}{'@' if is_digest(ref) else ':'}{ref}"
+
+            @asynccontextmanager
+            async def opened(ref: str = ref, path: str = path, src_name: str = src_name
+                             ) -> AsyncIterator[ImagePair]:
+                async with self.endpoints.local_destination("dir", path) as (destination, dst_ref):
+                    yield ImagePair(source=source, src_ref=ref, destination=destination, dst_ref=dst_ref,
+                                    fresh_repo=True, dst_has_tag=False, src_name=src_name,
+                                    dst_name=f"dir:{path}", platforms=platforms)
+
+            await send.send(DeferredPair(opened, src_name, f"dir:{path}"))
+
+    async def directory(self, root: str, send: MemoryObjectSendStream[Work]) -> None:
+        """``--src dir``: every image directory below ``root`` to ``DESTINATION/<name>`` (docker)."""
+        naming = self.options.naming
+        images = await self.endpoints.image_directories(root)
+        self.on_planned(len(images))
+        for image_dir in images:
+            suffix = dir_image_suffix(root, image_dir, naming)
+            dst = parse_docker(posixpath.join(naming.destination.rstrip("/"), suffix) + naming.append_suffix)
+            existing = await self._destination_tags(dst.repo.registry, dst.repo.path)
+            destination = self.endpoints.destination(dst.repo.registry, dst.repo.path)
+
+            @asynccontextmanager
+            async def opened(image_dir: str = image_dir, dst: Reference = dst, destination: ImageDestination
+                             = destination, existing: frozenset[str] | None = existing) -> AsyncIterator[ImagePair]:
+                async with self.endpoints.local_source("dir", image_dir) as (source, src_ref):
+                    yield ImagePair(source=source, src_ref=src_ref, destination=destination, dst_ref=dst.tag,
+                                    fresh_repo=not existing,
+                                    dst_has_tag=None if dst.tag is None else bool(existing and dst.tag in existing),
+                                    src_name=f"dir:{image_dir}", dst_name=str(dst))
+
+            await send.send(DeferredPair(opened, f"dir:{image_dir}", str(dst)))
 
     async def _prune(self, registry: RegistryConfig, spec: RepoSpec, available: set[str]) -> None:
         naming = self.options.naming

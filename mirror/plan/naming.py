@@ -39,3 +39,21 @@ def docker_destination(src_registry: str, src_path: str, ref: str, naming: Namin
         return parse_docker(text)
     except UsageError as exc:
         raise UsageError(f"destination name {text!r} for {src_registry}/{src_path}: {exc}") from None
+
+
+def local_destination(src_registry: str, src_path: str, ref: str, naming: Naming,
+                      mapped: str | None = None) -> str:
+    """``--dest dir``: ``DESTINATION/repo:tag`` (or ``DESTINATION/host/ns/repo:tag`` with --scoped)."""
+    suffix = source_suffix(src_registry, src_path, ref, naming, mapped)
+    if ".." in suffix.split("/"):
+        raise UsageError(f"destination name {suffix!r} escapes {naming.destination!r}")
+    return posixpath.join(naming.destination, suffix) + naming.append_suffix
+
+
+def dir_image_suffix(root: str, image_dir: str, naming: Naming) -> str:
+    """``--src dir``: the image directory's path below the source root (its last element unless
+    --scoped), as skopeo names destinations from directories."""
+    relative = posixpath.relpath(image_dir, root)
+    if relative == ".":
+        relative = posixpath.basename(root.rstrip("/"))
+    return relative if naming.scoped else posixpath.basename(relative)

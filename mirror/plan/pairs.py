@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from mirror.core.descriptor import Platform
@@ -21,3 +23,17 @@ class ImagePair:
     src_name: str = ""
     dst_name: str = ""
     platforms: tuple[Platform, ...] = ()  # copy only these platforms of an index (YAML `platforms`)
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredPair:
+    """A pair whose local transports are opened only while the engine works on it (``dir:``
+    images are opened per image, and a ``dir:`` destination is published when its context exits
+    cleanly)."""
+
+    open: Callable[[], AbstractAsyncContextManager[ImagePair]]
+    src_name: str
+    dst_name: str
+
+
+Work = ImagePair | DeferredPair
