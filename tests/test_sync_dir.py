@@ -44,3 +44,25 @@ def test_sync_to_directories_matches_skopeo_and_back(registry: Registry, registr
     assert json.loads(raw.stdout)["manifests"]
     refused = run_mirror("sync", "--src", "dir", "--dest", "dir", str(ours), str(tmp_path / "x"), check=False)
     assert_one_line_error(refused, "dir to dir")
+
+
+def test_sync_into_one_shared_oci_layout(registry: Registry, registry2: Registry, tmp_path: Path) -> None:
+    from support.images import make_layer
+
+    base = make_layer(321, 8192)
+    for r in range(3):
+        for t in range(2):
+            push_image(registry, f"oci/app{r}", f"v{t}", layers=[base, make_layer(r * 10 + t)], seed=r * 10 + t)
+    (tmp_path / "sync.yaml").write_text(json.dumps({registry.host: {"tls-verify": False, "images": {
+        f"oci/app{r}": [] for r in range(3)}}}))
+    layout = tmp_path / "layout"
+    run_mirror("sync", "--src", "yaml", "--dest", "oci", str(tmp_path / "sync.yaml"), str(layout))
+    index = json.loads((layout / "index.json").read_text())
+    names = sorted(m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"])
+    assert names == [f"app{r}:v{t}" for r in range(3) for t in range(2)]
+    blobs = list((layout / "blobs" / "sha256").iterdir())
+    # base once + 6 own layers + 6 configs + 6 manifests: every blob stored once for the catalog
+    assert len(blobs) == 1 + 6 + 6 + 6
+    for r in range(3):
+        run_mirror("copy", "--dest-tls-verify=false", f"oci:{layout}:app{r}:v1",
+                   f"docker://{registry2.host}/back/app{r}:v1")

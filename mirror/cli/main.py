@@ -128,7 +128,8 @@ def build_parser() -> Parser:
     p.add_argument("source", metavar="SOURCE", help="docker: registry/repo[:tag]; yaml: a sync YAML file")
     p.add_argument("destination", metavar="DESTINATION", help="docker: registry[:port][/namespace]")
     p.add_argument("--src", "-s", choices=("docker", "dir", "yaml"), required=True, help="source transport")
-    p.add_argument("--dest", "-d", choices=("docker", "dir"), required=True, help="destination transport")
+    p.add_argument("--dest", "-d", choices=("docker", "dir", "oci"), required=True,
+                   help="destination transport (oci: one shared OCI layout for the whole sync)")
     add_bool(p, "--scoped", "prefix destination names with the full source registry/repository path")
     p.add_argument("--append-suffix", default="", metavar="SUFFIX", help="string appended to destination tags")
     add_bool(p, "--all", "copy all images of multi-arch lists", short="-a")

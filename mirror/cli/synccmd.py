@@ -35,8 +35,8 @@ def _platforms(values: list[str]) -> tuple[Platform, ...]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.src == "dir" and args.dest == "dir":
-        raise UsageError("sync from dir to dir is not supported (as in skopeo)")
+    if args.src == "dir" and args.dest != "docker":
+        raise UsageError(f"sync from dir to {args.dest} is not supported (as in skopeo: dir to dir)")
     if args.manifest_format:
         raise UsageError("--format (manifest conversion) is not supported: mirror copies manifests unchanged")
     if args.jobs < 1 or args.blob_jobs < 1:

@@ -61,7 +61,7 @@ class PruneCandidate:
 class PlanOptions:
     naming: Naming
     prune: bool = False
-    dest: str = "docker"  # docker | dir
+    dest: str = "docker"  # docker | dir | oci
 
 
 PruneSink = Callable[[PruneCandidate], None]
@@ -117,7 +117,7 @@ class Planner:
         platforms = tuple(parse_platform(p) for p in registry.platforms)
         pairs: list[ImagePair] = []
         dst_repos: dict[str, tuple[ImageDestination, frozenset[str] | None]] = {}
-        if self.options.dest == "dir":
+        if self.options.dest in ("dir", "oci"):
             await self._to_directories(registry, spec, source, refs, send)
             return
         for ref in refs:
@@ -141,22 +141,28 @@ class Planner:
 
     async def _to_directories(self, registry: RegistryConfig, spec: RepoSpec, source: ImageSource,
                               refs: list[str], send: MemoryObjectSendStream[Work]) -> None:
-        """``--dest dir``: one dir-transport directory per image, published when the image is done."""
+        """``--dest dir``: one dir-transport directory per image, published when the image is done.
+        ``--dest oci`` (extension): every image into one shared OCI layout, named ``repo:tag``, so
+        each blob is stored once for the whole catalog."""
         platforms = tuple(parse_platform(p) for p in registry.platforms)
+        transport = self.options.dest
         self.on_planned(len(refs))
         for ref in refs:
             path = local_destination(registry.name, spec.path, ref, self.options.naming, spec.destination)
+            if transport == "oci":
+                name = path[len(self.options.naming.destination):].lstrip("/")
+                path = f"{self.options.naming.destination}:{name}"
             src_name = f"{registry.name}/{spec.path}{'@' if is_digest(ref) else ':'}{ref}"
 
             @asynccontextmanager
             async def opened(ref: str = ref, path: str = path, src_name: str = src_name
                              ) -> AsyncIterator[ImagePair]:
-                async with self.endpoints.local_destination("dir", path) as (destination, dst_ref):
+                async with self.endpoints.local_destination(transport, path) as (destination, dst_ref):
                     yield ImagePair(source=source, src_ref=ref, destination=destination, dst_ref=dst_ref,
                                     fresh_repo=True, dst_has_tag=False, src_name=src_name,
-                                    dst_name=f"dir:{path}", platforms=platforms)
+                                    dst_name=f"{transport}:{path}", platforms=platforms)
 
-            await send.send(DeferredPair(opened, src_name, f"dir:{path}"))
+            await send.send(DeferredPair(opened, src_name, f"{transport}:{path}"))
 
     async def directory(self, root: str, send: MemoryObjectSendStream[Work]) -> None:
         """``--src dir``: every image directory below ``root`` to ``DESTINATION/<name>`` (docker)."""
