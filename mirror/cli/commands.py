@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -135,7 +136,7 @@ def _inspect_local(args: argparse.Namespace) -> int:
     """``inspect`` of a dir:, oci: or archive image (no registry: ``Name`` omitted, no RepoTags)."""
     name = copy_ops.parse_name(args.image)
     options = global_options(args)
-    local = LocalOptions(tmpdir=options.tmpdir)
+    local = LocalOptions(tmpdir=options.tmpdir, daemon_host=get(args, "daemon_host"))
     if args.raw and not args.config:
         if args.format:
             raise UsageError("--format cannot be used with --raw")
@@ -174,7 +175,7 @@ def copy(args: argparse.Namespace) -> int:
     dst = copy_ops.parse_name(args.destination)
     if args.manifest_format:
         raise UsageError("--format (manifest conversion) is not supported: mirror copies manifests unchanged")
-    if args.additional_tag:
+    if args.additional_tag and dst.transport != "docker-archive":
         raise UsageError("--additional-tag is only supported for docker-archive destinations")
     mode = MultiArch(args.multi_arch) if args.multi_arch else MultiArch.SYSTEM
     if args.all:
@@ -186,9 +187,12 @@ def copy(args: argparse.Namespace) -> int:
     src_side = side_options(args, "src-", args.authfile)
     dst_side = side_options(args, "dest-", args.authfile)
     progress = render.CopyProgress(quiet=bool(args.quiet))
-    local = LocalOptions(tmpdir=options.tmpdir, all_images=mode is MultiArch.ALL)
+    local = LocalOptions(tmpdir=options.tmpdir, all_images=mode is MultiArch.ALL,
+                         daemon_host=get(args, "src_daemon_host"))
+    dest_local = replace(local, daemon_host=get(args, "dest_daemon_host"),
+                         additional_tags=tuple(args.additional_tag))
     record = run(args, lambda rt: copy_ops.copy(rt, src, dst, src_side, dst_side, copy_options,
-                                                max(1, args.image_parallel_copies), progress, local))
+                                                max(1, args.image_parallel_copies), progress, local, dest_local))
     progress.finish(record)
     if args.digestfile:
         Path(args.digestfile).write_text(str(record.digest))
@@ -210,7 +214,7 @@ def manifest_digest(args: argparse.Namespace) -> int:
     try:
         data = json.loads(raw)
         media_type = manifest_mod.guess_media_type(data) if isinstance(data, dict) else ""
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ManifestError(f"{args.manifest} is not a JSON manifest") from None
     print(manifest_mod.compute_digest(raw, media_type))
     return 0

@@ -16,6 +16,8 @@ from mirror.plan.pairs import ImagePair
 from mirror.runtime import Runtime, SideOptions
 from mirror.transports.base import ImageDestination, ImageSource, LocalOptions
 from mirror.transports.catalog import local_transports
+from mirror.transports.local.dockerarchive import ArchiveSource
+from mirror.transports.local.recompress import gzip_layers
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +45,18 @@ def parse_name(text: str) -> ImageName:
 
 
 @asynccontextmanager
-async def _source(rt: Runtime, name: ImageName, side: SideOptions,
-                  options: LocalOptions) -> AsyncIterator[tuple[ImageSource, str]]:
+async def _source(rt: Runtime, name: ImageName, side: SideOptions, options: LocalOptions,
+                  to_registry: bool = False) -> AsyncIterator[tuple[ImageSource, str]]:
     if name.reference is not None:
         yield rt.registry_source(name.reference.repo, side), name.reference.ref
         return
-    async with local_transports()[name.transport].source(name.rest, options) as opened:
-        yield opened
+    async with local_transports()[name.transport].source(name.rest, options) as (source, ref):
+        if to_registry and isinstance(source, ArchiveSource):
+            # docker save's uncompressed layers are gzipped on the way to a registry, as skopeo does.
+            async with gzip_layers(source, options.tmpdir) as compressed:
+                yield compressed, str(compressed.manifest.digest)
+            return
+        yield source, ref
 
 
 @asynccontextmanager
@@ -64,12 +71,14 @@ async def _destination(rt: Runtime, name: ImageName, side: SideOptions,
 
 async def copy(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideOptions, dst_side: SideOptions,
                options: CopyOptions, jobs: int = 6, on_blob: BlobSink | None = None,
-               local: LocalOptions | None = None) -> ImageRecord:
+               local: LocalOptions | None = None, dest_local: LocalOptions | None = None) -> ImageRecord:
     """Copy one image between any two transports. A local destination is published only if the
-    copy succeeds. An image already at a registry destination with the same digest costs two HEADs."""
+    copy succeeds. An image already at a registry destination with the same digest costs two HEADs.
+    ``dest_local`` (default: ``local``) holds the destination's options (--dest-daemon-host...)."""
     local = local or LocalOptions()
-    async with _source(rt, src, src_side, local) as (source, src_ref), \
-            _destination(rt, dst, dst_side, local) as (destination, dst_ref):
+    dest_local = dest_local or local
+    async with _source(rt, src, src_side, local, dst.reference is not None) as (source, src_ref), \
+            _destination(rt, dst, dst_side, dest_local) as (destination, dst_ref):
         pair = ImagePair(source=source, src_ref=src_ref, destination=destination, dst_ref=dst_ref,
                          src_name=str(src), dst_name=str(dst))
         record = await _copy_pair(rt, pair, dst, options, jobs, on_blob)

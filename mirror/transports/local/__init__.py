@@ -1,1 +1,2 @@
-"""Local transports: ``dir:``, ``oci:`` and ``oci-archive:`` (files on a disk)."""
+"""Local transports: ``dir:``, ``oci:``, ``oci-archive:`` and ``docker-archive:`` (files on a disk),
+``docker-daemon:`` (the Docker Engine API) and ``containers-storage:`` (podman's store, via podman)."""

@@ -1,0 +1,116 @@
+"""The ``docker-archive:`` transport, and the spool helpers ``docker-daemon:`` and
+``containers-storage:`` build on.
+
+Reading: ``dockerarchive.py``; writing: ``dockerwriter.py``. A destination holds one image, tagged
+with REF (``PATH:NAME[:TAG]``) plus every ``--additional-tag``; ``@N`` cannot be a destination.
+Unlike skopeo 1.9, which refuses to write over a non-empty file ("docker-archive doesn't support
+modifying existing images"), an existing archive is replaced, atomically, and only when the copy
+succeeded (the same rule as ``oci-archive:``). A gzip-compressed archive (``docker save | gzip``)
+is read, as containers/image does, by first decompressing it to a temp file (in ``--tmpdir``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tempfile
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+
+from mirror.errors import MirrorError, UsageError
+from mirror.transports.base import ImageDestination, ImageSource, LocalOptions, Location
+from mirror.transports.local import files
+from mirror.transports.local.dockerarchive import GZIP_MAGIC, ArchiveSource, normalise_tag, split_reference
+from mirror.transports.local.dockerwriter import ArchiveDestination
+
+
+@asynccontextmanager
+async def work_dir(parent: str | Path | None) -> AsyncIterator[Path]:
+    """A private temp directory (in ``parent``, else the system's), removed on exit."""
+    try:
+        work = Path(await anyio.to_thread.run_sync(
+            lambda: tempfile.mkdtemp(prefix=files.TMP_PREFIX, dir=parent)))
+    except OSError as exc:
+        raise MirrorError(f"creating a temporary directory in {parent or tempfile.gettempdir()}: "
+                          f"{exc.strerror}") from None
+    try:
+        yield work
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(files.remove_tree, work)
+
+
+@asynccontextmanager
+async def build_archive(target: Path, location: Location, repo_tags: list[str],
+                        tmpdir: str | Path | None) -> AsyncIterator[ArchiveDestination]:
+    """An archive destination whose result is written to ``target`` when the block exits cleanly."""
+    async with work_dir(tmpdir) as work:
+        dest = ArchiveDestination(work, location, repo_tags)
+        yield dest
+        try:
+            await anyio.to_thread.run_sync(dest.build, target)
+        except OSError as exc:
+            raise MirrorError(f"writing archive {target}: {exc.strerror or exc}") from None
+
+
+def _is_gzip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == GZIP_MAGIC
+    except OSError:
+        return False  # the reader reports it
+
+
+def _gunzip(path: Path, target: Path) -> None:
+    try:
+        with gzip.open(path, "rb") as src, open(target, "wb") as out:
+            shutil.copyfileobj(src, out, files.CHUNK)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise MirrorError(f"archive {path} is corrupt or truncated (gzip: {exc})") from None
+
+
+class DockerArchiveTransport:
+    name = "docker-archive"
+
+    def validate(self, rest: str) -> None:
+        split_reference(self.name, rest)
+
+    @asynccontextmanager
+    async def source(self, rest: str, options: LocalOptions) -> AsyncIterator[tuple[ImageSource, str]]:
+        path, selector = split_reference(self.name, rest)
+        location = Location(self.name, "", str(path))
+        if not await anyio.to_thread.run_sync(_is_gzip, path):
+            src = await ArchiveSource.open(path, selector, location)
+            yield src, str(src.manifest.digest)
+            return
+        async with work_dir(options.tmpdir) as work:
+            await anyio.to_thread.run_sync(_gunzip, path, work / "archive.tar")
+            src = await ArchiveSource.open(work / "archive.tar", selector, location)
+            yield src, str(src.manifest.digest)
+
+    @asynccontextmanager
+    async def destination(self, rest: str, options: LocalOptions
+                          ) -> AsyncIterator[tuple[ImageDestination, str | None]]:
+        path, selector = split_reference(self.name, rest)
+        if isinstance(selector, int):
+            raise UsageError(f"docker-archive:{rest}: an image index (@N) cannot be a destination")
+        tags = [selector] if selector else []
+        tags += [normalise_tag(t, "--additional-tag") for t in options.additional_tags if t]
+        target = path.absolute()
+
+        def prepare() -> None:
+            if target.is_dir():
+                raise MirrorError(f"refusing to write archive {target}: it is a directory")
+            target.parent.mkdir(parents=True, exist_ok=True)
+
+        try:
+            await anyio.to_thread.run_sync(prepare)
+        except OSError as exc:
+            raise MirrorError(f"preparing {target}: {exc.strerror}") from None
+        async with build_archive(target, Location(self.name, "", str(target)), tags,
+                                 options.tmpdir or target.parent) as dest:
+            yield dest, selector or None

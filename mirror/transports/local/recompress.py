@@ -1,0 +1,109 @@
+"""gzip the uncompressed layers of a docker-archive image before it goes to a registry, as skopeo does.
+
+``docker save`` archives (and so ``docker-daemon:`` and ``containers-storage:`` sources, which mirror
+reads as archives) hold uncompressed layers. skopeo 1.9 copying such an image to a registry gzips
+each layer on the way (the registry transport asks for compressed layers), so the registry gets
+``application/vnd.docker.image.rootfs.diff.tar.gzip`` layers and a new manifest; the config blob,
+hence the image ID, is unchanged. mirror does the same, but ahead of the copy, because the manifest
+(with the compressed digests) must exist before any blob is sent: each uncompressed layer is
+compressed once into a temp directory (``--tmpdir``), read by seeking into the archive, in a worker
+thread. gzip output differs between implementations, so the layer and manifest digests differ from
+skopeo's (they also differ between two skopeo runs with different pgzip versions); the layer
+*contents* (the config's diff_ids) and the image ID are identical.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from mirror.core import manifest as manifest_mod
+from mirror.core import mediatype as mt
+from mirror.core.descriptor import Descriptor
+from mirror.core.digest import Digest
+from mirror.core.manifest import Manifest
+from mirror.errors import MirrorError
+from mirror.transports.base import Location
+from mirror.transports.local import files
+from mirror.transports.local.archive import work_dir
+from mirror.transports.local.convert import _dumps
+from mirror.transports.local.dockerarchive import LAYER_GZIP, LAYER_TAR, ArchiveSource
+
+LEVEL = 6  # zlib's default, as Go's compress/gzip and pgzip
+
+
+def _gzip_member(archive: Path, start: int, size: int, target: Path) -> tuple[Digest, int]:
+    hasher = hashlib.sha256()
+    with open(archive, "rb") as src, open(target, "wb") as raw:
+        src.seek(start)
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=LEVEL) as out:
+            remaining = size
+            while remaining > 0:
+                data = src.read(min(files.CHUNK, remaining))
+                if not data:
+                    raise MirrorError(f"archive {archive} is truncated")
+                out.write(data)
+                remaining -= len(data)
+    with open(target, "rb") as f:
+        while data := f.read(files.CHUNK):
+            hasher.update(data)
+    return Digest("sha256", hasher.hexdigest()), target.stat().st_size
+
+
+class GzipLayersSource:
+    """An ``ImageSource`` serving ``inner``'s image with its uncompressed layers gzip-compressed."""
+
+    def __init__(self, inner: ArchiveSource, manifest: Manifest, compressed: dict[Digest, Path]) -> None:
+        self.inner = inner
+        self.manifest = manifest
+        self.compressed = compressed
+        self.location: Location = inner.location
+
+    async def get_manifest(self, ref: str) -> Manifest:
+        if ref in ("", str(self.manifest.digest)):
+            return self.manifest
+        return await self.inner.get_manifest(ref)
+
+    async def head_manifest(self, ref: str) -> Descriptor | None:
+        if ref in ("", str(self.manifest.digest)):
+            return self.manifest.descriptor
+        return await self.inner.head_manifest(ref)
+
+    def list_tags(self) -> AsyncIterator[str]:
+        return self.inner.list_tags()
+
+    def open_blob(self, desc: Descriptor, offset: int = 0) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        path = self.compressed.get(desc.digest)
+        if path is None:
+            return self.inner.open_blob(desc, offset)
+        return files.open_chunks(path, offset, None, f"{self.location}: compressed layer {desc.digest}")
+
+
+@asynccontextmanager
+async def gzip_layers(src: ArchiveSource, tmpdir: str | None) -> AsyncIterator[GzipLayersSource]:
+    """``src`` with every uncompressed layer gzip-compressed into a temp directory (removed on exit)."""
+    async with work_dir(tmpdir) as work:
+        data: dict[str, Any] = src.manifest.json()
+        compressed: dict[Digest, Path] = {}
+        done: dict[Digest, dict[str, Any]] = {}
+        layers: list[dict[str, Any]] = []
+        for i, layer in enumerate(src.manifest.layers):
+            if layer.media_type != LAYER_TAR:
+                layers.append(data["layers"][i])
+                continue
+            if layer.digest not in done:
+                start, size = src.reader.members[src.blobs[layer.digest]]
+                digest, length = await anyio.to_thread.run_sync(
+                    _gzip_member, src.reader.path, start, size, work / f"layer-{i}.gz")
+                compressed[digest] = work / f"layer-{i}.gz"
+                done[layer.digest] = {"mediaType": LAYER_GZIP, "size": length, "digest": str(digest)}
+            layers.append(done[layer.digest])
+        data["layers"] = layers
+        manifest = manifest_mod.parse(_dumps(data), mt.DOCKER_MANIFEST)
+        yield GzipLayersSource(src, manifest, compressed)
