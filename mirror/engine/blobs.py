@@ -6,7 +6,9 @@ Decisions, in order, for (destination repository, digest):
 3. Another repository on the same destination registry holds it (this run, or the state file) →
    cross-repo mount; the source repository too when source and destination share a registry.
 4. Otherwise upload it, streaming from the source. Concurrent needs for the same digest on the
-   same registry wait for the first upload and then mount, so the source is read once.
+   same registry wait for the first upload and then mount, so the source is read once. Bytes
+   that do not match the digest (damaged on the way) are never published: the upload is tried
+   again from the source, at most ``DIGEST_ATTEMPTS`` times in all.
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ import structlog
 from mirror.aio import SingleFlight
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
+from mirror.errors import DigestMismatch
 from mirror.transports.base import ImageDestination, ImageSource, Location
 
 log = structlog.get_logger("mirror.blobs")
+
+#: Tries of an upload whose bytes do not match the digest (damaged in transit: the source is read again).
+DIGEST_ATTEMPTS = 3
 
 FOREIGN = frozenset({
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
@@ -148,8 +154,16 @@ class BlobMover:
     async def _upload(self, src: ImageSource, dst: ImageDestination, desc: Descriptor) -> tuple[BlobOutcome, int]:
         if self.dry_run:
             return self._done(dst, desc, BlobOutcome.UPLOADED, 0)
+        sent = 0
         async with self.limit:
-            sent = await dst.put_blob(desc, lambda offset: src.open_blob(desc, offset))
+            for attempt in range(1, DIGEST_ATTEMPTS + 1):
+                try:
+                    sent += await dst.put_blob(desc, lambda offset: src.open_blob(desc, offset))
+                    break
+                except DigestMismatch as exc:  # bytes damaged on the way: read the source again
+                    if attempt == DIGEST_ATTEMPTS:
+                        raise
+                    log.info("blob_digest_retry", digest=str(desc.digest), attempt=attempt, error=str(exc))
         log.debug("blob_uploaded", digest=str(desc.digest), dst=str(dst.location), bytes=sent)
         return self._done(dst, desc, BlobOutcome.UPLOADED, sent)
 

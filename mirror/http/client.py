@@ -221,8 +221,7 @@ class Endpoint:
                     await anyio.sleep(policy.delay(failures))
                     continue
                 raise
-            if resp.status not in ok and policy.should_retry_status("GET" if idempotent else method,
-                                                                    resp.status, resendable):
+            if resp.status not in ok and policy.should_retry_status(method, resp.status, resendable, repeatable):
                 if resp.status == 429:
                     throttled += 1
                     again, tries = throttled <= RATE_LIMITED_RETRIES, throttled
@@ -237,7 +236,10 @@ class Endpoint:
                     continue
             try:
                 if resp.status not in ok:
-                    body = await read_limited(resp.content, 1 << 16) if method != "HEAD" else b""
+                    try:
+                        body = await read_limited(resp.content, 1 << 16) if method != "HEAD" else b""
+                    except (aiohttp.ClientError, TimeoutError, OSError):
+                        body = b""  # the status says enough
                     error = error_for(resp.status, body, what or f"{method} {url.path}",
                                       resp.headers.get("Retry-After"))
                     if resp.status == 401:

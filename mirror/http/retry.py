@@ -32,5 +32,6 @@ class RetryPolicy:
             wait = max(wait, min(retry_after, 3600.0))
         return wait
 
-    def should_retry_status(self, method: str, status: int, resendable: bool) -> bool:
-        return status in RETRY_STATUSES and method in IDEMPOTENT and resendable
+    def should_retry_status(self, method: str, status: int, resendable: bool, repeatable: bool = False) -> bool:
+        """``repeatable``: a request that is safe to repeat though its method is not idempotent."""
+        return status in RETRY_STATUSES and (method in IDEMPOTENT or repeatable) and resendable

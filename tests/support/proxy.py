@@ -13,17 +13,30 @@ clients stay on the proxy (token requests go through ``/__auth__/...``).  Hooks:
   ``n``/``last`` there and returns every tag unsorted (``/v2/_catalog`` paginates natively).
 * ``faults``: :class:`Fault` rules (predicate + async action) checked in order before forwarding.
 * ``requests``: every request with its kind, status and request headers.
+* ``upload_bytes``: request-body bytes the proxy received on upload POST/PATCH/PUT requests (what a
+  client sent, re-sent bytes included); ``upload_bytes_by_session`` splits them per upload session
+  (URL path) and ``completed_sessions`` holds the sessions whose closing PUT answered 201.
+* :func:`chaos_fault`: one :class:`Fault` that, with a seeded RNG, injects a random fault fitting the
+  request class into a configurable share of requests (resets before and mid body, truncated
+  bodies, 500/502/503, 429 with ``Retry-After`` in both forms, slow trickles, expired upload
+  sessions, a lagging upload ``Range``, wrong blob bytes, a failing token endpoint) and counts them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
+import email.utils
+import random
 import re
 import secrets
+import socket
+import struct
 import threading
+import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, TypedDict, Unpack
@@ -113,6 +126,35 @@ class Fault:
         return cls(predicate, action, times)
 
 
+BodyFault = Literal["reset", "truncate", "trickle"]
+
+
+def _drop_connection(request: web.Request, *, reset: bool) -> None:
+    """Close the client connection now: with an RST (``SO_LINGER`` 0) or a plain FIN."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if reset and sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    else:
+        transport.close()
+
+
+async def _trickle(resp: web.StreamResponse, data: bytes, piece: int = 4096, pause: float = 0.05,
+                   budget: float = 1.5) -> None:
+    """Write ``data`` in small pieces with pauses (a slow link), for at most ``budget`` seconds of
+    pausing; the rest goes at once."""
+    spent = 0.0
+    while data:
+        await resp.write(data[:piece])
+        data = data[piece:]
+        if spent < budget:
+            await asyncio.sleep(pause)  # the fault itself: a slow peer, not synchronisation
+            spent += pause
+
+
 def classify(method: str, path: str) -> tuple[RequestKind, str | None, str | None]:
     if path.startswith(AUTH_PREFIX):
         return "token", None, None
@@ -171,6 +213,9 @@ class RegistryProxy:
         self._session: aiohttp.ClientSession | None = None
         self.port = 0
         self.blob_port = 0
+        self.upload_bytes = 0
+        self.upload_bytes_by_session: collections.Counter[str] = collections.Counter()
+        self.completed_sessions: set[str] = set()
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -298,14 +343,21 @@ class RegistryProxy:
         headers: CIMultiDict[str] | None = None,
         corrupt: str | None = None,
         rewrite: bool = True,
+        body_fault: BodyFault | None = None,
+        alter: Callable[[CIMultiDict[str]], None] | None = None,
     ) -> web.StreamResponse:
-        """Stream ``request`` to ``url`` and the answer back; ``corrupt``: flip a byte of a 200 body."""
+        """Stream ``request`` to ``url`` and the answer back; ``corrupt``: flip a byte of a 200 body;
+        ``body_fault``: break a 200 response body half way (``reset``: RST, ``truncate``: a clean
+        close short of Content-Length, ``trickle``: dribble it out slowly); ``alter``: edit the
+        response headers."""
         assert self._session is not None
         if headers is None:
             headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
             if request.content_length is not None:
                 headers["Content-Length"] = str(request.content_length)
-        data = request.content if request.body_exists else None
+        data: object = request.content if request.body_exists else None
+        if data is not None and request.method in ("PATCH", "PUT", "POST") and "/blobs/uploads" in request.path:
+            data = self._counted(request)
         try:
             up_cm = self._session.request(
                 request.method,
@@ -326,6 +378,8 @@ class RegistryProxy:
                     elif rewrite and lk == "www-authenticate":
                         v = self._rewrite_challenge(v)
                     resp.headers.add(k, v)
+                if alter is not None:
+                    alter(resp.headers)
                 if up.content_length is not None:
                     resp.content_length = up.content_length
                 transform = None
@@ -336,14 +390,39 @@ class RegistryProxy:
                 await resp.prepare(request)
                 if request.method != "HEAD":
                     offset = 0
+                    cut = (up.content_length or 0) // 2 if body_fault is not None and up.status in (200, 206) else -1
                     async for chunk in up.content.iter_any():
                         out = transform(offset, chunk) if transform is not None else chunk
+                        if cut >= 0 and offset + len(out) > cut:
+                            assert body_fault is not None
+                            if body_fault == "trickle":
+                                await _trickle(resp, out)
+                                offset += len(chunk)
+                                continue
+                            await resp.write(out[: max(0, cut - offset)])
+                            _drop_connection(request, reset=body_fault == "reset")
+                            return resp
                         offset += len(chunk)
                         await resp.write(out)
                 await resp.write_eof()
                 return resp
         except aiohttp.ClientError as e:
             return web.Response(status=502, text=f"proxy upstream error: {e}")
+
+    async def _counted(self, request: web.Request) -> AsyncIterator[bytes]:
+        async for chunk in request.content.iter_any():
+            self._count_upload(request, len(chunk))
+            yield chunk
+
+    def _count_upload(self, request: web.Request, n: int) -> None:
+        with self._lock:
+            self.upload_bytes += n
+            self.upload_bytes_by_session[request.path] += n
+
+    def abandoned_upload_bytes(self) -> int:
+        """Bytes sent into upload sessions that never completed (cancelled, invalidated, expired)."""
+        with self._lock:
+            return sum(n for path, n in self.upload_bytes_by_session.items() if path not in self.completed_sessions)
 
     # ------------------------------------------------------------------ handlers
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -352,6 +431,9 @@ class RegistryProxy:
         info = RequestInfo(request.method, request.path, request.query_string, kind, repo, ref, headers)
         resp = await self._dispatch(request, info)
         self._log(self._requests, request, kind, resp.status)
+        if kind == "upload" and request.method == "PUT" and resp.status == 201:
+            with self._lock:
+                self.completed_sessions.add(request.path)
         return resp
 
     async def _dispatch(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
@@ -441,3 +523,100 @@ def start_proxy(upstream: Registry, **options: Unpack[ProxyOptions]) -> Iterator
         yield proxy
     finally:
         proxy.stop()
+
+
+# ---------------------------------------------------------------------------------- chaos
+STATUS_KINDS = ("500", "502", "503", "429-seconds", "429-date")
+CHAOS_KINDS = (
+    *STATUS_KINDS, "reset-before", "reset-mid", "truncate", "trickle", "corrupt",
+    "upload-reset-mid", "upload-expired", "upload-range-lag", "token-fail",
+)
+
+
+def _error_body(code: str, message: str) -> bytes:
+    return f'{{"errors":[{{"code":"{code}","message":"{message}"}}]}}'.encode()
+
+
+class Chaos:
+    """Random faults at ``rate`` (0..1) over every request class, from a seeded RNG.
+
+    ``kinds`` limits the fault kinds (default: all of :data:`CHAOS_KINDS`). Install with
+    ``proxy.add_fault(chaos.fault())``; :attr:`counts` holds the faults injected, by kind."""
+
+    def __init__(self, proxy: RegistryProxy, rate: float, seed: int = 0,
+                 kinds: Iterable[str] | None = None) -> None:
+        self.proxy = proxy
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.kinds = frozenset(kinds) if kinds is not None else frozenset(CHAOS_KINDS)
+        unknown = self.kinds - set(CHAOS_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}")
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.enabled = True
+
+    def fault(self) -> Fault:
+        return Fault(lambda _info: self.enabled, self._act, times=None)
+
+    def candidates(self, request: web.Request, info: RequestInfo) -> list[str]:
+        m = info.method
+        if info.kind == "token":
+            return ["token-fail"]
+        out = [*STATUS_KINDS, "reset-before"]
+        if info.kind in ("manifest", "blob", "tags", "catalog") and m == "GET":
+            out += ["reset-mid", "truncate", "trickle"]
+        if info.kind == "blob" and m == "GET":
+            out.append("corrupt")
+        if info.kind == "upload" and info.reference:
+            out.append("upload-expired")
+            if m == "PATCH":
+                out += ["upload-reset-mid", "upload-range-lag"]
+        return [k for k in out if k in self.kinds]
+
+    async def _act(self, request: web.Request, info: RequestInfo) -> web.StreamResponse | None:
+        kinds = self.candidates(request, info)
+        if not kinds or self.rng.random() >= self.rate:
+            return None
+        kind = self.rng.choice(kinds)
+        self.counts[kind] += 1
+        proxy = self.proxy
+        upstream_url = proxy.upstream.url + request.raw_path
+        if kind in ("500", "502", "503"):
+            return web.Response(status=int(kind), body=_error_body("UNKNOWN", "chaos"),
+                                content_type="application/json")
+        if kind.startswith("429"):
+            retry_after = "1" if kind == "429-seconds" else email.utils.formatdate(time.time() + 1, usegmt=True)
+            return web.Response(status=429, body=_error_body("TOOMANYREQUESTS", "chaos"),
+                                headers={"Retry-After": retry_after}, content_type="application/json")
+        if kind in ("reset-before", "token-fail"):
+            if kind == "token-fail" and self.rng.random() < 0.5:
+                return web.Response(status=503, text="token service unavailable")
+            _drop_connection(request, reset=True)
+            return web.Response(status=599)  # logged only; the client saw a reset
+        if kind in ("reset-mid", "truncate", "trickle"):
+            fault: BodyFault = "reset" if kind == "reset-mid" else kind  # type: ignore[assignment]
+            return await proxy._forward(request, upstream_url, body_fault=fault)
+        if kind == "corrupt":
+            return await proxy._forward(request, upstream_url, corrupt=info.reference)
+        if kind == "upload-expired":
+            return web.Response(status=404, body=_error_body("BLOB_UPLOAD_UNKNOWN", "blob upload unknown"),
+                                content_type="application/json")
+        if kind == "upload-reset-mid":
+            want = max(1, (request.content_length or 1 << 20) // 2)
+            got = 0
+            async for chunk in request.content.iter_any():
+                got += len(chunk)
+                proxy._count_upload(request, len(chunk))
+                if got >= want:
+                    break
+            _drop_connection(request, reset=True)
+            return web.Response(status=599)
+        # upload-range-lag: forward, then claim the registry holds fewer bytes than it does
+        rng = self.rng
+
+        def lag(headers: CIMultiDict[str]) -> None:
+            m = re.fullmatch(r"0-(\d+)", headers.get("Range", ""))
+            if m is not None and int(m.group(1)) > 0:
+                headers["Range"] = f"0-{rng.randint(0, int(m.group(1)) - 1)}"
+
+        return await proxy._forward(request, upstream_url, alter=lag)

@@ -58,7 +58,7 @@ class RegistryDestination:
         reply = await self.endpoint.fetch(
             "POST", api.uploads_path(self.repo.path) + query,
             scopes=(*self._scopes, api.pull_scope(source.path)), headers={"Content-Length": "0"},
-            data=b"", ok=(201, 202), what=f"mounting blob {desc.digest}")
+            data=b"", ok=(201, 202), what=f"mounting blob {desc.digest}", repeatable=True)
         if reply.status == 201:
             self._remember(desc, present=True)
             return True

@@ -157,14 +157,20 @@ class BlobUpload:
     # -- small blobs: verified in memory, one PUT with the body -----------------------------
     async def _monolithic(self) -> None:
         data = await self._read_verified()
-        location = await self._post()
-        try:
-            await self._complete(location, data)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._delete(location)
-            raise
-        self.sent += len(data)
+        for attempt in range(self.options.max_resumes + 1):
+            location = await self._post()
+            try:
+                self.sent += len(data)
+                await self._complete(location, data)
+                return
+            except NotFound as exc:  # the session expired before the PUT: open another one
+                if attempt >= self.options.max_resumes:
+                    raise
+                log.info("upload_restarted", digest=str(self.desc.digest), repo=str(self.repo), reason=str(exc))
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._delete(location)
+                raise
 
     async def _read_verified(self) -> bytes:
         hasher = Hash(self.desc.digest.algorithm)
@@ -230,6 +236,7 @@ class BlobUpload:
                     async with running(feed):
                         await self._send(session, feed)
                         self._check(await feed.finish())
+                    await self._complete(session.location, b"")  # 404 (session expired): a new session
                     break
                 except (TransientError, RegistryError) as exc:
                     if feed.error is not None:  # the source failed, not the PATCH
@@ -241,7 +248,6 @@ class BlobUpload:
                             or (isinstance(exc, RegistryError) and exc.status not in RECOVERABLE):
                         raise
                     session, base = await self._recover(session, feed, exc)
-            await self._complete(session.location, b"")
         except DigestMismatch:
             with anyio.CancelScope(shield=True):
                 await self._delete(session.location)
@@ -309,7 +315,7 @@ class BlobUpload:
     async def _post(self) -> URL:
         reply = await self.endpoint.fetch("POST", api.uploads_path(self.repo.path), scopes=self._scopes,
                                           headers={"Content-Length": "0"}, data=b"", ok=(202,),
-                                          what=f"starting upload of {self.desc.digest}")
+                                          what=f"starting upload of {self.desc.digest}", repeatable=True)
         self._min_chunk = _chunk_min(reply)
         return location_of(reply)
 
