@@ -56,20 +56,23 @@ class Workload:
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one command, measured with wait4 on that very process."""
-    with tempfile.TemporaryFile() as errfile:
+    """(wall seconds, peak RSS MiB) of one command. The peak comes from GNU time's %M for the
+    command itself (wait4's ru_maxrss would include this process's memory at fork time)."""
+    with tempfile.TemporaryFile() as errfile, tempfile.NamedTemporaryFile("r") as rssfile:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errfile, cwd=ROOT)
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rssfile.name, *cmd],
+                                stdout=subprocess.DEVNULL, stderr=errfile, cwd=ROOT)
         _pid, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         errfile.seek(0)
         err = errfile.read().decode(errors="replace")
+        rss_kib = int(rssfile.read().strip().splitlines()[-1] or 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
     if os.environ.get("BENCH_VERBOSE"):
         print(f"   {wall:.2f}s wall, {usage.ru_utime + usage.ru_stime:.2f}s cpu: {' '.join(cmd[:4])}", flush=True)
-    return wall, usage.ru_maxrss / 1024
+    return wall, rss_kib / 1024
 
 
 def push_big_blob(reg: Registry, repo: str, size: int) -> tuple[str, int]:

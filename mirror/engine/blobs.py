@@ -13,6 +13,7 @@ Decisions, in order, for (destination repository, digest):
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -20,7 +21,7 @@ from enum import Enum
 import anyio
 import structlog
 
-from mirror.aio import SingleFlight
+from mirror.aio import REMEMBER, SingleFlight
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.errors import DigestMismatch
@@ -77,11 +78,15 @@ class KnownLocations:
     (the state file) for facts learned in earlier runs."""
 
     def __init__(self, lookup: Callable[[str, Digest], Iterable[str]] | None = None) -> None:
-        self._mem: dict[tuple[str, Digest], list[str]] = {}
+        self._mem: OrderedDict[tuple[str, Digest], list[str]] = OrderedDict()
         self._lookup = lookup
 
     def add(self, location: Location, digest: Digest) -> None:
-        repos = self._mem.setdefault((location.host, digest), [])
+        key = (location.host, digest)
+        repos = self._mem.setdefault(key, [])
+        self._mem.move_to_end(key)
+        if len(self._mem) > REMEMBER:  # bounded: a forgotten location costs a HEAD later, nothing more
+            self._mem.popitem(last=False)
         if location.path not in repos:
             repos.append(location.path)
 
