@@ -10,6 +10,7 @@ from mirror.core.manifest import Manifest
 from mirror.core.reference import Reference, Repo
 from mirror.errors import ManifestError
 from mirror.runtime import Runtime, SideOptions
+from mirror.transports.base import ImageSource
 
 MAX_CONFIG_SIZE = 4 << 20
 
@@ -20,24 +21,23 @@ _OCI_RUNTIME_KEYS = ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volume
 _HISTORY_KEYS = ("created", "created_by", "author", "comment", "empty_layer")
 
 
-async def _image(rt: Runtime, ref: Reference, side: SideOptions, platform: Platform) -> tuple[Manifest, Manifest]:
-    """(top-level manifest, the image manifest for ``platform``)."""
-    src = rt.registry_source(ref.repo, side)
-    top = await src.get_manifest(ref.ref)
+async def image_for(src: ImageSource, ref: str, platform: Platform) -> tuple[Manifest, Manifest]:
+    """(top-level manifest, the image manifest for ``platform``), from any transport."""
+    top = await src.get_manifest(ref)
     if not top.is_index:
         return top, top
     child = await src.get_manifest(str(top.select(platform).digest))
     if child.is_index:
-        raise ManifestError(f"{ref}: nested index for {platform} is not supported")
+        raise ManifestError(f"nested index for {platform} is not supported")
     return top, child
 
 
-async def _config(rt: Runtime, repo: Repo, side: SideOptions, image: Manifest) -> bytes:
+async def config_bytes(src: ImageSource, image: Manifest) -> bytes:
+    """The image's config blob, size-capped and digest-verified."""
     if image.config is None:
         raise ManifestError("schema1 images have no config blob")
     if image.config.size > MAX_CONFIG_SIZE:
         raise ManifestError(f"config blob is {image.config.size} bytes, over the {MAX_CONFIG_SIZE} limit")
-    src = rt.registry_source(repo, side)
     hasher = image.config.digest.hasher()
     parts: list[bytes] = []
     async with src.open_blob(image.config) as chunks:
@@ -50,7 +50,7 @@ async def _config(rt: Runtime, repo: Repo, side: SideOptions, image: Manifest) -
     return b"".join(parts)
 
 
-def _config_json(data: bytes) -> dict[str, Any]:
+def config_json(data: bytes) -> dict[str, Any]:
     try:
         config = json.loads(data)
     except (ValueError, RecursionError):
@@ -65,9 +65,10 @@ async def inspect_raw(rt: Runtime, ref: Reference, side: SideOptions) -> bytes:
 
 
 async def inspect_config(rt: Runtime, ref: Reference, side: SideOptions, raw: bool) -> bytes | dict[str, Any]:
-    _top, image = await _image(rt, ref, side, rt.options.platform)
-    data = await _config(rt, ref.repo, side, image)
-    return data if raw else oci_config(_config_json(data))
+    src = rt.registry_source(ref.repo, side)
+    _top, image = await image_for(src, ref.ref, rt.options.platform)
+    data = await config_bytes(src, image)
+    return data if raw else oci_config(config_json(data))
 
 
 async def list_tags(rt: Runtime, repo: Repo, side: SideOptions) -> list[str]:
@@ -75,11 +76,18 @@ async def list_tags(rt: Runtime, repo: Repo, side: SideOptions) -> list[str]:
 
 
 async def inspect(rt: Runtime, ref: Reference, side: SideOptions, no_tags: bool) -> dict[str, Any]:
-    top, image = await _image(rt, ref, side, rt.options.platform)
-    config = _config_json(await _config(rt, ref.repo, side, image)) if image.config else {}
+    src = rt.registry_source(ref.repo, side)
+    top, image = await image_for(src, ref.ref, rt.options.platform)
+    config = config_json(await config_bytes(src, image)) if image.config else {}
+    tags = [] if no_tags else await list_tags(rt, ref.repo, side)
+    return summary({"Name": str(ref.repo)}, top, image, config, tags)
+
+
+def summary(head: dict[str, Any], top: Manifest, image: Manifest, config: dict[str, Any],
+            tags: list[str]) -> dict[str, Any]:
+    """skopeo's inspect output, in skopeo's key order, after ``head`` (``Name`` for registries)."""
     runtime = config.get("config") or {}
-    out: dict[str, Any] = {"Name": str(ref.repo), "Digest": str(top.digest)}
-    out["RepoTags"] = [] if no_tags else await list_tags(rt, ref.repo, side)
+    out: dict[str, Any] = {**head, "Digest": str(top.digest), "RepoTags": tags}
     if config.get("created"):
         out["Created"] = config["created"]
     out["DockerVersion"] = config.get("docker_version", "")
