@@ -22,7 +22,6 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -94,17 +93,8 @@ class ArchiveDestination:
                 raise DigestMismatch(f"{self.location}: layer {layer.digest} uncompresses to {got}, "
                                      f"but the config says {diff_id}")
             layers.append(got)
-        fd, tmp = tempfile.mkstemp(prefix=files.TMP_PREFIX, dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                _write(out, self.work, config, top.config.digest, layers, self.repo_tags)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, files.FILE_MODE)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with files.atomic_file_sync(target) as out:
+            _write(out, self.work, config, top.config.digest, layers, self.repo_tags)
 
 
 def _uncompress(src: Path, dst: Path) -> str:

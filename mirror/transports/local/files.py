@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 
@@ -126,18 +127,26 @@ async def file_matches(path: Path, desc: Descriptor) -> bool:
     return await anyio.to_thread.run_sync(run)
 
 
-def atomic_write_sync(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file next to ``path`` and rename it into place."""
+@contextlib.contextmanager
+def atomic_file_sync(path: Path) -> Iterator[BinaryIO]:
+    """A temp file next to ``path``: flushed, synced and renamed into place only if the block
+    finishes without an exception; removed otherwise."""
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         _publish(Path(tmp), path)
     except BaseException:
         _unlink(Path(tmp))
         raise
+
+
+def atomic_write_sync(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file next to ``path`` and rename it into place."""
+    with atomic_file_sync(path) as f:
+        f.write(data)
 
 
 async def atomic_write(path: Path, data: bytes) -> None:

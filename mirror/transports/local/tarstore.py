@@ -9,9 +9,7 @@ truncated archive.
 
 from __future__ import annotations
 
-import os
 import tarfile
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -101,29 +99,20 @@ class TarReader:
 
 
 def _write_tar(root: Path, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=files.TMP_PREFIX, dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for path in sorted(root.rglob("*")):
-                    rel = path.relative_to(root).as_posix()
-                    if path.name.startswith(files.TMP_PREFIX) or rel.endswith(".lock"):
-                        continue
-                    info = tar.gettarinfo(str(path), arcname=rel)
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    if info.isreg():
-                        with open(path, "rb") as f:
-                            tar.addfile(info, f)
-                    else:
-                        tar.addfile(info)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, files.FILE_MODE)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with files.atomic_file_sync(target) as out, \
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if path.name.startswith(files.TMP_PREFIX) or rel.endswith(".lock"):
+                continue
+            info = tar.gettarinfo(str(path), arcname=rel)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if info.isreg():
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
 
 
 async def write_tar(root: Path, target: Path) -> None:
