@@ -104,7 +104,7 @@ class Planner:
                 if any(rx.search(path) for rx in excludes):
                     continue
                 spec = RepoSpec(path=path, all_tags=catalog.tags is None, regex=catalog.tags,
-                                exclude=_registry_excludes(registry))
+                                exclude=registry.exclude_tags)
                 tg.start_soon(self._repo, registry, spec, send)
 
     async def _repo(self, registry: RegistryConfig, spec: RepoSpec, send: MemoryObjectSendStream[Work]) -> None:
@@ -214,10 +214,6 @@ def _unique(repos: tuple[RepoSpec, ...]) -> list[RepoSpec]:
             seen.add(spec.path)
             out.append(spec)
     return out
-
-
-def _registry_excludes(registry: RegistryConfig) -> tuple[str, ...]:
-    return tuple(getattr(registry, "exclude_tags", ()) or ())
 
 
 def _bare_registry(name: str) -> RegistryConfig:

@@ -60,19 +60,9 @@ class RegistrySource:
             return None
         return api.descriptor_from_head(dict(reply.headers), ref)
 
-    async def list_tags(self) -> AsyncIterator[str]:
-        what = f"listing tags of {self.repo}"
-        seen = 0
-        async for data in _pages(self.endpoint, api.tags_path(self.repo.path), self._scopes, what):
-            tags = data.get("tags")
-            if tags is not None and not isinstance(tags, list):
-                raise RegistryError(f"{what}: malformed tag list")
-            for tag in tags or ():
-                if isinstance(tag, str):
-                    seen += 1
-                    yield tag
-            if seen > MAX_LISTED:
-                raise RegistryError(f"{what}: more than {MAX_LISTED} tags")
+    def list_tags(self) -> AsyncIterator[str]:
+        return _names(self.endpoint, api.tags_path(self.repo.path), self._scopes,
+                      f"listing tags of {self.repo}", "tags", ("tag list", "tags"))
 
     @asynccontextmanager
     async def open_blob(self, desc: Descriptor, offset: int = 0) -> AsyncIterator[AsyncIterator[bytes]]:
@@ -120,20 +110,27 @@ def _bytes_to_skip(resp: aiohttp.ClientResponse, position: int, desc: Descriptor
     return 0
 
 
-async def list_repositories(endpoint: Endpoint, page_size: int = 1000) -> AsyncIterator[str]:
+def list_repositories(endpoint: Endpoint, page_size: int = 1000) -> AsyncIterator[str]:
     """Every repository in ``/v2/_catalog``, following ``Link`` pages (not offered by Docker Hub)."""
-    what = f"listing repositories of {endpoint.registry}"
+    return _names(endpoint, f"/v2/_catalog?n={page_size}", ("registry:catalog:*",),
+                  f"listing repositories of {endpoint.registry}", "repositories", ("catalog", "repositories"))
+
+
+async def _names(endpoint: Endpoint, first: str, scopes: tuple[str, ...], what: str, key: str,
+                 nouns: tuple[str, str]) -> AsyncIterator[str]:
+    """The strings under ``key`` on every page of a listing (tags or repositories), capped at
+    MAX_LISTED; a page whose ``key`` is not a list is malformed, non-string entries are skipped."""
     seen = 0
-    async for data in _pages(endpoint, f"/v2/_catalog?n={page_size}", ("registry:catalog:*",), what):
-        repos = data.get("repositories")
-        if repos is not None and not isinstance(repos, list):
-            raise RegistryError(f"{what}: malformed catalog")
-        for repo in repos or ():
-            if isinstance(repo, str):
+    async for data in _pages(endpoint, first, scopes, what):
+        names = data.get(key)
+        if names is not None and not isinstance(names, list):
+            raise RegistryError(f"{what}: malformed {nouns[0]}")
+        for name in names or ():
+            if isinstance(name, str):
                 seen += 1
-                yield repo
+                yield name
         if seen > MAX_LISTED:
-            raise RegistryError(f"{what}: more than {MAX_LISTED} repositories")
+            raise RegistryError(f"{what}: more than {MAX_LISTED} {nouns[1]}")
 
 
 async def _pages(endpoint: Endpoint, first: str, scopes: tuple[str, ...], what: str) -> AsyncIterator[dict[str, Any]]:
