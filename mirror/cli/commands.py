@@ -160,7 +160,10 @@ def _inspect_local(args: argparse.Namespace) -> int:
 def list_tags(args: argparse.Namespace) -> int:
     transport, rest = split_transport(args.image)
     if transport != "docker":
-        raise UsageError(f"list-tags is not supported for transport {transport!r}")
+        name = copy_ops.parse_name(args.image)
+        local = LocalOptions(tmpdir=global_options(args).tmpdir)
+        render.json_out({"Tags": run(args, lambda _rt: inspect_local.list_tags(name, local))})
+        return 0
     if "@" in rest or ":" in rest.rsplit("/", 1)[-1]:
         raise UsageError(f"tag or digest are not supported in list-tags: {args.image!r}")
     ref = parse_docker(rest)

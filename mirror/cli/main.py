@@ -91,8 +91,10 @@ def build_parser() -> Parser:
     _retry_flags(p)
     p.set_defaults(func=commands.inspect)
 
-    p = cmd("list-tags", "List the tags of a repository", "docker://REPOSITORY")
-    p.add_argument("image", metavar="REPOSITORY-NAME", help="e.g. docker://registry.example.com/app")
+    p = cmd("list-tags", "List the tags of a repository or of a docker-archive file",
+            "docker://REPOSITORY | docker-archive:PATH")
+    p.add_argument("image", metavar="REPOSITORY-NAME",
+                   help="e.g. docker://registry.example.com/app or docker-archive:images.tar")
     _auth_flags(p)
     _retry_flags(p)
     p.set_defaults(func=commands.list_tags)

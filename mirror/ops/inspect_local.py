@@ -8,10 +8,21 @@ from __future__ import annotations
 from typing import Any
 
 from mirror.core.descriptor import Platform
+from mirror.errors import UsageError
 from mirror.ops.copy import ImageName
 from mirror.ops.inspect import config_bytes, config_json, image_for, oci_config, summary
 from mirror.transports.base import LocalOptions
 from mirror.transports.catalog import local_transports
+from mirror.transports.local.archive import DockerArchiveTransport
+
+
+async def list_tags(name: ImageName, options: LocalOptions) -> list[str]:
+    """``list-tags`` for local transports; as skopeo, only ``docker-archive:`` has tags to list."""
+    transport = local_transports()[name.transport]
+    if not isinstance(transport, DockerArchiveTransport):
+        raise UsageError(f"list-tags is not supported for transport {name.transport!r} "
+                         "(supported: docker, docker-archive)")
+    return await transport.list_tags(name.rest, options)
 
 
 async def inspect_raw(name: ImageName, options: LocalOptions) -> bytes:

@@ -24,7 +24,13 @@ import anyio
 from mirror.errors import MirrorError, UsageError
 from mirror.transports.base import ImageDestination, ImageSource, LocalOptions, Location
 from mirror.transports.local import files
-from mirror.transports.local.dockerarchive import GZIP_MAGIC, ArchiveSource, normalise_tag, split_reference
+from mirror.transports.local.dockerarchive import (
+    GZIP_MAGIC,
+    ArchiveSource,
+    archive_tags,
+    normalise_tag,
+    split_reference,
+)
 from mirror.transports.local.dockerwriter import ArchiveDestination
 
 
@@ -80,17 +86,27 @@ class DockerArchiveTransport:
         split_reference(self.name, rest)
 
     @asynccontextmanager
-    async def source(self, rest: str, options: LocalOptions) -> AsyncIterator[tuple[ImageSource, str]]:
-        path, selector = split_reference(self.name, rest)
-        location = Location(self.name, "", str(path))
+    async def _tarball(self, path: Path, options: LocalOptions) -> AsyncIterator[Path]:
+        """The archive as a plain tar: itself, or a gzip-compressed one decompressed to a temp file."""
         if not await anyio.to_thread.run_sync(_is_gzip, path):
-            src = await ArchiveSource.open(path, selector, location)
-            yield src, str(src.manifest.digest)
+            yield path
             return
         async with work_dir(options.tmpdir) as work:
             await anyio.to_thread.run_sync(_gunzip, path, work / "archive.tar")
-            src = await ArchiveSource.open(work / "archive.tar", selector, location)
+            yield work / "archive.tar"
+
+    @asynccontextmanager
+    async def source(self, rest: str, options: LocalOptions) -> AsyncIterator[tuple[ImageSource, str]]:
+        path, selector = split_reference(self.name, rest)
+        async with self._tarball(path, options) as tarball:
+            src = await ArchiveSource.open(tarball, selector, Location(self.name, "", str(path)))
             yield src, str(src.manifest.digest)
+
+    async def list_tags(self, rest: str, options: LocalOptions) -> list[str]:
+        """skopeo's ``list-tags docker-archive:PATH[:REF]`` (the REF part is ignored, as skopeo does)."""
+        path, _selector = split_reference(self.name, rest)
+        async with self._tarball(path, options) as tarball:
+            return await archive_tags(tarball)
 
     @asynccontextmanager
     async def destination(self, rest: str, options: LocalOptions

@@ -147,6 +147,21 @@ def _head(path: Path, start: int, size: int) -> bytes:
         return f.read(min(size, 8))
 
 
+async def archive_tags(path: Path) -> list[str]:
+    """skopeo's ``list-tags docker-archive:PATH``: every image's normalised RepoTags, ``@N`` if untagged."""
+    reader = await TarReader.load(path)
+    raw = await reader.read(MANIFEST, MAX_ARCHIVE_MANIFEST)
+    if raw is None:
+        raise NotFound(f"{reader.where}: not a docker-archive (no manifest.json)")
+    tags: list[str] = []
+    for i, item in enumerate(_items(raw, reader.where)):
+        names = item.get("RepoTags") or []
+        tags.extend(normalise_tag(name, f"{reader.where}: RepoTags") for name in names)
+        if not names:
+            tags.append(f"@{i}")
+    return tags
+
+
 class ArchiveSource:
     """``ImageSource`` over one image of a docker-archive; ``get_manifest("")`` is that image."""
 
