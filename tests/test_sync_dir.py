@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from support.images import push_image, push_index
+from support.images import make_layer, push_image, push_index
 from support.mirror_cli import assert_one_line_error, run_mirror
 from support.registry import Registry
 
@@ -46,13 +46,11 @@ def test_sync_to_directories_matches_skopeo_and_back(registry: Registry, registr
     assert_one_line_error(refused, "dir to dir")
 
 
-def test_sync_into_one_shared_oci_layout(registry: Registry, registry2: Registry, tmp_path: Path) -> None:
-    from support.images import make_layer
-
+def test_sync_into_one_shared_oci_layout_and_back(registry: Registry, registry2: Registry, skopeo: Skopeo,
+                                                  tmp_path: Path) -> None:
     base = make_layer(321, 8192)
-    for r in range(3):
-        for t in range(2):
-            push_image(registry, f"oci/app{r}", f"v{t}", layers=[base, make_layer(r * 10 + t)], seed=r * 10 + t)
+    pushed = {(r, t): push_image(registry, f"oci/app{r}", f"v{t}", layers=[base, make_layer(r * 10 + t)],
+                                 seed=r * 10 + t) for r in range(3) for t in range(2)}
     (tmp_path / "sync.yaml").write_text(json.dumps({registry.host: {"tls-verify": False, "images": {
         f"oci/app{r}": [] for r in range(3)}}}))
     layout = tmp_path / "layout"
@@ -63,6 +61,35 @@ def test_sync_into_one_shared_oci_layout(registry: Registry, registry2: Registry
     blobs = list((layout / "blobs" / "sha256").iterdir())
     # base once + 6 own layers + 6 configs + 6 manifests: every blob stored once for the catalog
     assert len(blobs) == 1 + 6 + 6 + 6
-    for r in range(3):
-        run_mirror("copy", "--dest-tls-verify=false", f"oci:{layout}:app{r}:v1",
-                   f"docker://{registry2.host}/back/app{r}:v1")
+    run_mirror("copy", "--dest-tls-verify=false", f"oci:{layout}:app0:v1", f"docker://{registry2.host}/one/app0:v1")
+    assert _raw(registry2, "one/app0:v1") == pushed[0, 1].manifest
+    # --src oci (extension): the whole layout back into a registry, manifests byte-identical; the shared
+    # base layer is uploaded once and mounted into the other repositories; a rerun copies nothing.
+    report = tmp_path / "report.jsonl"
+    run_mirror("sync", "--src", "oci", "--dest", "docker", "--dest-tls-verify=false", "--report", str(report),
+               str(layout), f"{registry2.host}/back")
+    for (r, t), image in pushed.items():
+        assert _raw(registry2, f"back/app{r}:v{t}") == image.manifest
+    records = [json.loads(line) for line in report.read_text().splitlines()]
+    assert sorted(rec["source"] for rec in records) == sorted(f"oci:{layout}:{n}" for n in names)
+    assert {rec["outcome"] for rec in records} == {"copied"}
+    assert sum(rec["blobs"]["uploaded"] for rec in records) == 1 + 6 + 6
+    again = run_mirror("sync", "--src", "oci", "--dest", "docker", "--dest-tls-verify=false", "--report",
+                       str(report), str(layout), f"{registry2.host}/back")
+    assert "0 copied, 6 up to date" in again.stderr
+    # A layout skopeo wrote with a bare tag name is named after its directory.
+    theirs = tmp_path / "skopeo-layout"
+    skopeo("copy", "--src-tls-verify=false", registry.ref("oci/app2", "v0"), f"oci:{theirs}:v9")
+    run_mirror("sync", "--src", "oci", "--dest", "docker", "--dest-tls-verify=false", "--scoped", str(theirs),
+               f"{registry2.host}/sk")
+    assert _raw(registry2, "sk/skopeo-layout:v9") == pushed[2, 0].manifest
+    empty = tmp_path / "empty"
+    skopeo("copy", "--src-tls-verify=false", registry.ref("oci/app2", "v0"), f"oci:{empty}")
+    refused = run_mirror("sync", "--src", "oci", "--dest", "docker", str(empty), f"{registry2.host}/x", check=False)
+    assert_one_line_error(refused, "no named images")
+    refused = run_mirror("sync", "--src", "oci", "--dest", "oci", str(layout), str(tmp_path / "y"), check=False)
+    assert_one_line_error(refused, "only to docker")
+
+
+def _raw(reg: Registry, ref: str) -> bytes:
+    return run_mirror("inspect", "--tls-verify=false", "--raw", f"docker://{reg.host}/{ref}").stdout.encode()

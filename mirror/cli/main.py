@@ -125,11 +125,15 @@ def build_parser() -> Parser:
     _state_flags(p)
     p.set_defaults(func=commands.copy)
 
-    p = cmd("sync", "Synchronize images between registries (and, later, directories)",
+    p = cmd("sync", "Synchronize images between registries, directories and OCI layouts",
             "--src TRANSPORT --dest TRANSPORT SOURCE DESTINATION")
-    p.add_argument("source", metavar="SOURCE", help="docker: registry/repo[:tag]; yaml: a sync YAML file")
-    p.add_argument("destination", metavar="DESTINATION", help="docker: registry[:port][/namespace]")
-    p.add_argument("--src", "-s", choices=("docker", "dir", "yaml"), required=True, help="source transport")
+    p.add_argument("source", metavar="SOURCE",
+                   help="docker: registry/repo[:tag]; yaml: a sync YAML file; dir: a directory of dir: images; "
+                        "oci: an OCI layout (its named images)")
+    p.add_argument("destination", metavar="DESTINATION",
+                   help="docker: registry[:port][/namespace]; dir: a directory; oci: an OCI layout directory")
+    p.add_argument("--src", "-s", choices=("docker", "dir", "yaml", "oci"), required=True,
+                   help="source transport (oci, an extension: every named image of one OCI layout, to docker)")
     p.add_argument("--dest", "-d", choices=("docker", "dir", "oci"), required=True,
                    help="destination transport (oci: one shared OCI layout for the whole sync)")
     add_bool(p, "--scoped", "prefix destination names with the full source registry/repository path")

@@ -35,8 +35,8 @@ def _platforms(values: list[str]) -> tuple[Platform, ...]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.src == "dir" and args.dest != "docker":
-        raise UsageError(f"sync from dir to {args.dest} is not supported (as in skopeo: dir to dir)")
+    if args.src in ("dir", "oci") and args.dest != "docker":
+        raise UsageError(f"sync from {args.src} to {args.dest} is not supported (only to docker)")
     if args.manifest_format:
         raise UsageError("--format (manifest conversion) is not supported: mirror copies manifests unchanged")
     if args.jobs < 1 or args.blob_jobs < 1:
@@ -65,8 +65,9 @@ def sync(args: argparse.Namespace) -> int:
     display = render.SyncDisplay(stats, enabled=not args.quiet)
     try:
         with display:
-            if args.src == "dir":
-                result = run(args, lambda rt: sync_ops.sync_dir(rt, args.source, request, sink, stats))
+            if args.src in ("dir", "oci"):
+                result = run(args, lambda rt: sync_ops.sync_dir(rt, args.source, request, sink, stats,
+                                                                layout=args.src == "oci"))
             elif config is not None:
                 result = run(args, lambda rt: sync_ops.sync_yaml(rt, config, request, sink, stats),
                              policies=sync_ops.policies(config))

@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 
@@ -19,8 +20,9 @@ from mirror.http.tls import TLSOptions
 from mirror.plan.expand import Planner, PlanOptions, PruneCandidate
 from mirror.plan.naming import Naming
 from mirror.runtime import Runtime, SideOptions
-from mirror.transports.base import ImageDestination, ImageSource, LocalOptions
+from mirror.transports.base import ImageDestination, ImageSource, LocalOptions, Location
 from mirror.transports.catalog import local_transports
+from mirror.transports.local.layout import DirReader, LayoutSource
 from mirror.transports.registry.source import RegistrySource, list_repositories
 
 
@@ -77,6 +79,11 @@ class RegistryEndpoints:
 
     async def image_directories(self, root: str) -> list[str]:
         return await anyio.to_thread.run_sync(_image_directories, root)
+
+    async def layout_source(self, root: str) -> ImageSource:
+        if not await anyio.to_thread.run_sync(os.path.isdir, root):
+            raise UsageError(f"--src oci: {root!r} is not a directory")
+        return await LayoutSource.open(DirReader(Path(root)), Location("oci", "", root))
 
     async def destination_tags(self, registry: str, path: str) -> list[str] | None:
         repo = Repo(registry, path)
@@ -163,10 +170,11 @@ async def sync_docker(rt: Runtime, text: str, reference: Reference, explicit: bo
 
 
 async def sync_dir(rt: Runtime, root: str, request: SyncRequest, on_record: Callable[[ImageRecord], None],
-                   stats: RunStats) -> SyncResult:
-    """``--src dir``: every dir-transport image below ``root`` to the destination registry."""
+                   stats: RunStats, layout: bool = False) -> SyncResult:
+    """``--src dir``: every dir-transport image below ``root`` to the destination registry;
+    with ``layout`` (``--src oci``), every named image of the OCI layout at ``root``."""
     planner, result, scheduler = _prepare(rt, request, on_record, stats, False)
-    await scheduler.run(lambda send: planner.directory(root, send))
+    await scheduler.run(lambda send: planner.layout(root, send) if layout else planner.directory(root, send))
     _limiter_report(rt, result)
     return result
 

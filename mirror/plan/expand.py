@@ -20,7 +20,8 @@ from mirror.aio import SingleFlight
 from mirror.config.filters import compile_regex, is_digest, parse_platform, select_tags
 from mirror.config.schema import RegistryConfig, RepoSpec, SyncConfig
 from mirror.core.reference import Reference, parse_docker
-from mirror.plan.naming import Naming, dir_image_suffix, docker_destination, local_destination
+from mirror.errors import UsageError
+from mirror.plan.naming import Naming, dir_image_suffix, docker_destination, layout_image_suffix, local_destination
 from mirror.plan.pairs import DeferredPair, ImagePair, Work
 from mirror.transports.base import ImageDestination, ImageSource
 
@@ -47,6 +48,10 @@ class Endpoints(Protocol):
 
     async def image_directories(self, root: str) -> list[str]:
         """``--src dir``: every directory below ``root`` holding a dir-transport image, sorted."""
+        ...
+
+    async def layout_source(self, root: str) -> ImageSource:
+        """``--src oci``: the OCI layout at ``root``; its ``list_tags`` are the index.json ref names."""
         ...
 
 
@@ -185,6 +190,25 @@ class Planner:
                                     src_name=f"dir:{image_dir}", dst_name=str(dst))
 
             await send.send(DeferredPair(opened, f"dir:{image_dir}", str(dst)))
+
+    async def layout(self, root: str, send: MemoryObjectSendStream[Work]) -> None:
+        """``--src oci`` (extension): every named image of one OCI layout to ``DESTINATION/<repo>:<tag>``
+        (the inverse of ``--dest oci``); entries without a ref name are not synced."""
+        naming = self.options.naming
+        source = await self.endpoints.layout_source(root)
+        names = [name async for name in source.list_tags()]
+        if not names:
+            raise UsageError(f"--src oci: the layout {root!r} has no named images (org.opencontainers.image.ref.name)")
+        self.on_planned(len(names))
+        for name in names:
+            suffix = layout_image_suffix(root, name, naming)
+            dst = parse_docker(posixpath.join(naming.destination.rstrip("/"), suffix) + naming.append_suffix)
+            existing = await self._destination_tags(dst.repo.registry, dst.repo.path)
+            await send.send(ImagePair(
+                source=source, src_ref=name, destination=self.endpoints.destination(dst.repo.registry, dst.repo.path),
+                dst_ref=dst.tag, fresh_repo=not existing,
+                dst_has_tag=None if dst.tag is None else bool(existing and dst.tag in existing),
+                src_name=f"oci:{root}:{name}", dst_name=str(dst)))
 
     async def _prune(self, registry: RegistryConfig, spec: RepoSpec, available: set[str]) -> None:
         naming = self.options.naming

@@ -57,3 +57,15 @@ def dir_image_suffix(root: str, image_dir: str, naming: Naming) -> str:
     if relative == ".":
         relative = posixpath.basename(root.rstrip("/"))
     return relative if naming.scoped else posixpath.basename(relative)
+
+
+def layout_image_suffix(root: str, name: str, naming: Naming) -> str:
+    """``--src oci`` (extension): an index.json ref name ``[path/]repo:tag`` (as ``--dest oci`` writes
+    them) keeps its last path element unless --scoped, like ``--src dir``; a bare tag (``v1``, as
+    ``skopeo copy … oci:LAYOUT:v1`` writes) is named after the layout directory."""
+    repo, colon, tag = name.rpartition(":")
+    if not colon or "/" in tag:
+        repo, tag = posixpath.basename(root.rstrip("/")), name
+    if not naming.scoped:
+        repo = posixpath.basename(repo)
+    return f"{repo}:{tag}"
