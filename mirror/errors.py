@@ -80,3 +80,7 @@ class TLSError(MirrorError):
 
 class CredentialError(MirrorError):
     """Credentials could not be found, parsed or stored."""
+
+
+class SignatureError(MirrorError):
+    """Signatures cannot be carried to the destination (skopeo's ``--remove-signatures`` drops them)."""

@@ -186,7 +186,8 @@ def copy(args: argparse.Namespace) -> int:
             raise UsageError("--all conflicts with --multi-arch=" + mode.value)
         mode = MultiArch.ALL
     options = global_options(args)
-    copy_options = CopyOptions(multi_arch=mode, platform=options.platform)
+    copy_options = CopyOptions(multi_arch=mode, platform=options.platform,
+                               remove_signatures=bool(args.remove_signatures))
     src_side = side_options(args, "src-", args.authfile)
     dst_side = side_options(args, "dest-", args.authfile)
     progress = render.CopyProgress(quiet=bool(args.quiet))

@@ -106,7 +106,7 @@ def build_parser() -> Parser:
     p.add_argument("--multi-arch", choices=("system", "all", "index-only"), default=None,
                    help="for lists: copy the system's image (default), all images, or only the index")
     add_bool(p, "--preserve-digests", "fail if digests cannot be preserved (mirror always preserves them)")
-    add_bool(p, "--remove-signatures", "do not copy signatures (mirror does not copy signatures yet)")
+    add_bool(p, "--remove-signatures", "do not copy signatures (dir: signature-N; other targets refuse them)")
     p.add_argument("--digestfile", metavar="PATH", help="write the digest of the copied manifest to PATH")
     add_bool(p, "--quiet", "suppress progress output", short="-q")
     p.add_argument("--image-parallel-copies", type=int, default=6, metavar="N",
@@ -142,7 +142,7 @@ def build_parser() -> Parser:
     add_bool(p, "--dry-run", "compare source and destination and report, without writing anything")
     add_bool(p, "--keep-going", "continue after an image fails; exit 3 at the end if any failed")
     add_bool(p, "--preserve-digests", "fail if digests cannot be preserved (mirror always preserves them)")
-    add_bool(p, "--remove-signatures", "do not copy signatures (mirror does not copy signatures yet)")
+    add_bool(p, "--remove-signatures", "do not copy signatures (dir: signature-N; other targets refuse them)")
     p.add_argument("--digestfile", metavar="PATH", help="write 'DIGEST DESTINATION' for every image synced")
     p.add_argument("--format", "-f", dest="manifest_format", metavar="FORMAT",
                    help="manifest type conversion (not supported: manifests are copied byte for byte)")

@@ -53,7 +53,7 @@ def sync(args: argparse.Namespace) -> int:
         assume_immutable=bool(args.assume_immutable_tags) or bool(config and any(
             r.assume_immutable_tags for r in config.registries)),
         copy=CopyOptions(multi_arch=MultiArch.ALL if args.all else MultiArch.SYSTEM, platform=options.platform,
-                         platforms=platforms))
+                         platforms=platforms, remove_signatures=bool(args.remove_signatures)))
     request = sync_ops.SyncRequest(
         naming=Naming(args.destination.removeprefix("docker://"), bool(args.scoped), args.append_suffix),
         src_side=side_options(args, "src-", args.authfile), dst_side=side_options(args, "dest-", args.authfile),

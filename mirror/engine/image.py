@@ -16,10 +16,11 @@ import anyio
 from mirror.aio import SingleFlight
 from mirror.core import manifest as manifest_mod
 from mirror.core.descriptor import Descriptor, Platform, matches
+from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 from mirror.engine.blobs import BlobCounters, BlobMover
-from mirror.errors import ManifestError
-from mirror.transports.base import ImageDestination, ImageSource
+from mirror.errors import ManifestError, SignatureError
+from mirror.transports.base import ImageDestination, ImageSource, SignatureDestination, SignatureSource
 
 
 class MultiArch(Enum):
@@ -33,6 +34,7 @@ class CopyOptions:
     multi_arch: MultiArch = MultiArch.SYSTEM
     platform: Platform = field(default_factory=lambda: Platform("linux", "amd64"))
     platforms: tuple[Platform, ...] = ()  # a subset of an index to copy (YAML `platforms`)
+    remove_signatures: bool = False
 
 
 @dataclass(slots=True)
@@ -78,9 +80,11 @@ class ImageCopier:
         """Copy ``top`` (already fetched) and store it under ``dst_ref`` (None: by digest only).
         ``fresh_repo``: the destination repository held no tags before the run, so no HEADs.
         ``options`` overrides the run's copy options for this image (per-registry platforms)."""
+        options = options or self.options
         if top.is_index:
-            top = await self._copy_index(src, top, dst, fresh_repo, work, options or self.options)
+            top, signatures = await self._copy_index(src, top, dst, fresh_repo, work, options)
         else:
+            signatures = await self._signatures(src, None, dst, options)
             await self._copy_blobs(src, top, dst, fresh_repo, work)
         if dst_ref is None:
             if await self.manifests.by_digest(dst, top):
@@ -88,29 +92,38 @@ class ImageCopier:
         elif not self.manifests.dry_run:
             await dst.put_manifest(top, dst_ref)
             work.manifests_written += 1
+        await self._put_signatures(dst, signatures, None)
         return top
 
-    async def _copy_index(self, src: ImageSource, index: Manifest, dst: ImageDestination,
-                          fresh_repo: bool, work: ImageWork, options: CopyOptions) -> Manifest:
+    async def _copy_index(self, src: ImageSource, index: Manifest, dst: ImageDestination, fresh_repo: bool,
+                          work: ImageWork, options: CopyOptions) -> tuple[Manifest, list[bytes]]:
+        """The manifest to store at the top, and the signatures that go with it."""
         mode = options.multi_arch
         if mode is MultiArch.SYSTEM and not options.platforms:
             child = await src.get_manifest(str(index.select(options.platform).digest))
             if child.is_index:
                 raise ManifestError(f"index {index.digest} nests another index for {options.platform}")
+            # As containers/image: the chosen instance's signatures become the copy's own.
+            signatures = await self._signatures(src, child.digest, dst, options)
             await self._copy_blobs(src, child, dst, fresh_repo, work)
-            return child
+            return child, signatures
+        signatures = await self._signatures(src, None, dst, options)
         if mode is MultiArch.INDEX_ONLY:
-            return index
+            return index, signatures
         children = index.manifests
         if options.platforms:
-            index, children = subset_index(index, options.platforms)
+            subset, children = subset_index(index, options.platforms)
+            if signatures and subset.digest != index.digest:
+                raise SignatureError(f"Can not copy signatures of {index.digest}: a platform subset changes the "
+                                     "index they sign (use --remove-signatures)")
+            index = subset
         async with anyio.create_task_group() as tg:
             for desc in children:
-                tg.start_soon(self._copy_child, src, desc, dst, fresh_repo, work)
-        return index
+                tg.start_soon(self._copy_child, src, desc, dst, fresh_repo, work, options)
+        return index, signatures
 
     async def _copy_child(self, src: ImageSource, desc: Descriptor, dst: ImageDestination,
-                          fresh_repo: bool, work: ImageWork) -> None:
+                          fresh_repo: bool, work: ImageWork, options: CopyOptions) -> None:
         if self.manifests.known(dst, desc.digest):
             return
         if not fresh_repo and await dst.head_manifest(str(desc.digest)) is not None:
@@ -118,9 +131,27 @@ class ImageCopier:
         child = await src.get_manifest(str(desc.digest))
         if child.is_index:
             raise ManifestError(f"nested index {desc.digest} is not supported")
+        signatures = await self._signatures(src, child.digest, dst, options)
         await self._copy_blobs(src, child, dst, fresh_repo, work)
         if await self.manifests.by_digest(dst, child):
             work.manifests_written += 1
+        await self._put_signatures(dst, signatures, child.digest)
+
+    @staticmethod
+    async def _signatures(src: ImageSource, instance: Digest | None, dst: ImageDestination,
+                          options: CopyOptions) -> list[bytes]:
+        """The source's signatures to carry, checked before any blob moves (as containers/image)."""
+        if options.remove_signatures or not isinstance(src, SignatureSource):
+            return []
+        signatures = await src.signatures(instance)
+        if signatures and not isinstance(dst, SignatureDestination):
+            raise SignatureError(f"Can not copy signatures to {dst.location}: it does not store signatures "
+                                 "(use --remove-signatures)")
+        return signatures
+
+    async def _put_signatures(self, dst: ImageDestination, signatures: list[bytes], instance: Digest | None) -> None:
+        if signatures and not self.manifests.dry_run and isinstance(dst, SignatureDestination):
+            await dst.put_signatures(signatures, instance)
 
     async def _copy_blobs(self, src: ImageSource, image: Manifest, dst: ImageDestination,
                           fresh_repo: bool, work: ImageWork) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from mirror.core.descriptor import Descriptor
+from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 
 #: Opens the source blob at a byte offset, yielding its chunks from there.
@@ -76,6 +77,22 @@ class ImageDestination(Protocol):
     async def put_manifest(self, manifest: Manifest, ref: str) -> None:
         """Store the manifest's raw bytes under ``ref`` (a tag or its digest)."""
         ...
+
+
+@runtime_checkable
+class SignatureSource(Protocol):
+    """A source that stores image signatures (skopeo's ``dir:`` ``signature-N`` files)."""
+
+    async def signatures(self, instance: Digest | None) -> list[bytes]:
+        """Signatures of the top-level manifest (None) or of one instance of an index, in order."""
+        ...
+
+
+@runtime_checkable
+class SignatureDestination(Protocol):
+    """A destination that stores image signatures; others make a signed copy fail unless they are removed."""
+
+    async def put_signatures(self, signatures: list[bytes], instance: Digest | None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 Layout: ``version`` (exactly ``Directory Transport Version: 1.1\\n``), ``manifest.json`` (the raw
 top-level manifest), blobs named by their bare hex digest, and ``<hex>.manifest.json`` for each
-instance of a list copied with ``--all``. One image per directory.
+instance of a list copied with ``--all``, and signatures as ``signature-N`` (top level) and
+``<hex>.signature-N`` (an instance), N from 1, carried opaquely. One image per directory.
 
 Writing builds the whole directory in a temp sibling and renames it into place only when the copy
 succeeded; an existing dir-transport directory is replaced, any other non-empty path is refused
@@ -30,10 +31,17 @@ from mirror.transports.local import files
 VERSION_FILE = "version"
 VERSION = b"Directory Transport Version: 1.1\n"
 MANIFEST = "manifest.json"
+MAX_SIGNATURE_SIZE = 4 << 20  # containers/image's limit for one signature
+MAX_SIGNATURES = 1000
 
 
 def _blob_file(digest: Digest) -> str:
     return digest.hex if digest.algorithm == "sha256" else f"{digest.algorithm}-{digest.hex}"
+
+
+def _signature_file(index: int, instance: Digest | None) -> str:
+    """containers/image's names: ``signature-N`` (top level) or ``<hex>.signature-N`` (an instance), N from 1."""
+    return f"signature-{index + 1}" if instance is None else f"{_blob_file(instance)}.signature-{index + 1}"
 
 
 class DirSource:
@@ -78,6 +86,16 @@ class DirSource:
     def open_blob(self, desc: Descriptor, offset: int = 0) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         return files.open_chunks(self.root / _blob_file(desc.digest), offset, None, f"{self.root}: blob {desc.digest}")
 
+    async def signatures(self, instance: Digest | None) -> list[bytes]:
+        found: list[bytes] = []
+        while len(found) < MAX_SIGNATURES:
+            data = await files.read_file(self.root / _signature_file(len(found), instance), MAX_SIGNATURE_SIZE,
+                                         "signature")
+            if data is None:
+                return found
+            found.append(data)
+        raise MirrorError(f"{self.root}: more than {MAX_SIGNATURES} signatures")
+
 
 class DirDestination:
     capabilities = Capabilities()
@@ -103,6 +121,10 @@ class DirDestination:
     async def put_manifest(self, manifest: Manifest, ref: str) -> None:
         await files.atomic_write(self.work / f"{_blob_file(manifest.digest)}.manifest.json", manifest.raw)
         self._top = manifest
+
+    async def put_signatures(self, signatures: list[bytes], instance: Digest | None) -> None:
+        for i, data in enumerate(signatures):
+            await files.atomic_write(self.work / _signature_file(i, instance), data)
 
     async def commit(self) -> None:
         top = self._top
