@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trustme
 from support.images import PushedImage, SeededImages, get_blob, get_manifest
 from support.mirror_cli import assert_one_line_error, run_mirror
 from support.registry import Registry
+from support.tlsforward import tls_forwarder, write_client_dir
 
 Skopeo = Callable[..., subprocess.CompletedProcess[str]]
 PODMAN = shutil.which("podman")
@@ -334,3 +336,38 @@ def test_containers_storage_both_ways_with_podman(podman: Podman, seeded_images:
     _check_registry_copy(registry2, "from-storage/by-id", docker_image)
     missing = _copy(f"{podman.spec}no/such:image", registry2.ref("x/y", "v1"), check=False)
     assert_one_line_error(missing, "not found")
+
+
+@needs_podman
+def test_docker_daemon_over_tls_with_client_certificates(podman: Podman, seeded_images: SeededImages,
+                                                         registry2: Registry, skopeo: Skopeo, tmp_path: Path) -> None:
+    """``tcp://`` is HTTPS, as in containers/image: the daemon's CA and our client pair come from
+    ``--*-cert-dir`` (ca.pem, cert.pem, key.pem); the daemon here refuses clients without a certificate."""
+    ca = trustme.CA()
+    certs = write_client_dir(ca, tmp_path / "certs")
+    image = seeded_images.docker_image
+    with tls_forwarder(ca, podman.socket.removeprefix("unix://")) as host:
+        run_mirror("copy", "--src-tls-verify=false", "--dest-daemon-host", host, "--dest-cert-dir", str(certs),
+                   seeded_images.registry.ref(image.repo, "v1"), "docker-daemon:tls/loaded:v1")
+        status, body = _api(podman.socket, "/images/tls%2Floaded:v1/json")
+        assert status == 200 and json.loads(body)["Id"] == image.config_digest
+        info = json.loads(run_mirror("inspect", "--daemon-host", host, "--cert-dir", str(certs),
+                                     "docker-daemon:tls/loaded:v1").stdout)
+        assert info["Layers"] == _diff_ids(image)
+        run_mirror("copy", "--src-daemon-host", host, "--src-cert-dir", str(certs), "--dest-tls-verify=false",
+                   "docker-daemon:tls/loaded:v1", registry2.ref("from-tls-daemon/app", "v1"))
+        _check_registry_copy(registry2, "from-tls-daemon/app", image)
+        # skopeo reads the same daemon with the same flags (the setup is what skopeo users have).
+        skopeo("copy", "--src-daemon-host", host, "--src-cert-dir", str(certs), "docker-daemon:tls/loaded:v1",
+               f"dir:{tmp_path / 'by-skopeo'}")
+        # Without the CA the daemon's certificate is refused; without a client pair the daemon refuses us.
+        unknown = run_mirror("inspect", "--daemon-host", host, "docker-daemon:tls/loaded:v1", check=False)
+        assert_one_line_error(unknown, "certificate verification failed")
+        (tmp_path / "ca-only").mkdir()
+        shutil.copy(certs / "ca.pem", tmp_path / "ca-only" / "ca.pem")
+        anonymous = run_mirror("inspect", "--daemon-host", host, "--cert-dir", str(tmp_path / "ca-only"),
+                               "docker-daemon:tls/loaded:v1", check=False)
+        assert_one_line_error(anonymous, "docker daemon at")
+        half = run_mirror("inspect", "--daemon-host", host, "--cert-dir", str(tmp_path / "half"),
+                          "docker-daemon:tls/loaded:v1", check=False)
+        assert_one_line_error(half, "does not exist")

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
@@ -65,6 +65,12 @@ def side_options(args: argparse.Namespace, prefix: str = "", fallback_authfile: 
     )
     return SideOptions(creds, TLSOptions(verify=True if tls_verify is None else tls_verify,
                                          cert_dir=get(args, f"{p}cert_dir")))
+
+
+def _daemon_options(args: argparse.Namespace, p: str) -> dict[str, Any]:
+    """docker-daemon: settings from ``--[src-|dest-]daemon-host``, ``--…cert-dir`` and ``--…tls-verify``."""
+    return {"daemon_host": get(args, f"{p}daemon_host"), "daemon_cert_dir": get(args, f"{p}cert_dir"),
+            "daemon_tls_verify": get(args, f"{p}tls_verify") is not False}
 
 
 def run(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[T]],
@@ -136,7 +142,7 @@ def _inspect_local(args: argparse.Namespace) -> int:
     """``inspect`` of a dir:, oci: or archive image (no registry: ``Name`` omitted, no RepoTags)."""
     name = copy_ops.parse_name(args.image)
     options = global_options(args)
-    local = LocalOptions(tmpdir=options.tmpdir, daemon_host=get(args, "daemon_host"))
+    local = LocalOptions(tmpdir=options.tmpdir, **_daemon_options(args, ""))
     if args.raw and not args.config:
         if args.format:
             raise UsageError("--format cannot be used with --raw")
@@ -191,9 +197,8 @@ def copy(args: argparse.Namespace) -> int:
     src_side = side_options(args, "src-", args.authfile)
     dst_side = side_options(args, "dest-", args.authfile)
     progress = render.CopyProgress(quiet=bool(args.quiet))
-    local = LocalOptions(tmpdir=options.tmpdir, all_images=mode is MultiArch.ALL,
-                         daemon_host=get(args, "src_daemon_host"))
-    dest_local = replace(local, daemon_host=get(args, "dest_daemon_host"),
+    local = LocalOptions(tmpdir=options.tmpdir, all_images=mode is MultiArch.ALL, **_daemon_options(args, "src_"))
+    dest_local = replace(local, **_daemon_options(args, "dest_"),
                          additional_tags=tuple(args.additional_tag))
     record = run(args, lambda rt: copy_ops.copy(rt, src, dst, src_side, dst_side, copy_options,
                                                 max(1, args.image_parallel_copies), progress, local, dest_local))

@@ -155,3 +155,25 @@ def ssl_context(host: str, opts: TLSOptions, roots: Sequence[Path]) -> ssl.SSLCo
     if directory is not None:
         _load_cert_dir(ctx, directory, explicit=opts.cert_dir is not None)
     return ctx
+
+
+def daemon_context(cert_dir: str | None, verify: bool) -> ssl.SSLContext:
+    """A client context for a Docker daemon on ``tcp://`` (containers/image's rule): system CAs, and from
+    ``cert_dir`` Docker's file names ``ca.pem`` (CA) and ``cert.pem``/``key.pem`` (client pair)."""
+    ctx = ssl.create_default_context()
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if cert_dir is None:
+        return ctx
+    directory = Path(cert_dir)
+    if not directory.is_dir():
+        raise TLSError(f"certificate directory {directory} does not exist or is not a directory")
+    if (directory / "ca.pem").exists():
+        _load_ca(ctx, directory / "ca.pem")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    if cert.exists() != key.exists():
+        raise TLSError(f"{directory}: cert.pem and key.pem must be present together")
+    if cert.exists():
+        _load_pair(ctx, cert, key)
+    return ctx

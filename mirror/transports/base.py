@@ -101,6 +101,8 @@ class LocalOptions:
 
     tmpdir: str | None = None
     daemon_host: str | None = None       # docker-daemon: --src-daemon-host / --dest-daemon-host
+    daemon_cert_dir: str | None = None   # docker-daemon on tcp://: ca.pem, cert.pem, key.pem (--src-cert-dir)
+    daemon_tls_verify: bool = True       # docker-daemon on tcp://: --src-tls-verify / --dest-tls-verify
     additional_tags: tuple[str, ...] = ()  # docker-archive destination: --additional-tag
     all_images: bool = False             # dir: write per-instance manifests for --all copies
 

@@ -1,7 +1,10 @@
 """skopeo's ``docker-daemon:REF`` transport, through the Docker Engine API.
 
-The daemon is ``--src-daemon-host``/``--dest-daemon-host`` (``unix:///path``, ``tcp://host:port`` or
-``http://host:port``, plain HTTP only), else ``$DOCKER_HOST``, else ``unix:///var/run/docker.sock``.
+The daemon is ``--src-daemon-host``/``--dest-daemon-host``, else ``$DOCKER_HOST``, else
+``unix:///var/run/docker.sock``. As containers/image: ``unix:///path`` is a socket, ``http://host:port``
+plain HTTP, and ``tcp://host:port`` HTTPS, verified against the system CAs plus ``ca.pem`` from
+``--src-cert-dir``/``--dest-cert-dir`` (``--cert-dir`` for inspect), which also supplies the client pair
+``cert.pem``/``key.pem``; ``--src-tls-verify=false`` skips verification.
 
 - source: ``GET /images/{name}/get`` streams a docker-archive; it is spooled to a temp file (in
   ``--tmpdir``) and read with the docker-archive reader (see ``dockerarchive.py``);
@@ -21,13 +24,15 @@ import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 import anyio
 
-from mirror.errors import InvalidReference, MirrorError, NotFound
+from mirror.errors import InvalidReference, MirrorError, NotFound, TLSError
+from mirror.http.tls import daemon_context
 from mirror.transports.base import ImageDestination, ImageSource, LocalOptions, Location
 from mirror.transports.local.archive import build_archive, work_dir
 from mirror.transports.local.dockerarchive import ArchiveSource, normalise_tag
@@ -47,13 +52,27 @@ def parse_ref(rest: str) -> tuple[str, bool]:
     return normalise_tag(rest, where), False
 
 
-def daemon_host(options: LocalOptions) -> str:
-    return options.daemon_host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+@dataclass(frozen=True, slots=True)
+class Daemon:
+    """Where the daemon is and how to reach it."""
+
+    host: str
+    cert_dir: str | None = None
+    tls_verify: bool = True
+
+    def __str__(self) -> str:
+        return self.host
+
+
+def daemon(options: LocalOptions) -> Daemon:
+    host = options.daemon_host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+    return Daemon(host, options.daemon_cert_dir, options.daemon_tls_verify)
 
 
 @asynccontextmanager
-async def engine_session(host: str) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
-    """An aiohttp session talking to the daemon at ``host``, and the base URL to use with it."""
+async def engine_session(target: Daemon) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+    """An aiohttp session talking to the daemon, and the base URL to use with it."""
+    host = target.host
     url = urlsplit(host)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
     if url.scheme == "unix":
@@ -61,15 +80,23 @@ async def engine_session(host: str) -> AsyncIterator[tuple[aiohttp.ClientSession
             raise InvalidReference(f"invalid daemon host {host!r}: no socket path")
         connector: aiohttp.BaseConnector = aiohttp.UnixConnector(path=url.path)
         base = "http://docker"
-    elif url.scheme in ("tcp", "http") and url.netloc:
+    elif url.scheme == "http" and url.netloc:
         connector, base = aiohttp.TCPConnector(), f"http://{url.netloc}"
+    elif url.scheme == "tcp" and url.netloc:
+        context = await anyio.to_thread.run_sync(daemon_context, target.cert_dir, target.tls_verify)
+        connector, base = aiohttp.TCPConnector(ssl=context), f"https://{url.netloc}"
     else:
-        raise InvalidReference(f"invalid daemon host {host!r}: use unix:///path or tcp://host:port")
+        raise InvalidReference(f"invalid daemon host {host!r}: use unix:///path, tcp://host:port (TLS) "
+                               "or http://host:port")
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         yield session, base
 
 
-def _failure(host: str, exc: Exception) -> MirrorError:
+def _failure(host: Daemon, exc: Exception) -> MirrorError:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = getattr(exc.certificate_error, "verify_message", "") or exc.certificate_error.__class__.__name__
+        return TLSError(f"docker daemon at {host}: certificate verification failed ({reason}); give its CA as "
+                        "ca.pem in --src-cert-dir/--dest-cert-dir (--cert-dir), or --tls-verify=false")
     return MirrorError(f"docker daemon at {host}: {exc.__class__.__name__}: {exc}")
 
 
@@ -82,7 +109,7 @@ async def _error_text(resp: aiohttp.ClientResponse) -> str:
     return str(message or body.strip() or resp.reason).splitlines()[0][:300]
 
 
-async def save(host: str, name: str, target: Path) -> None:
+async def save(host: Daemon, name: str, target: Path) -> None:
     """``GET /images/{name}/get`` into ``target``."""
     async with engine_session(host) as (session, base):
         try:
@@ -99,7 +126,7 @@ async def save(host: str, name: str, target: Path) -> None:
             raise _failure(host, exc) from None
 
 
-async def load(host: str, archive: Path) -> None:
+async def load(host: Daemon, archive: Path) -> None:
     """``POST /images/load`` with ``archive``; raises on an HTTP error or an error in the stream."""
     async def body() -> AsyncIterator[bytes]:
         async with await anyio.open_file(archive, "rb") as f:
@@ -133,11 +160,11 @@ class DockerDaemonTransport:
     @asynccontextmanager
     async def source(self, rest: str, options: LocalOptions) -> AsyncIterator[tuple[ImageSource, str]]:
         name, _ = parse_ref(rest)
-        host = daemon_host(options)
+        host = daemon(options)
         async with work_dir(options.tmpdir) as work:
             spool = work / "image.tar"
             await save(host, name, spool)
-            src = await ArchiveSource.open(spool, None, Location(self.name, host, name))
+            src = await ArchiveSource.open(spool, None, Location(self.name, host.host, name))
             yield src, str(src.manifest.digest)
 
     @asynccontextmanager
@@ -146,9 +173,9 @@ class DockerDaemonTransport:
         name, is_id = parse_ref(rest)
         if is_id:
             raise InvalidReference(f"docker-daemon:{rest}: a destination needs a name:tag, not an image ID")
-        host = daemon_host(options)
+        host = daemon(options)
         async with work_dir(options.tmpdir) as work:
             archive = work / "image.tar"
-            async with build_archive(archive, Location(self.name, host, name), [name], work) as dest:
+            async with build_archive(archive, Location(self.name, host.host, name), [name], work) as dest:
                 yield dest, name
             await load(host, archive)
