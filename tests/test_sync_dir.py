@@ -42,6 +42,23 @@ def test_sync_to_directories_matches_skopeo_and_back(registry: Registry, registr
     raw = run_mirror("inspect", "--tls-verify=false", "--raw", f"docker://{registry2.host}/restored/multi:v1")
     assert raw.stdout.encode() == index.manifest
     assert json.loads(raw.stdout)["manifests"]
+    # --scoped: the full source name as the directory path, the same tree as skopeo's; and back, scoped.
+    scoped_ours, scoped_theirs = tmp_path / "scoped-ours", tmp_path / "scoped-theirs"
+    run_mirror("sync", "--src", "docker", "--dest", "dir", "--src-tls-verify=false", "--scoped",
+               f"{registry.host}/air/gap", str(scoped_ours))
+    skopeo("sync", "--src", "docker", "--dest", "dir", "--src-tls-verify=false", "--scoped",
+           f"{registry.host}/air/gap", str(scoped_theirs))
+    assert _tree(scoped_ours) == _tree(scoped_theirs)
+    assert (scoped_ours / registry.host / "air" / "gap:v1" / "manifest.json").read_bytes() == images["v1"].manifest
+    # (a host:port element is not a valid repository path: both tools refuse to sync that tree back scoped)
+    back = ("sync", "--src", "dir", "--dest", "docker", "--dest-tls-verify=false", "--scoped", str(scoped_ours),
+            f"{registry2.host}/scoped")
+    assert_one_line_error(run_mirror(*back, check=False), "invalid reference")
+    assert skopeo(*back, check=False).returncode != 0
+    run_mirror("sync", "--src", "dir", "--dest", "docker", "--dest-tls-verify=false", "--scoped",
+               str(scoped_ours / registry.host), f"{registry2.host}/scoped")
+    raw = run_mirror("inspect", "--tls-verify=false", "--raw", f"docker://{registry2.host}/scoped/air/gap:v2")
+    assert raw.stdout.encode() == images["v2"].manifest
     refused = run_mirror("sync", "--src", "dir", "--dest", "dir", str(ours), str(tmp_path / "x"), check=False)
     assert_one_line_error(refused, "dir to dir")
 
