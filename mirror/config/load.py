@@ -22,16 +22,23 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from difflib import get_close_matches
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TypeVar
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 from mirror.config.filters import compile_regex, parse_platform
 from mirror.config.schema import Catalog, Credentials, RateLimit, RegistryConfig, RepoSpec, SyncConfig
 from mirror.config.semver import Constraint
+from mirror.config.yamlnodes import (
+    NULL_TAG,
+    NodeReader,
+    compose,
+    is_null,
+    node_kind,
+    yaml_problem,
+)
 from mirror.core.digest import Digest
 from mirror.core.reference import TAG_RE, parse_repo
 from mirror.errors import ConfigError, InvalidReference
@@ -48,10 +55,6 @@ CATALOG_KEYS = ("prefixes", "exclude", "tags")
 MIN_CHUNK_SIZE = 1024
 MAX_CHUNK_SIZE = 1 << 30
 
-_NULL_TAG = "tag:yaml.org,2002:null"
-_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "on", "On", "ON"})
-_FALSE = frozenset({"n", "N", "no", "No", "NO", "off", "Off", "OFF"})
-_PLAIN_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*")
 _SIZE_UNITS = {
     "": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
@@ -102,168 +105,20 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
     except yaml.YAMLError as exc:  # the reader refuses control characters up front
         raise ConfigError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
     try:
-        root = _compose(loader, source)
-        ctx = _Ctx(source, loader)
+        root = compose(loader, source)
+        ctx = NodeReader(source, loader)
         if root is None:
             raise ConfigError(f"{source}: empty file (expected a mapping of source registries to settings)")
         if not isinstance(root, MappingNode):
-            ctx.fail("(top level)", root, f"expected a mapping of source registries to settings, got {_kind(root)}")
+            ctx.fail("(top level)", root, f"expected a mapping of source registries to settings, got {node_kind(root)}")
         registries = tuple(_registry(ctx, key, knode, vnode) for key, knode, vnode in ctx.mapping("", root))
         return SyncConfig(registries, source)
     except yaml.MarkedYAMLError as exc:
-        raise ConfigError(f"{source}: {_yaml_problem(exc)}") from None
+        raise ConfigError(f"{source}: {yaml_problem(exc)}") from None
     except RecursionError:
         raise ConfigError(f"{source}: YAML nested too deeply (or a recursive alias)") from None
     finally:
         loader.dispose()
-
-
-def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
-    mark = exc.problem_mark or exc.context_mark
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    problem = (exc.problem or str(exc)).split("\n", 1)[0]
-    return f"YAML syntax error{where}: {problem}"
-
-
-def _compose(loader: yaml.SafeLoader, source: str) -> Node | None:
-    try:
-        root = loader.get_node() if loader.check_node() else None
-        while loader.check_node():
-            extra = loader.get_node()
-            if extra is not None and not _is_null(extra):
-                line = extra.start_mark.line + 1
-                raise ConfigError(f"{source}: a second YAML document at line {line} (only one is read)")
-    except yaml.MarkedYAMLError:
-        raise
-    except yaml.YAMLError as exc:  # reader errors: bad characters
-        raise ConfigError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
-    return None if root is None or _is_null(root) else root
-
-
-def _is_null(node: Node) -> bool:
-    return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
-
-
-def _kind(node: Node, secret: bool = False) -> str:
-    if isinstance(node, MappingNode):
-        return "a mapping"
-    if isinstance(node, SequenceNode):
-        return "a list"
-    return "a value" if secret else repr(str(node.value)[:60])
-
-
-@dataclass(slots=True)
-class _Ctx:
-    source: str
-    loader: yaml.SafeLoader
-    flattened: set[int] = field(default_factory=set)  # mapping nodes already checked (aliases repeat them)
-
-    def fail(self, path: str, node: Node | None, message: str) -> NoReturn:
-        line = f" (line {node.start_mark.line + 1})" if node is not None else ""
-        if not path.isprintable():  # a key holding a line break or a control character
-            path = repr(path)[1:-1]
-        raise ConfigError(f"{self.source}: {path}: {message}{line}")
-
-    def guard(self, path: str, node: Node, fn: Callable[[A], T], arg: A) -> T:
-        """``fn(arg)``, turning its ConfigError/InvalidReference into one naming the location."""
-        try:
-            return fn(arg)
-        except (ConfigError, InvalidReference) as exc:
-            self.fail(path, node, exc.message)
-
-    def mapping(
-        self, path: str, node: Node, allowed: tuple[str, ...] | None = None, secret: bool = False
-    ) -> list[tuple[str, Node, Node]]:
-        """(key, key node, value node) in order; null is empty; duplicates and unknown keys fail."""
-        if _is_null(node):
-            return []
-        if not isinstance(node, MappingNode):
-            self.fail(path or "(top level)", node, f"expected a mapping, got {_kind(node, secret)}")
-        seen: dict[str, Node] = {}
-        for knode, _ in [] if id(node) in self.flattened else node.value:
-            if knode.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.key(path, knode)
-            if key in seen:
-                self.fail(_join(path, key), knode, f"duplicate key (first at line {seen[key].start_mark.line + 1})")
-            seen[key] = knode
-        self.loader.flatten_mapping(node)
-        self.flattened.add(id(node))
-        entries: dict[str, tuple[Node, Node]] = {}
-        for knode, vnode in node.value:
-            entries[self.key(path, knode)] = (knode, vnode)
-        for key, (knode, _) in entries.items():
-            if allowed is not None and key not in allowed:
-                self.fail(_join(path, key), knode, _unknown(key, allowed))
-        return [(key, knode, vnode) for key, (knode, vnode) in entries.items()]
-
-    def key(self, path: str, knode: Node) -> str:
-        if not isinstance(knode, ScalarNode):
-            self.fail(path or "(top level)", knode, f"keys must be strings, got {_kind(knode)}")
-        return "" if _is_null(knode) else str(knode.value)
-
-    def string(self, path: str, node: Node, secret: bool = False) -> str | None:
-        if _is_null(node):
-            return None
-        if not isinstance(node, ScalarNode):
-            self.fail(path, node, f"expected a string, got {_kind(node, secret)}")
-        return str(node.value)
-
-    def boolean(self, path: str, node: Node) -> bool | None:
-        if _is_null(node):
-            return None
-        if isinstance(node, ScalarNode):
-            value = str(node.value)
-            if node.style is None and value in _PLAIN_BOOLS:
-                return _PLAIN_BOOLS[value]
-            if value in _TRUE or value in _FALSE:
-                return value in _TRUE
-            hint = " (remove the quotes)" if value in _PLAIN_BOOLS else ""
-            self.fail(path, node, f"expected true or false, got {value[:60]!r}{hint}")
-        self.fail(path, node, f"expected true or false, got {_kind(node)}")
-
-    def number(self, path: str, node: Node, kind: type[int] | type[float]) -> int | float | None:
-        if _is_null(node):
-            return None
-        value: Any = self.construct(path, node) if isinstance(node, ScalarNode) else node
-        ok = isinstance(value, int) if kind is int else isinstance(value, int | float)
-        if isinstance(value, bool) or not ok:
-            what = "an integer" if kind is int else "a number"
-            self.fail(path, node, f"expected {what}, got {_kind(node)}")
-        return value  # type: ignore[no-any-return]
-
-    def construct(self, path: str, node: ScalarNode) -> Any:
-        """The scalar's YAML value; an explicit tag the text does not fit (``!!int abc``, ``!!timestamp x``)
-        or an integer too long to convert is a ConfigError, not a crash in PyYAML's constructors."""
-        try:
-            return self.loader.construct_object(node, deep=True)
-        except (ValueError, TypeError, AttributeError, OverflowError):
-            self.fail(path, node, f"{_kind(node)} is not a valid {node.tag.rsplit(':', 1)[-1]}")
-
-    def strings(self, path: str, node: Node, expected: str) -> list[tuple[str, str, Node]]:
-        """(path[i], text, node) of a list of strings; null -> [], null items dropped (as yaml.v3)."""
-        if _is_null(node):
-            return []
-        if not isinstance(node, SequenceNode):
-            self.fail(path, node, f"expected {expected}, got {_kind(node)}")
-        out: list[tuple[str, str, Node]] = []
-        for i, item in enumerate(node.value):
-            where = f"{path}[{i}]"
-            if not isinstance(item, ScalarNode):
-                self.fail(where, item, f"expected a string, got {_kind(item)}")
-            if not _is_null(item):
-                out.append((where, str(item.value), item))
-        return out
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _unknown(key: str, allowed: tuple[str, ...]) -> str:
-    close = get_close_matches(key, allowed, n=1)
-    hint = f"; did you mean {close[0]}?" if close else ""
-    return f"unknown key (expected one of: {', '.join(allowed)}{hint})"
 
 
 @dataclass(slots=True)
@@ -280,7 +135,7 @@ class _Repo:
 
 @dataclass(slots=True)
 class _Registry:
-    ctx: _Ctx
+    ctx: NodeReader
     key: str
     namespace: str
     repos: dict[str, _Repo] = field(default_factory=dict)
@@ -312,7 +167,7 @@ class _Registry:
         return self.repos[rel]
 
 
-def _registry_namespace(ctx: _Ctx, key: str, knode: Node) -> str:
+def _registry_namespace(ctx: NodeReader, key: str, knode: Node) -> str:
     if not key:
         ctx.fail("(top level)", knode, "empty registry name")
     if "://" in key:
@@ -328,9 +183,9 @@ def _registry_namespace(ctx: _Ctx, key: str, knode: Node) -> str:
     return namespace
 
 
-def _registry(ctx: _Ctx, key: str, knode: Node, node: Node) -> RegistryConfig:
-    if not isinstance(node, MappingNode) and not _is_null(node):
-        ctx.fail(key, node, f"expected a mapping of registry settings, got {_kind(node)}")
+def _registry(ctx: NodeReader, key: str, knode: Node, node: Node) -> RegistryConfig:
+    if not isinstance(node, MappingNode) and not is_null(node):
+        ctx.fail(key, node, f"expected a mapping of registry settings, got {node_kind(node)}")
     entries = {k: v for k, _, v in ctx.mapping(key, node, REGISTRY_KEYS)}
     reg = _Registry(ctx, key, _registry_namespace(ctx, key, knode))
     _images(reg, entries)
@@ -383,10 +238,10 @@ def _images(reg: _Registry, entries: dict[str, Node]) -> None:
 
 
 def _null() -> Node:
-    return ScalarNode(_NULL_TAG, "")
+    return ScalarNode(NULL_TAG, "")
 
 
-def _ref(ctx: _Ctx, where: str, node: Node, ref: str) -> str:
+def _ref(ctx: NodeReader, where: str, node: Node, ref: str) -> str:
     if ":" in ref:
         return str(ctx.guard(where, node, Digest.parse, ref))
     if not TAG_RE.match(ref):
@@ -394,7 +249,7 @@ def _ref(ctx: _Ctx, where: str, node: Node, ref: str) -> str:
     return ref
 
 
-def _regex_list(ctx: _Ctx, path: str, node: Node | None) -> list[str]:
+def _regex_list(ctx: NodeReader, path: str, node: Node | None) -> list[str]:
     if node is None:
         return []
     out = []
@@ -428,7 +283,7 @@ def _extensions(reg: _Registry, entries: dict[str, Node], excludes: list[str]) -
         repo.destination = dest
 
 
-def _credentials(ctx: _Ctx, path: str, node: Node | None) -> Credentials | None:
+def _credentials(ctx: NodeReader, path: str, node: Node | None) -> Credentials | None:
     if node is None:
         return None
     entries = ctx.mapping(path, node, CREDENTIAL_KEYS, secret=True)
@@ -437,8 +292,8 @@ def _credentials(ctx: _Ctx, path: str, node: Node | None) -> Credentials | None:
     return creds if creds != Credentials() else None
 
 
-def _rate_limit(ctx: _Ctx, path: str, node: Node | None) -> RateLimit | None:
-    if node is None or _is_null(node):
+def _rate_limit(ctx: NodeReader, path: str, node: Node | None) -> RateLimit | None:
+    if node is None or is_null(node):
         return None
     values: dict[str, int | float | None] = {}
     for name, _, vnode in ctx.mapping(path, node, RATE_LIMIT_KEYS):
@@ -455,11 +310,11 @@ def _rate_limit(ctx: _Ctx, path: str, node: Node | None) -> RateLimit | None:
                      None if conns is None else int(conns))
 
 
-def _chunk_size(ctx: _Ctx, path: str, node: Node | None) -> int | None:
-    if node is None or _is_null(node):
+def _chunk_size(ctx: NodeReader, path: str, node: Node | None) -> int | None:
+    if node is None or is_null(node):
         return None
     if not isinstance(node, ScalarNode):
-        ctx.fail(path, node, f"expected a size like 16MiB, got {_kind(node)}")
+        ctx.fail(path, node, f"expected a size like 16MiB, got {node_kind(node)}")
     value = ctx.construct(path, node)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -470,8 +325,8 @@ def _chunk_size(ctx: _Ctx, path: str, node: Node | None) -> int | None:
     return size
 
 
-def _platforms(ctx: _Ctx, path: str, node: Node | None) -> tuple[str, ...]:
-    if node is None or _is_null(node):
+def _platforms(ctx: NodeReader, path: str, node: Node | None) -> tuple[str, ...]:
+    if node is None or is_null(node):
         return ()
     items = ctx.strings(path, node, "a list of platforms like linux/amd64")
     if not items:
@@ -485,9 +340,9 @@ def _platforms(ctx: _Ctx, path: str, node: Node | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _catalog(ctx: _Ctx, key: str, namespace: str, node: Node | None) -> Catalog | None:
+def _catalog(ctx: NodeReader, key: str, namespace: str, node: Node | None) -> Catalog | None:
     path = f"{key}.catalog"
-    if node is None or _is_null(node):
+    if node is None or is_null(node):
         return None
     if isinstance(node, ScalarNode):
         enabled = ctx.boolean(path, node)
