@@ -94,3 +94,66 @@ def test_index_signatures_follow_their_instances(seeded_images: SeededImages, sk
     assert (tmp_path / "ours-system" / "signature-1").read_bytes() == instance[amd64.digest]
     assert (tmp_path / "ours-all" / "signature-2").read_bytes() == top[1]
     assert (tmp_path / "ours-index-only" / "signature-1").read_bytes() == top[0]
+
+
+def test_standalone_sign_and_verify_interoperate_with_skopeo(
+        seeded_images: SeededImages, gpg_home: tuple[dict[str, str], str], tmp_path: Path) -> None:
+    env, fingerprint = gpg_home
+    image = seeded_images.docker_image
+    manifest = tmp_path / "manifest.json"
+    manifest.write_bytes(image.manifest)
+    identity = "registry.example.com/app/docker:v1"
+
+    def tool(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run_mirror(*args, env=env, check=check)
+
+    def skopeo_env(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["skopeo", *args], env=env, capture_output=True, text=True, check=check)
+
+    ours, theirs = tmp_path / "ours.sig", tmp_path / "theirs.sig"
+    tool("standalone-sign", "-o", str(ours), str(manifest), identity, fingerprint)
+    skopeo_env("standalone-sign", "-o", str(theirs), str(manifest), identity, fingerprint)
+    expected = f"Signature verified, digest {image.digest}\n"
+    for signature in (ours, theirs):
+        assert tool("standalone-verify", str(manifest), identity, fingerprint, str(signature)).stdout == expected
+        assert skopeo_env("standalone-verify", str(manifest), identity, fingerprint, str(signature)).stdout \
+            == expected
+    # The reference is compared normalised, as containers/image does.
+    short = tool("standalone-verify", str(manifest), "registry.example.com/app/docker:v1", fingerprint, str(theirs))
+    assert short.stdout == expected
+    # Everything a verifier must refuse, each with one line and a non-zero exit.
+    tampered = tmp_path / "tampered.json"
+    tampered.write_bytes(image.manifest.replace(b"\"schemaVersion\": 2", b"\"schemaVersion\":2 "))
+    assert tampered.read_bytes() != image.manifest
+    stranger = tmp_path / "stranger"
+    stranger.mkdir(mode=0o700)
+    stranger_env = {**env, "GNUPGHOME": str(stranger)}
+    cases = [
+        (("standalone-verify", str(manifest), "registry.example.com/app/docker:v2", fingerprint, str(ours)),
+         "does not match"),
+        (("standalone-verify", str(manifest), identity, "0" * 40, str(ours)), "does not match expected fingerprint"),
+        (("standalone-verify", str(tampered), identity, fingerprint, str(ours)), "does not match the manifest"),
+        (("standalone-verify", str(manifest), identity, fingerprint, str(manifest)), "invalid signature"),
+        (("standalone-sign", "-o", str(tmp_path / "x.sig"), str(manifest), "Bad::Ref", fingerprint),
+         "invalid docker reference"),
+        (("standalone-sign", "-o", str(tmp_path / "x.sig"), str(manifest), identity, "0" * 40), "signing with key"),
+        (("standalone-sign", str(manifest), identity, fingerprint), "--output"),
+    ]
+    for args, message in cases:
+        assert_one_line_error(tool(*args, check=False), message)
+    unknown_key = run_mirror("standalone-verify", str(manifest), identity, fingerprint, str(ours), env=stranger_env,
+                             check=False)
+    assert_one_line_error(unknown_key, "invalid signature")
+    assert not (tmp_path / "x.sig").exists()
+    # A passphrase-protected key signs non-interactively with --passphrase-file.
+    subprocess.run(["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", "s3cret",
+                    "--quick-gen-key", "locked@example.com", "ed25519", "sign", "never"], env=env, check=True,
+                   capture_output=True)
+    listing = subprocess.run(["gpg", "--batch", "--with-colons", "--list-secret-keys", "locked@example.com"],
+                             env=env, check=True, capture_output=True, text=True).stdout
+    locked = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    (tmp_path / "pass").write_text("s3cret\n")
+    tool("standalone-sign", "--passphrase-file", str(tmp_path / "pass"), "-o", str(tmp_path / "locked.sig"),
+         str(manifest), identity, locked)
+    assert skopeo_env("standalone-verify", str(manifest), identity, locked, str(tmp_path / "locked.sig")).stdout \
+        == expected

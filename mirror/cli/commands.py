@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -18,7 +17,6 @@ from mirror.cli import render
 from mirror.cli.flags import get, stdin_secret
 from mirror.cli.gotemplate import render as render_template
 from mirror.cli.logsetup import configure_logging
-from mirror.core import manifest as manifest_mod
 from mirror.core.reference import Reference, parse_docker, parse_image_name, split_transport
 from mirror.engine.image import CopyOptions, MultiArch
 from mirror.errors import ManifestError, MirrorError, UsageError
@@ -30,6 +28,7 @@ from mirror.ops import copy as copy_ops
 from mirror.ops import inspect as inspect_ops
 from mirror.ops import inspect_local
 from mirror.ops import login as login_ops
+from mirror.ops import sign as sign_ops
 from mirror.runtime import GlobalOptions, Runtime, SideOptions, open_runtime
 from mirror.transports.base import LocalOptions
 
@@ -221,11 +220,22 @@ def manifest_digest(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"reading manifest {args.manifest}: {exc.strerror}") from None
     try:
-        data = json.loads(raw)
-        media_type = manifest_mod.guess_media_type(data) if isinstance(data, dict) else ""
-    except (ValueError, RecursionError):
+        print(sign_ops.manifest_digest(raw))
+    except ManifestError:
         raise ManifestError(f"{args.manifest} is not a JSON manifest") from None
-    print(manifest_mod.compute_digest(raw, media_type))
+    return 0
+
+
+def standalone_sign(args: argparse.Namespace) -> int:
+    if not args.output:
+        raise UsageError("--output (-o) is required: where to write the signature")
+    sign_ops.sign(args.manifest, args.reference, args.fingerprint, args.output, args.passphrase_file)
+    return 0
+
+
+def standalone_verify(args: argparse.Namespace) -> int:
+    verified = sign_ops.verify(args.manifest, args.reference, args.fingerprint, args.signature)
+    print(f"Signature verified, digest {verified.digest}")
     return 0
 
 

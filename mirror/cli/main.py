@@ -175,6 +175,23 @@ def build_parser() -> Parser:
     p.add_argument("manifest", metavar="MANIFEST")
     p.set_defaults(func=commands.manifest_digest)
 
+    p = cmd("standalone-sign", "Sign a manifest file with GnuPG (containers/image simple signing)",
+            "MANIFEST DOCKER-REFERENCE KEY-FINGERPRINT --output|-o SIGNATURE")
+    p.add_argument("manifest", metavar="MANIFEST")
+    p.add_argument("reference", metavar="DOCKER-REFERENCE", help="the image name the signature vouches for")
+    p.add_argument("fingerprint", metavar="KEY-FINGERPRINT", help="the GnuPG key to sign with ($GNUPGHOME keyring)")
+    p.add_argument("--output", "-o", metavar="SIGNATURE", help="write the signature to SIGNATURE")
+    p.add_argument("--passphrase-file", metavar="PATH", help="file holding the passphrase of the key")
+    p.set_defaults(func=commands.standalone_sign)
+
+    p = cmd("standalone-verify", "Verify a signature of a manifest file with GnuPG",
+            "MANIFEST DOCKER-REFERENCE KEY-FINGERPRINT SIGNATURE")
+    p.add_argument("manifest", metavar="MANIFEST")
+    p.add_argument("reference", metavar="DOCKER-REFERENCE", help="the image name the signature must name")
+    p.add_argument("fingerprint", metavar="KEY-FINGERPRINT", help="the key that must have made the signature")
+    p.add_argument("signature", metavar="SIGNATURE")
+    p.set_defaults(func=commands.standalone_verify)
+
     p = cmd("login", "Log in to a registry and store the credentials", "REGISTRY")
     p.add_argument("registry", metavar="REGISTRY", nargs="?")
     p.add_argument("--username", "-u", metavar="USER")
