@@ -84,3 +84,11 @@ class CredentialError(MirrorError):
 
 class SignatureError(MirrorError):
     """Signatures cannot be carried to the destination (skopeo's ``--remove-signatures`` drops them)."""
+
+
+class SignatureInvalid(SignatureError):
+    """A signature does not verify, or does not say what it must."""
+
+
+class PolicyDenied(SignatureError):
+    """The signature policy (policy.json) rejects the image."""

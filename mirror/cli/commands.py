@@ -17,6 +17,7 @@ from mirror.cli import render
 from mirror.cli.flags import get, stdin_secret
 from mirror.cli.gotemplate import render as render_template
 from mirror.cli.logsetup import configure_logging
+from mirror.config.policy import Policy, load_policy
 from mirror.core.reference import Reference, parse_docker, parse_image_name, split_transport
 from mirror.engine.image import CopyOptions, MultiArch
 from mirror.errors import ManifestError, MirrorError, UsageError
@@ -51,6 +52,12 @@ def global_options(args: argparse.Namespace) -> GlobalOptions:
     )
 
 
+def signature_policy(args: argparse.Namespace) -> Policy | None:
+    """The policy.json ``copy`` and ``sync`` enforce, loaded up front as skopeo does; None with
+    ``--insecure-policy``."""
+    return None if get(args, "insecure_policy", False) else load_policy(get(args, "policy"))
+
+
 def side_options(args: argparse.Namespace, prefix: str = "", fallback_authfile: str | None = None) -> SideOptions:
     p = prefix.replace("-", "_")
     tls_verify = get(args, f"{p}tls_verify")
@@ -77,8 +84,6 @@ def run(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[T]],
     """Run ``body`` on uvloop inside a Runtime, bounded by ``--command-timeout``."""
     options = global_options(args)
     configure_logging(options.debug, get(args, "log_format"))
-    if get(args, "policy"):
-        render.note("--policy is accepted but signature policies are not enforced yet")
 
     async def main() -> T:
         async with open_runtime(options, policies=policies) as rt, anyio.create_task_group() as tg:
@@ -199,8 +204,10 @@ def copy(args: argparse.Namespace) -> int:
     local = LocalOptions(tmpdir=options.tmpdir, all_images=mode is MultiArch.ALL, **_daemon_options(args, "src_"))
     dest_local = replace(local, **_daemon_options(args, "dest_"),
                          additional_tags=tuple(args.additional_tag))
+    policy = signature_policy(args)
     record = run(args, lambda rt: copy_ops.copy(rt, src, dst, src_side, dst_side, copy_options,
-                                                max(1, args.image_parallel_copies), progress, local, dest_local))
+                                                max(1, args.image_parallel_copies), progress, local, dest_local,
+                                                policy))
     progress.finish(record)
     if args.digestfile:
         Path(args.digestfile).write_text(str(record.digest))

@@ -30,8 +30,10 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--override-variant", default=d, metavar="VARIANT", help="use VARIANT instead of the host's")
     g.add_argument("--tmpdir", default=d, metavar="DIR", help="directory for temporary files")
     g.add_argument("--insecure-policy", action="store_true", default=d or False,
-                   help="run without a signature policy (mirror does not enforce policies yet)")
-    g.add_argument("--policy", default=d, metavar="PATH", help="signature policy (accepted, not yet enforced)")
+                   help="copy and sync without checking the signature policy")
+    g.add_argument("--policy", default=d, metavar="PATH",
+                   help="signature policy for copy and sync (default: ~/.config/containers/policy.json, "
+                        "else /etc/containers/policy.json)")
     g.add_argument("--registries.d", dest="registries_d", default=d, metavar="DIR", help=argparse.SUPPRESS)
     g.add_argument("--user-agent-prefix", default=d, metavar="PREFIX", help="prefix for the User-Agent")
     g.add_argument("--log-format", choices=("console", "json"), default=d, help="log event format")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from mirror.cli import render
-from mirror.cli.commands import global_options, run, side_options
+from mirror.cli.commands import global_options, run, side_options, signature_policy
 from mirror.config.load import load_sync_config
 from mirror.core.descriptor import Platform
 from mirror.core.reference import parse_docker
@@ -57,7 +57,7 @@ def sync(args: argparse.Namespace) -> int:
     request = sync_ops.SyncRequest(
         naming=Naming(args.destination.removeprefix("docker://"), bool(args.scoped), args.append_suffix),
         src_side=side_options(args, "src-", args.authfile), dst_side=side_options(args, "dest-", args.authfile),
-        options=sync_options, prune=args.prune, dest=args.dest)
+        options=sync_options, prune=args.prune, dest=args.dest, policy=signature_policy(args))
     stats = RunStats()
     report = open(args.report, "w", encoding="utf-8") if args.report else None
     digests: list[str] = []

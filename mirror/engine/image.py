@@ -14,11 +14,13 @@ from enum import Enum
 import anyio
 
 from mirror.aio import SingleFlight
+from mirror.config.policy import ImagePolicy
 from mirror.core import manifest as manifest_mod
 from mirror.core.descriptor import Descriptor, Platform, matches
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 from mirror.engine.blobs import BlobCounters, BlobMover
+from mirror.engine.trust import Trust
 from mirror.errors import ManifestError, SignatureError
 from mirror.transports.base import ImageDestination, ImageSource, SignatureDestination, SignatureSource
 
@@ -74,15 +76,21 @@ class ImageCopier:
         self.blobs = blobs
         self.manifests = manifests
         self.options = options
+        self.trust = Trust()
 
     async def copy(self, src: ImageSource, top: Manifest, dst: ImageDestination, dst_ref: str | None,
-                   fresh_repo: bool, work: ImageWork, options: CopyOptions | None = None) -> Manifest:
+                   fresh_repo: bool, work: ImageWork, options: CopyOptions | None = None,
+                   policy: ImagePolicy | None = None, where: str = "") -> Manifest:
         """Copy ``top`` (already fetched) and store it under ``dst_ref`` (None: by digest only).
         ``fresh_repo``: the destination repository held no tags before the run, so no HEADs.
-        ``options`` overrides the run's copy options for this image (per-registry platforms)."""
+        ``options`` overrides the run's copy options for this image (per-registry platforms).
+        ``policy``: the source's signature policy, checked for the top manifest and every instance
+        copied, before any of their blobs move (None: --insecure-policy)."""
         options = options or self.options
+        checked = _Checked(self.trust, policy, src, where or str(src.location))
+        await checked(top, None)
         if top.is_index:
-            top, signatures = await self._copy_index(src, top, dst, fresh_repo, work, options)
+            top, signatures = await self._copy_index(src, top, dst, fresh_repo, work, options, checked)
         else:
             signatures = await self._signatures(src, None, dst, options)
             await self._copy_blobs(src, top, dst, fresh_repo, work)
@@ -96,13 +104,14 @@ class ImageCopier:
         return top
 
     async def _copy_index(self, src: ImageSource, index: Manifest, dst: ImageDestination, fresh_repo: bool,
-                          work: ImageWork, options: CopyOptions) -> tuple[Manifest, list[bytes]]:
+                          work: ImageWork, options: CopyOptions, checked: _Checked) -> tuple[Manifest, list[bytes]]:
         """The manifest to store at the top, and the signatures that go with it."""
         mode = options.multi_arch
         if mode is MultiArch.SYSTEM and not options.platforms:
             child = await src.get_manifest(str(index.select(options.platform).digest))
             if child.is_index:
                 raise ManifestError(f"index {index.digest} nests another index for {options.platform}")
+            await checked(child, child.digest)
             # As containers/image: the chosen instance's signatures become the copy's own.
             signatures = await self._signatures(src, child.digest, dst, options)
             await self._copy_blobs(src, child, dst, fresh_repo, work)
@@ -119,11 +128,11 @@ class ImageCopier:
             index = subset
         async with anyio.create_task_group() as tg:
             for desc in children:
-                tg.start_soon(self._copy_child, src, desc, dst, fresh_repo, work, options)
+                tg.start_soon(self._copy_child, src, desc, dst, fresh_repo, work, options, checked)
         return index, signatures
 
     async def _copy_child(self, src: ImageSource, desc: Descriptor, dst: ImageDestination,
-                          fresh_repo: bool, work: ImageWork, options: CopyOptions) -> None:
+                          fresh_repo: bool, work: ImageWork, options: CopyOptions, checked: _Checked) -> None:
         if self.manifests.known(dst, desc.digest):
             return
         if not fresh_repo and await dst.head_manifest(str(desc.digest)) is not None:
@@ -131,6 +140,7 @@ class ImageCopier:
         child = await src.get_manifest(str(desc.digest))
         if child.is_index:
             raise ManifestError(f"nested index {desc.digest} is not supported")
+        await checked(child, child.digest)
         signatures = await self._signatures(src, child.digest, dst, options)
         await self._copy_blobs(src, child, dst, fresh_repo, work)
         if await self.manifests.by_digest(dst, child):
@@ -162,6 +172,20 @@ class ImageCopier:
         async with anyio.create_task_group() as tg:
             for desc in image.blobs():
                 tg.start_soon(one, desc)
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """The policy check for one image's manifests (nothing to do without a policy)."""
+
+    trust: Trust
+    policy: ImagePolicy | None
+    src: ImageSource
+    where: str
+
+    async def __call__(self, manifest: Manifest, instance: Digest | None) -> None:
+        if self.policy is not None:
+            await self.trust.check(self.policy, self.src, manifest, instance, self.where)
 
 
 def subset_index(index: Manifest, wanted: Sequence[Platform]) -> tuple[Manifest, tuple[Descriptor, ...]]:

@@ -181,7 +181,7 @@ class Scheduler:
             if src_desc is not None and top.digest != src_desc.digest:
                 raise ManifestError(f"{pair.src_name}: source changed during the sync")
         result = await self.copier.copy(pair.source, top, pair.destination, pair.dst_ref, pair.fresh_repo, work,
-                                        self._copy_options(pair))
+                                        self._copy_options(pair), pair.policy, pair.src_name)
         return str(result.digest), "copied", ""
 
     def _copy_options(self, pair: ImagePair) -> CopyOptions:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 import anyio
 
+from mirror.config.policy import ImagePolicy, Policy
 from mirror.core.reference import Reference, parse_docker, split_transport
 from mirror.engine.image import CopyOptions
 from mirror.engine.sync import BlobSink, ImageRecord, Scheduler, SyncOptions
@@ -71,7 +72,8 @@ async def _destination(rt: Runtime, name: ImageName, side: SideOptions,
 
 async def copy(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideOptions, dst_side: SideOptions,
                options: CopyOptions, jobs: int = 6, on_blob: BlobSink | None = None,
-               local: LocalOptions | None = None, dest_local: LocalOptions | None = None) -> ImageRecord:
+               local: LocalOptions | None = None, dest_local: LocalOptions | None = None,
+               policy: Policy | None = None) -> ImageRecord:
     """Copy one image between any two transports. A local destination is published only if the
     copy succeeds. An image already at a registry destination with the same digest costs two HEADs.
     ``dest_local`` (default: ``local``) holds the destination's options (--dest-daemon-host...)."""
@@ -80,7 +82,7 @@ async def copy(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideOption
     async with _source(rt, src, src_side, local, dst.reference is not None) as (source, src_ref), \
             _destination(rt, dst, dst_side, dest_local) as (destination, dst_ref):
         pair = ImagePair(source=source, src_ref=src_ref, destination=destination, dst_ref=dst_ref,
-                         src_name=str(src), dst_name=str(dst))
+                         src_name=str(src), dst_name=str(dst), policy=image_policy(policy, src))
         record = await _copy_pair(rt, pair, dst, options, jobs, on_blob)
         if dst.reference is None and dst_ref is not None and record.digest is not None:
             # A local destination may have converted the manifest (Docker → OCI layout): report
@@ -89,6 +91,20 @@ async def copy(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideOption
             if stored is not None and str(stored.digest) != record.digest:
                 record = replace(record, digest=str(stored.digest))
         return record
+
+
+def image_policy(policy: Policy | None, name: ImageName) -> ImagePolicy | None:
+    """The requirements for the source image ``name``, from its transport's scopes."""
+    if policy is None:
+        return None
+    if name.reference is not None:
+        return policy.for_docker(name.reference)
+    if name.transport == "dir":
+        return policy.for_path("dir", name.rest)
+    if name.transport == "oci":
+        path, _, ref = name.rest.partition(":")
+        return policy.for_path("oci", path, ref)
+    return policy.for_transport(name.transport)
 
 
 async def _copy_pair(rt: Runtime, pair: ImagePair, dst: ImageName, options: CopyOptions, jobs: int,

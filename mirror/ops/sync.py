@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anyio
 
+from mirror.config.policy import Policy
 from mirror.config.schema import RegistryConfig, SyncConfig
 from mirror.core.reference import Reference, Repo
 from mirror.engine.sync import ImageRecord, RunStats, Scheduler, SyncOptions
@@ -148,6 +149,7 @@ class SyncRequest:
     options: SyncOptions
     prune: str = "off"  # off | report | delete
     dest: str = "docker"  # docker | dir
+    policy: Policy | None = None  # the signature policy (None: --insecure-policy)
 
 
 async def sync_yaml(rt: Runtime, config: SyncConfig, request: SyncRequest,
@@ -186,7 +188,8 @@ def _prepare(rt: Runtime, request: SyncRequest, on_record: Callable[[ImageRecord
     def planned(n: int) -> None:
         stats.planned += n
 
-    options = PlanOptions(request.naming, prune=prune and request.dest == "docker", dest=request.dest)
+    options = PlanOptions(request.naming, prune=prune and request.dest == "docker", dest=request.dest,
+                          policy=request.policy)
     planner = Planner(endpoints, options, result.prune.append, planned)
     scheduler = Scheduler(request.options, rt.known_locations(), on_record, stats)
     return planner, result, scheduler

@@ -18,6 +18,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from mirror.aio import SingleFlight
 from mirror.config.filters import compile_regex, is_digest, parse_platform, select_tags
+from mirror.config.policy import ImagePolicy, Policy
 from mirror.config.schema import RegistryConfig, RepoSpec, SyncConfig
 from mirror.core.reference import Reference, parse_docker
 from mirror.errors import UsageError
@@ -67,6 +68,7 @@ class PlanOptions:
     naming: Naming
     prune: bool = False
     dest: str = "docker"  # docker | dir | oci
+    policy: Policy | None = None  # the signature policy; None: --insecure-policy
 
 
 PruneSink = Callable[[PruneCandidate], None]
@@ -137,7 +139,7 @@ class Planner:
                 fresh_repo=existing is None or not existing,
                 dst_has_tag=None if dst.tag is None else (existing is not None and dst.tag in existing),
                 src_name=f"{registry.name}/{spec.path}{'@' if dst.tag is None else ':'}{ref}",
-                dst_name=str(dst), platforms=platforms))
+                dst_name=str(dst), platforms=platforms, policy=self._docker_policy(registry.name, spec.path, ref)))
         self.on_planned(len(pairs))
         for pair in pairs:
             await send.send(pair)
@@ -158,14 +160,15 @@ class Planner:
                 name = path[len(self.options.naming.destination):].lstrip("/")
                 path = f"{self.options.naming.destination}:{name}"
             src_name = f"{registry.name}/{spec.path}{'@' if is_digest(ref) else ':'}{ref}"
+            policy = self._docker_policy(registry.name, spec.path, ref)
 
             @asynccontextmanager
-            async def opened(ref: str = ref, path: str = path, src_name: str = src_name
-                             ) -> AsyncIterator[ImagePair]:
+            async def opened(ref: str = ref, path: str = path, src_name: str = src_name,
+                             policy: ImagePolicy | None = policy) -> AsyncIterator[ImagePair]:
                 async with self.endpoints.local_destination(transport, path) as (destination, dst_ref):
                     yield ImagePair(source=source, src_ref=ref, destination=destination, dst_ref=dst_ref,
                                     fresh_repo=True, dst_has_tag=False, src_name=src_name,
-                                    dst_name=f"{transport}:{path}", platforms=platforms)
+                                    dst_name=f"{transport}:{path}", platforms=platforms, policy=policy)
 
             await send.send(DeferredPair(opened, src_name, f"{transport}:{path}"))
 
@@ -187,7 +190,8 @@ class Planner:
                     yield ImagePair(source=source, src_ref=src_ref, destination=destination, dst_ref=dst.tag,
                                     fresh_repo=not existing,
                                     dst_has_tag=None if dst.tag is None else bool(existing and dst.tag in existing),
-                                    src_name=f"dir:{image_dir}", dst_name=str(dst))
+                                    src_name=f"dir:{image_dir}", dst_name=str(dst),
+                                    policy=self._path_policy("dir", image_dir))
 
             await send.send(DeferredPair(opened, f"dir:{image_dir}", str(dst)))
 
@@ -208,7 +212,16 @@ class Planner:
                 source=source, src_ref=name, destination=self.endpoints.destination(dst.repo.registry, dst.repo.path),
                 dst_ref=dst.tag, fresh_repo=not existing,
                 dst_has_tag=None if dst.tag is None else bool(existing and dst.tag in existing),
-                src_name=f"oci:{root}:{name}", dst_name=str(dst)))
+                src_name=f"oci:{root}:{name}", dst_name=str(dst), policy=self._path_policy("oci", root, name)))
+
+    def _docker_policy(self, registry: str, path: str, ref: str) -> ImagePolicy | None:
+        policy = self.options.policy
+        if policy is None:
+            return None
+        return policy.for_docker(parse_docker(f"{registry}/{path}{'@' if is_digest(ref) else ':'}{ref}"))
+
+    def _path_policy(self, transport: str, path: str, ref: str = "") -> ImagePolicy | None:
+        return None if self.options.policy is None else self.options.policy.for_path(transport, path, ref)
 
     async def _prune(self, registry: RegistryConfig, spec: RepoSpec, available: set[str]) -> None:
         naming = self.options.naming

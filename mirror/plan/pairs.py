@@ -6,6 +6,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
+from mirror.config.policy import ImagePolicy
 from mirror.core.descriptor import Platform
 from mirror.transports.base import ImageDestination, ImageSource
 
@@ -23,6 +24,7 @@ class ImagePair:
     src_name: str = ""
     dst_name: str = ""
     platforms: tuple[Platform, ...] = ()  # copy only these platforms of an index (YAML `platforms`)
+    policy: ImagePolicy | None = None     # the source's signature policy (None: --insecure-policy)
 
 
 @dataclass(frozen=True, slots=True)

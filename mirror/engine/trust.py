@@ -1,0 +1,117 @@
+"""Enforce a source image's signature policy before anything of it is copied (containers/image's
+``IsRunningImageAllowed``): the top-level manifest first, then every instance that is copied.
+
+``signedBy``: at least one of the image's signatures must verify with one of the requirement's keys
+(a private GnuPG keyring holding only those keys), sign this manifest's digest, and name the image
+as ``signedIdentity`` demands. Keyrings are built once per requirement per run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import anyio
+
+from mirror.config.policy import Identity, ImagePolicy, Requirement
+from mirror.core.digest import Digest
+from mirror.core.manifest import Manifest
+from mirror.core.reference import Reference, parse_docker
+from mirror.core.simplesign import manifest_digest, parse_payload
+from mirror.engine import gpg
+from mirror.errors import MirrorError, PolicyDenied, SignatureInvalid
+from mirror.transports.base import ImageSource, SignatureSource
+
+
+class Trust:
+    """Policy checks for one run; owns the temporary keyrings of ``signedBy`` requirements."""
+
+    def __init__(self) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._keyrings: dict[int, Path] = {}
+        self._lock = anyio.Lock()
+
+    async def check(self, policy: ImagePolicy, src: ImageSource, manifest: Manifest, instance: Digest | None,
+                    where: str) -> None:
+        for requirement in policy.requirements:
+            if requirement.kind == "insecureAcceptAnything":
+                continue
+            if requirement.kind == "reject":
+                raise PolicyDenied(f"{where} is rejected by the signature policy (scope {policy.scope})")
+            if requirement.kind != "signedBy":
+                raise PolicyDenied(f"{where}: the signature policy requires {requirement.kind} "
+                                   f"(scope {policy.scope}), which mirror cannot check")
+            await self._signed_by(policy, requirement, src, manifest, instance, where)
+
+    async def _signed_by(self, policy: ImagePolicy, requirement: Requirement, src: ImageSource,
+                         manifest: Manifest, instance: Digest | None, where: str) -> None:
+        signatures = await src.signatures(instance) if isinstance(src, SignatureSource) else []
+        if not signatures:
+            raise PolicyDenied(f"{where}: a signature was required by the signature policy (scope {policy.scope}), "
+                               "but no signature exists")
+        home = await self._keyring(requirement)
+        reasons = []
+        for signature in signatures:
+            try:
+                payload, _signer = await anyio.to_thread.run_sync(gpg.verify, signature, home)
+                signed_ref, signed_digest = parse_payload(payload)
+                if manifest_digest(manifest.raw, signed_digest.algorithm) != signed_digest:
+                    raise SignatureInvalid(f"the signature is for {signed_digest}, not {manifest.digest}")
+                _check_identity(requirement.identity, policy.reference, signed_ref)
+                return
+            except SignatureInvalid as exc:
+                reasons.append(exc.message)
+        raise PolicyDenied(f"{where}: no signature is accepted by the signature policy (scope {policy.scope}): "
+                           + "; ".join(reasons))
+
+    async def _keyring(self, requirement: Requirement) -> Path:
+        """A keyring file with only the requirement's keys (removed with this object)."""
+        async with self._lock:
+            keyring = self._keyrings.get(id(requirement))
+            if keyring is None:
+                if self._tmp is None:
+                    self._tmp = tempfile.TemporaryDirectory(prefix="mirror-policy-")
+                keyring = Path(self._tmp.name) / f"keyring-{len(self._keyrings)}.gpg"
+                keyring.write_bytes(gpg.keyring_bytes(requirement.keys()))
+                self._keyrings[id(requirement)] = keyring
+            return keyring
+
+
+def _check_identity(identity: Identity, image: Reference | None, signed: str) -> None:
+    try:
+        signed_ref = parse_docker(signed)
+    except MirrorError:
+        raise SignatureInvalid(f"the signed docker reference {signed[:200]!r} is invalid") from None
+    kind = identity.kind
+    if kind == "exactReference":
+        if str(signed_ref) != str(_parse(identity.values[0])):
+            raise SignatureInvalid(f"signed reference {signed_ref} is not {identity.values[0]}")
+        return
+    if kind == "exactRepository":
+        if str(signed_ref.repo) != str(_parse(identity.values[0]).repo):
+            raise SignatureInvalid(f"signed repository {signed_ref.repo} is not {identity.values[0]}")
+        return
+    if image is None:
+        raise SignatureInvalid(f"signedIdentity {kind} needs the image's docker reference, and a local image has none")
+    if kind == "remapIdentity":
+        prefix, signed_prefix = identity.values
+        name = str(image)
+        if name.startswith(prefix) and (len(name) == len(prefix) or name[len(prefix)] in "/:@"
+                                        or prefix.endswith("/")):
+            image = _parse(signed_prefix + name[len(prefix):])
+        kind = "matchRepoDigestOrExact"
+    if kind == "matchRepository" or (kind == "matchRepoDigestOrExact" and image.digest is not None):
+        if str(signed_ref.repo) != str(image.repo):
+            raise SignatureInvalid(f"signed repository {signed_ref.repo} is not {image.repo}")
+        return
+    if image.tag is None and kind == "matchExact":
+        raise SignatureInvalid(f"matchExact needs a tagged image reference, not {image}")
+    if str(signed_ref) != str(image):
+        raise SignatureInvalid(f"signed reference {signed_ref} is not {image}")
+
+
+def _parse(text: str) -> Reference:
+    try:
+        return parse_docker(text)
+    except MirrorError:
+        raise PolicyDenied(f"the signature policy names an invalid reference {text[:200]!r}") from None

@@ -1,0 +1,151 @@
+"""policy.json enforced by copy and sync as skopeo enforces it, with skopeo as the oracle for every
+decision: scopes (image, namespace, transport default, default), reject, insecureAcceptAnything,
+signedBy with real GPG signatures on dir: images."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.images import SeededImages, push_image
+from support.mirror_cli import assert_one_line_error, run_mirror
+from support.registry import Registry
+
+PLAIN = ("--src-tls-verify=false", "--dest-tls-verify=false")
+
+
+def _gpg_key(home: Path, email: str) -> tuple[dict[str, str], str, bytes]:
+    """(environment, fingerprint, exported public key) of a new passphrase-less key in ``home``."""
+    home.mkdir(mode=0o700)
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    subprocess.run(["gpg", "--batch", "--quiet", "--passphrase", "", "--quick-gen-key", email, "ed25519", "sign",
+                    "never"], env=env, check=True, capture_output=True)
+    listing = subprocess.run(["gpg", "--batch", "--with-colons", "--list-secret-keys"], env=env, check=True,
+                             capture_output=True, text=True).stdout
+    fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    public = subprocess.run(["gpg", "--batch", "--armor", "--export", fingerprint], env=env, check=True,
+                            capture_output=True).stdout
+    return env, fingerprint, public
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Iterator[tuple[tuple[dict[str, str], str, bytes], tuple[dict[str, str], str, bytes]]]:
+    trusted, stranger = _gpg_key(tmp_path / "trusted", "trusted@example.com"), \
+        _gpg_key(tmp_path / "stranger", "stranger@example.com")
+    yield trusted, stranger
+    for env in (trusted[0], stranger[0]):
+        subprocess.run(["gpgconf", "--kill", "all"], env=env, check=False, capture_output=True)
+
+
+def _both(policy: Path, *args: str, theirs_dest: str | None = None
+          ) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    """The same copy by mirror and by skopeo under the same policy (skopeo to ``theirs_dest`` if given:
+    skopeo creates a dir: destination before it checks the policy)."""
+    ours = run_mirror("--policy", str(policy), "copy", *args, check=False)
+    other = [*args[:-1], theirs_dest] if theirs_dest else list(args)
+    theirs = subprocess.run(["skopeo", "--policy", str(policy), "copy", *other], capture_output=True, text=True,
+                            check=False)
+    return ours, theirs
+
+
+def test_scopes_reject_and_accept_like_skopeo(registry: Registry, registry2: Registry, tmp_path: Path) -> None:
+    for repo in ("allowed/app", "other/app", "allowed/exact"):
+        push_image(registry, repo, "v1", seed=hash(repo) % 1000)
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({
+        "default": [{"type": "reject"}],
+        "transports": {"docker": {
+            f"{registry.host}/allowed": [{"type": "insecureAcceptAnything"}],
+            f"{registry.host}/allowed/exact:v1": [{"type": "reject"}],  # the image's own scope wins
+        }}}))
+    cases = {"allowed/app": True, "other/app": False, "allowed/exact": False}
+    for repo, accepted in cases.items():
+        ours, theirs = _both(policy, *PLAIN, registry.ref(repo, "v1"), registry2.ref(f"copy/{repo}", "v1"))
+        assert (ours.returncode == 0) == (theirs.returncode == 0) == accepted, (repo, ours.stderr, theirs.stderr)
+        if not accepted:
+            assert_one_line_error(ours, "rejected by the signature policy")
+    # Nothing of a rejected image reached the destination (skopeo's copies were rejected too).
+    catalog = run_mirror("--insecure-policy", "list-tags", "--tls-verify=false",
+                         f"docker://{registry2.host}/copy/allowed/app").stdout
+    assert json.loads(catalog)["Tags"] == ["v1"]
+    for repo in ("other/app", "allowed/exact"):
+        missing = run_mirror("inspect", "--tls-verify=false", f"docker://{registry2.host}/copy/{repo}:v1", check=False)
+        assert missing.returncode != 0
+    # sync applies the same policy per image; --keep-going finishes the allowed ones.
+    (tmp_path / "sync.yaml").write_text(json.dumps({registry.host: {"tls-verify": False, "images": {
+        "allowed/app": ["v1"], "other/app": ["v1"]}}}))
+    synced = run_mirror("--policy", str(policy), "sync", "--src", "yaml", "--dest", "docker", "--keep-going",
+                        "--dest-tls-verify=false", str(tmp_path / "sync.yaml"), f"{registry2.host}/synced", check=False)
+    assert synced.returncode == 3
+    assert "1 copied" in synced.stderr and "1 failed" in synced.stderr
+    assert "rejected by the signature policy" in synced.stderr
+    # --insecure-policy skips the policy; a missing or malformed policy stops before any work.
+    run_mirror("--insecure-policy", "--policy", str(policy), "copy", *PLAIN, registry.ref("other/app", "v1"),
+               registry2.ref("insecure/app", "v1"))
+    missing_policy = run_mirror("--policy", str(tmp_path / "none.json"), "copy", *PLAIN,
+                                registry.ref("allowed/app", "v1"), registry2.ref("x/app", "v1"), check=False)
+    assert_one_line_error(missing_policy, "--insecure-policy")
+    for bad, message in (({"transports": {}}, "missing default"), ({"default": []}, "non-empty list"),
+                         ({"default": [{"type": "insecureAcceptAnything", "x": 1}]}, "unknown field"),
+                         ({"default": [{"type": "sometimes"}]}, "unknown requirement type"),
+                         ({"default": [{"type": "signedBy", "keyType": "GPGKeys", "keyData": "!!"}]}, "base64")):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        refused = run_mirror("--policy", str(tmp_path / "bad.json"), "copy", *PLAIN,
+                             registry.ref("allowed/app", "v1"), registry2.ref("x/app", "v1"), check=False)
+        assert_one_line_error(refused, message)
+    # A requirement mirror cannot check is refused, not ignored.
+    (tmp_path / "sigstore.json").write_text(json.dumps({"default": [{"type": "sigstoreSigned", "keyPath": "k"}]}))
+    sigstore = run_mirror("--policy", str(tmp_path / "sigstore.json"), "copy", *PLAIN,
+                          registry.ref("allowed/app", "v1"), registry2.ref("x/app", "v1"), check=False)
+    assert_one_line_error(sigstore, "cannot check")
+
+
+def test_signed_by_accepts_only_good_signatures_like_skopeo(
+        seeded_images: SeededImages, keys: tuple[tuple[dict[str, str], str, bytes], ...], tmp_path: Path) -> None:
+    (trusted_env, trusted_fpr, trusted_pub), (stranger_env, stranger_fpr, _) = keys
+    image = seeded_images.alpine
+    identity = f"{seeded_images.registry.host}/{image.repo}:{image.tag}"
+    source = seeded_images.registry.ref(image.repo, image.tag or "")
+
+    def signed_dir(name: str, env: dict[str, str], fingerprint: str, sign_identity: str = identity) -> Path:
+        target = tmp_path / f"img-{name}"
+        proc = subprocess.run(["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false", "--sign-by",
+                               fingerprint, "--sign-identity", sign_identity, source, f"dir:{target}"], env=env,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return target
+
+    good = signed_dir("good", trusted_env, trusted_fpr)
+    stranger = signed_dir("stranger", stranger_env, stranger_fpr)
+    other_name = signed_dir("other-name", trusted_env, trusted_fpr, identity.replace(":3.19", ":9.9"))
+    unsigned = tmp_path / "unsigned"
+    run_mirror("--insecure-policy", "copy", "--src-tls-verify=false", source, f"dir:{unsigned}")
+    (tmp_path / "trusted.asc").write_bytes(trusted_pub)
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"default": [{"type": "reject"}], "transports": {"dir": {"": [{
+        "type": "signedBy", "keyType": "GPGKeys", "keyPath": str(tmp_path / "trusted.asc"),
+        "signedIdentity": {"type": "exactReference", "dockerReference": identity}}]}}}))
+    cases = {good: True, stranger: False, other_name: False, unsigned: False}
+    for directory, accepted in cases.items():
+        target = tmp_path / "out" / directory.name
+        ours, theirs = _both(policy, f"dir:{directory}", f"dir:{target}-ours", theirs_dest=f"dir:{target}-theirs")
+        assert (ours.returncode == 0) == accepted, (directory.name, ours.stderr)
+        assert (theirs.returncode == 0) == accepted, (directory.name, theirs.stderr)
+        if accepted:
+            assert (Path(f"{target}-ours") / "signature-1").read_bytes() == (directory / "signature-1").read_bytes()
+        else:
+            assert_one_line_error(ours, "signature")
+            assert not Path(f"{target}-ours").exists()
+    # The same key as inline keyData, and the default identity rule: a dir: image has no docker
+    # reference to match, so matchRepoDigestOrExact rejects even a good signature (as skopeo does).
+    policy.write_text(json.dumps({"default": [{"type": "signedBy", "keyType": "GPGKeys",
+                                               "keyData": base64.b64encode(trusted_pub).decode()}]}))
+    ours, theirs = _both(policy, f"dir:{good}", f"dir:{tmp_path / 'default-ours'}",
+                         theirs_dest=f"dir:{tmp_path / 'default-theirs'}")
+    assert ours.returncode != 0 and theirs.returncode != 0
+    assert_one_line_error(ours, "docker reference")
