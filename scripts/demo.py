@@ -15,6 +15,8 @@ from tests.support.images import make_layer, push_image, push_index  # noqa: E40
 from tests.support.registry import start_registry  # noqa: E402
 
 MIRROR = [sys.executable, "-m", "mirror"]
+SYSTEM_POLICY = Path("/etc/containers/policy.json")
+USER_POLICY = Path.home() / ".config" / "containers" / "policy.json"
 
 
 def mirror(*args: str) -> str:
@@ -29,6 +31,13 @@ def mirror(*args: str) -> str:
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mirror-demo-") as tmp:
+        if not SYSTEM_POLICY.exists() and not USER_POLICY.exists():
+            # copy and sync enforce policy.json as skopeo does; this machine has none (Debian's
+            # containers-common ships one), so the demo brings an accept-anything policy of its own.
+            policy = Path(tmp) / "policy.json"
+            policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}\n')
+            MIRROR.extend(["--policy", str(policy)])
+            print(f"(no policy.json on this machine: using {policy}, which accepts every image)\n")
         with start_registry(Path(tmp) / "src") as src, start_registry(Path(tmp) / "dst") as dst:
             print(f"source registry      http://{src.host}\ndestination registry http://{dst.host}\n")
             base = make_layer(100, 64 * 1024)  # shared by the app images: copied once per repository
