@@ -32,7 +32,8 @@ VERSION_FILE = "version"
 VERSION = b"Directory Transport Version: 1.1\n"
 MANIFEST = "manifest.json"
 MAX_SIGNATURE_SIZE = 4 << 20  # containers/image's limit for one signature
-MAX_SIGNATURES = 1000
+MAX_SIGNATURES = 64
+MAX_SIGNATURES_TOTAL = 16 << 20  # memory bound for one image's signatures
 
 
 def _blob_file(digest: Digest) -> str:
@@ -88,11 +89,15 @@ class DirSource:
 
     async def signatures(self, instance: Digest | None) -> list[bytes]:
         found: list[bytes] = []
+        total = 0
         while len(found) < MAX_SIGNATURES:
             data = await files.read_file(self.root / _signature_file(len(found), instance), MAX_SIGNATURE_SIZE,
                                          "signature")
             if data is None:
                 return found
+            total += len(data)
+            if total > MAX_SIGNATURES_TOTAL:
+                raise MirrorError(f"{self.root}: signatures larger than {MAX_SIGNATURES_TOTAL} bytes in all")
             found.append(data)
         raise MirrorError(f"{self.root}: more than {MAX_SIGNATURES} signatures")
 
