@@ -12,9 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.images import SeededImages, push_image
 from support.mirror_cli import assert_one_line_error, run_mirror
 from support.registry import Registry
+
+from mirror.config.policy import parse_policy
+from mirror.core.simplesign import parse_payload
+from mirror.errors import ConfigError, SignatureInvalid
 
 PLAIN = ("--src-tls-verify=false", "--dest-tls-verify=false")
 
@@ -149,3 +155,49 @@ def test_signed_by_accepts_only_good_signatures_like_skopeo(
                          theirs_dest=f"dir:{tmp_path / 'default-theirs'}")
     assert ours.returncode != 0 and theirs.returncode != 0
     assert_one_line_error(ours, "docker reference")
+
+
+# ----------------------------------------------------------------------- hostile policy and payloads
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+REQUIREMENT_PIECES = st.fixed_dictionaries({}, optional={
+    "type": st.sampled_from(["reject", "insecureAcceptAnything", "signedBy", "sigstoreSigned", "x"]) | json_values,
+    "keyType": st.sampled_from(["GPGKeys", "x"]) | json_values, "keyPath": json_values, "keyPaths": json_values,
+    "keyData": st.sampled_from(["", "AAAA", "!!"]) | json_values, "signedIdentity": json_values})
+
+
+def _policy_outcome(doc: object) -> None:
+    try:
+        policy = parse_policy(json.dumps(doc).encode(), "p.json", Path("/nonexistent"))
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert policy.default  # a parsed policy always has requirements to apply
+
+
+@settings(max_examples=150, deadline=1000)
+@given(json_values)
+def test_random_policy_documents_give_one_line_errors(doc: object) -> None:
+    _policy_outcome(doc)
+    _policy_outcome({"default": doc})
+    _policy_outcome({"default": [{"type": "reject"}], "transports": {"docker": {"": doc}}})
+
+
+@settings(max_examples=150, deadline=1000)
+@given(st.lists(REQUIREMENT_PIECES, max_size=3))
+def test_random_requirements_give_one_line_errors(requirements: list[dict[str, object]]) -> None:
+    _policy_outcome({"default": requirements})
+
+
+@settings(max_examples=150, deadline=1000)
+@given(json_values)
+def test_random_signature_payloads_are_refused_cleanly(doc: object) -> None:
+    for value in (doc, {"critical": doc}, {"critical": {"type": "atomic container signature", "image": doc,
+                                                        "identity": {"docker-reference": "a/b:c"}}}):
+        try:
+            parse_payload(json.dumps(value).encode())
+        except SignatureInvalid as exc:
+            assert str(exc) and "\n" not in str(exc)
