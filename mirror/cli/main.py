@@ -157,6 +157,7 @@ def build_parser() -> Parser:
     e.add_argument("--jobs", "-j", type=int, default=32, metavar="N", help="images in flight at once (default 32)")
     e.add_argument("--blob-jobs", type=int, default=16, metavar="N", help="blob transfers at once (default 16)")
     add_bool(e, "--assume-immutable-tags", "skip tags the destination already has, without comparing digests")
+    add_bool(e, "--digest-tags", "also copy the cosign-style tags (sha256-<hex>.sig/.att/.sbom) of every image copied")
     e.add_argument("--report", metavar="FILE", help="write one JSON record per image to FILE")
     e.add_argument("--prune", dest="prune", action="store_const", const="report", default="off",
                    help="report destination tags missing at the source; --prune=delete deletes them")

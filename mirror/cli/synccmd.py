@@ -57,7 +57,8 @@ def sync(args: argparse.Namespace) -> int:
     request = sync_ops.SyncRequest(
         naming=Naming(args.destination.removeprefix("docker://"), bool(args.scoped), args.append_suffix),
         src_side=side_options(args, "src-", args.authfile), dst_side=side_options(args, "dest-", args.authfile),
-        options=sync_options, prune=args.prune, dest=args.dest, policy=signature_policy(args))
+        options=sync_options, prune=args.prune, dest=args.dest, policy=signature_policy(args),
+        digest_tags=bool(args.digest_tags))
     stats = RunStats()
     report = open(args.report, "w", encoding="utf-8") if args.report else None
     digests: list[str] = []

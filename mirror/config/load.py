@@ -46,7 +46,7 @@ from mirror.errors import ConfigError, InvalidReference
 SKOPEO_KEYS = ("images", "images-by-tag-regex", "images-by-semver", "credentials", "tls-verify", "cert-dir")
 EXTENSION_KEYS = (
     "exclude-tags", "images-exclude-tags", "platforms", "destinations", "rate-limit", "chunk-size",
-    "catalog", "assume-immutable-tags", "prune",
+    "catalog", "assume-immutable-tags", "prune", "digest-tags",
 )
 REGISTRY_KEYS = SKOPEO_KEYS + EXTENSION_KEYS
 CREDENTIAL_KEYS = ("username", "password", "identitytoken")
@@ -210,6 +210,7 @@ def _registry(ctx: NodeReader, key: str, knode: Node, node: Node) -> RegistryCon
         assume_immutable_tags=bool(_opt(entries, "assume-immutable-tags",
                                         lambda n: ctx.boolean(f"{key}.assume-immutable-tags", n))),
         prune=bool(_opt(entries, "prune", lambda n: ctx.boolean(f"{key}.prune", n))),
+        digest_tags=bool(_opt(entries, "digest-tags", lambda n: ctx.boolean(f"{key}.digest-tags", n))),
         exclude_tags=tuple(dict.fromkeys(excludes)),
     )
 

@@ -79,6 +79,7 @@ class RegistryConfig:
     platforms: tuple[str, ...] = ()  # canonical "os/arch[/variant]"; empty: no platform filter
     assume_immutable_tags: bool = False
     prune: bool = False
+    digest_tags: bool = False  # also copy cosign-style tags (sha256-<hex>[.sig|.att|.sbom]) of copied digests
     exclude_tags: tuple[str, ...] = ()  # registry-wide ``exclude-tags`` (also merged into each RepoSpec)
 
 

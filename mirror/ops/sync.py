@@ -150,6 +150,7 @@ class SyncRequest:
     prune: str = "off"  # off | report | delete
     dest: str = "docker"  # docker | dir
     policy: Policy | None = None  # the signature policy (None: --insecure-policy)
+    digest_tags: bool = False     # --digest-tags
 
 
 async def sync_yaml(rt: Runtime, config: SyncConfig, request: SyncRequest,
@@ -189,7 +190,7 @@ def _prepare(rt: Runtime, request: SyncRequest, on_record: Callable[[ImageRecord
         stats.planned += n
 
     options = PlanOptions(request.naming, prune=prune and request.dest == "docker", dest=request.dest,
-                          policy=request.policy)
+                          policy=request.policy, digest_tags=request.digest_tags)
     planner = Planner(endpoints, options, result.prune.append, planned)
     scheduler = Scheduler(request.options, rt.known_locations(), on_record, stats)
     return planner, result, scheduler

@@ -8,6 +8,7 @@ comparison. Prune candidates (destination tags the source no longer has) are rep
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from mirror.plan.pairs import DeferredPair, ImagePair, Work
 from mirror.transports.base import ImageDestination, ImageSource
 
 LIST_CONCURRENCY = 16
+_DIGEST_TAG = re.compile(r"^(sha256|sha512)-([0-9a-f]{64}|[0-9a-f]{128})(?:\.[A-Za-z0-9_-]+)?$")
 
 
 class Endpoints(Protocol):
@@ -69,6 +71,7 @@ class PlanOptions:
     prune: bool = False
     dest: str = "docker"  # docker | dir | oci
     policy: Policy | None = None  # the signature policy; None: --insecure-policy
+    digest_tags: bool = False     # --digest-tags (YAML: per registry)
 
 
 PruneSink = Callable[[PruneCandidate], None]
@@ -116,10 +119,14 @@ class Planner:
 
     async def _repo(self, registry: RegistryConfig, spec: RepoSpec, send: MemoryObjectSendStream[Work]) -> None:
         source = self.endpoints.source(registry.name, spec.path, registry)
-        needs_listing = spec.all_tags or spec.regex is not None or spec.semver is not None or self.options.prune
+        digest_tags = self.options.digest_tags or registry.digest_tags
+        needs_listing = spec.all_tags or spec.regex is not None or spec.semver is not None or self.options.prune \
+            or digest_tags
         async with self._limit:
             available = [tag async for tag in source.list_tags()] if needs_listing else []
         refs = select_tags(available, spec)
+        if digest_tags:
+            refs = await self._with_digest_tags(source, refs, available)
         naming = self.options.naming
         platforms = tuple(parse_platform(p) for p in registry.platforms)
         pairs: list[ImagePair] = []
@@ -213,6 +220,28 @@ class Planner:
                 dst_ref=dst.tag, fresh_repo=not existing,
                 dst_has_tag=None if dst.tag is None else bool(existing and dst.tag in existing),
                 src_name=f"oci:{root}:{name}", dst_name=str(dst), policy=self._path_policy("oci", root, name)))
+
+    async def _with_digest_tags(self, source: ImageSource, refs: list[str], available: list[str]) -> list[str]:
+        """``refs`` plus the cosign-style tags (``sha256-<hex>``, ``sha256-<hex>.sig|.att|.sbom``) of their
+        digests. Costs one source HEAD per selected tag, and nothing when the repository has no such tag."""
+        by_digest: dict[str, list[str]] = {}
+        for tag in available:
+            if (match := _DIGEST_TAG.match(tag)) is not None:
+                by_digest.setdefault(f"{match[1]}:{match[2]}", []).append(tag)
+        if not by_digest:
+            return refs
+        out = list(refs)
+        for ref in refs:
+            if is_digest(ref):
+                digest = ref
+            else:
+                async with self._limit:
+                    desc = await source.head_manifest(ref)
+                if desc is None:
+                    continue
+                digest = str(desc.digest)
+            out.extend(t for t in by_digest.pop(digest, []) if t not in out)
+        return out
 
     def _docker_policy(self, registry: str, path: str, ref: str) -> ImagePolicy | None:
         policy = self.options.policy
