@@ -159,6 +159,8 @@ def build_parser() -> Parser:
     add_bool(e, "--assume-immutable-tags", "skip tags the destination already has, without comparing digests")
     add_bool(e, "--digest-tags", "also copy the cosign-style tags (sha256-<hex>.sig/.att/.sbom) of every image copied")
     e.add_argument("--report", metavar="FILE", help="write one JSON record per image to FILE")
+    e.add_argument("--metrics", metavar="FILE",
+                   help="write the run's figures to FILE in Prometheus text format (node_exporter textfile)")
     e.add_argument("--prune", dest="prune", action="store_const", const="report", default="off",
                    help="report destination tags missing at the source; --prune=delete deletes them")
     for mode in ("report", "delete"):

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from mirror.cli import render
+from mirror.cli import metrics, render
 from mirror.cli.commands import global_options, run, side_options, signature_policy
 from mirror.config.load import load_sync_config
 from mirror.core.descriptor import Platform
@@ -64,6 +64,7 @@ def sync(args: argparse.Namespace) -> int:
     digests: list[str] = []
     sink = _RecordSink(report, digests, dry_run=sync_options.dry_run, quiet=bool(args.quiet))
     display = render.SyncDisplay(stats, enabled=not args.quiet)
+    result: sync_ops.SyncResult | None = None
     try:
         with display:
             if args.src in ("dir", "oci"):
@@ -82,6 +83,9 @@ def sync(args: argparse.Namespace) -> int:
     finally:
         if report is not None:
             report.close()
+        if args.metrics:
+            metrics.write(args.metrics, metrics.render(stats, result.registries if result else {}, sync_options.dry_run,
+                                                       success=result is not None and not stats.failed))
     if args.digestfile:
         Path(args.digestfile).write_text("".join(f"{line}\n" for line in digests))
     for candidate in result.prune:
