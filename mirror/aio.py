@@ -4,44 +4,95 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 import anyio
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
-#: Successes remembered per SingleFlight: memory stays bounded however large the catalog; a key
-#: forgotten (least recently used first) only means the work is checked again (HEAD), never lost.
-REMEMBER = 8192
+#: Default bound of the run-wide memories (SingleFlight successes, blob locations). A key forgotten
+#: (least recently used first) only means the work is checked again (a HEAD), never lost. Sized for
+#: the working set (images in flight and the layers they share), not for the catalog: it fills
+#: within the first few thousand images and memory stays flat however large the catalog is.
+REMEMBER = 4096
+
+
+class LRU(Generic[K, V]):
+    """A dict bounded to ``size`` entries; reads and writes make an entry the most recent."""
+
+    def __init__(self, size: int) -> None:
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self.size = size
+
+    def get(self, key: K) -> V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class _Flight(Generic[T]):
+    __slots__ = ("done", "ok", "result")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.ok = False
+        self.result: T | None = None
 
 
 class SingleFlight(Generic[T]):
-    """Runs one call per key at a time; later callers share a success. Failures are forgotten,
-    so a later caller retries (as go-containerregistry's workers.Do). At most ``remember``
-    successes are kept, least recently used evicted first."""
+    """Runs one call per key at a time; callers that arrive while it runs share its success.
+    Failures (and cancellation) are shared with nobody: a waiting or later caller runs the call
+    again (as go-containerregistry's workers.Do). Afterwards at most ``remember`` successes are
+    kept, least recently used evicted first; ``remember=0`` keeps nothing once a call is over (the
+    caller remembers what it needs elsewhere), so memory is only what is in flight."""
 
     def __init__(self, remember: int = REMEMBER) -> None:
-        self._locks: dict[Hashable, anyio.Lock] = {}
-        self._done: OrderedDict[Hashable, T] = OrderedDict()
-        self._remember = remember
+        self._flights: dict[Hashable, _Flight[T]] = {}
+        self._done: LRU[Hashable, tuple[T]] = LRU(remember)
 
     async def do(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """(result, shared): ``shared`` is True when another caller's result was reused."""
-        if key in self._done:
-            self._done.move_to_end(key)
-            return self._done[key], True
-        lock = self._locks.setdefault(key, anyio.Lock())
-        async with lock:
-            if key in self._done:
-                return self._done[key], True
+        while True:
+            done = self._done.get(key)
+            if done is not None:
+                return done[0], True
+            flight = self._flights.get(key)
+            if flight is None:
+                break
+            await flight.done.wait()
+            if flight.ok:
+                return cast(T, flight.result), True
+        flight = self._flights[key] = _Flight()
+        try:
             result = await fn()
-            self._done[key] = result
-            if len(self._done) > self._remember:
-                self._done.popitem(last=False)
-            self._locks.pop(key, None)  # waiters keep their reference; new callers see _done
+            flight.ok, flight.result = True, result
+            if self._done.size:
+                self._done.put(key, (result,))
             return result, False
+        finally:
+            del self._flights[key]
+            flight.done.set()
 
     def done(self, key: Hashable) -> bool:
         """True once a call for ``key`` has succeeded (and is still remembered)."""
         return key in self._done
+
+    def held(self) -> int:
+        """Keys held: calls in flight and remembered successes."""
+        return len(self._flights) + len(self._done)

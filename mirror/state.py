@@ -46,6 +46,12 @@ log = structlog.get_logger("mirror.state")
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 10_000
+#: SQLite page cache of a state file, in KiB (SQLite's default is 2000): the lookups touch a few
+#: B-tree pages each, so a small cache serves them, and memory stops growing early in a long run.
+CACHE_KIB = 512
+#: Blob locations an in-memory store keeps (most recently verified kept): without a file nothing
+#: outlives the run, so this is only the run's own memory, bounded like ``KnownLocations``.
+MEMORY_LOCATIONS = 4096
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
@@ -97,11 +103,13 @@ class StateStore:
     """The state file. Open with :meth:`open` (or :meth:`memory`); use as a context manager."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path | None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, max_locations: int | None = None) -> None:
         self._conn = conn
         self._lock = threading.Lock()
         self._clock = clock
         self.path = path
+        self._max_locations = max_locations  # None: unbounded (a file)
+        self._recorded = 0  # record_blob calls since the last trim
 
     # -- opening and closing ------------------------------------------------------------------
     @classmethod
@@ -128,11 +136,13 @@ class StateStore:
         return cls(conn, target, clock)
 
     @classmethod
-    def memory(cls, clock: Callable[[], float] = time.time) -> StateStore:
-        """A store that lives only as long as the process (for ``--state none``)."""
+    def memory(cls, clock: Callable[[], float] = time.time,
+               max_locations: int = MEMORY_LOCATIONS) -> StateStore:
+        """A store that lives only as long as the process (for ``--state none``); it keeps at most
+        about ``max_locations`` blob locations, the most recently verified."""
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         _init_schema(conn, "memory")
-        return cls(conn, None, clock)
+        return cls(conn, None, clock, max_locations)
 
     def close(self) -> None:
         with self._lock:
@@ -183,6 +193,19 @@ class StateStore:
         with self._write() as conn:
             conn.execute("INSERT OR REPLACE INTO blob_locations (registry, digest, repo, verified_at) "
                          "VALUES (?, ?, ?, ?)", (registry, digest, repo, self._clock()))
+            if self._max_locations is not None:
+                self._recorded += 1
+                if self._recorded >= max(1, self._max_locations // 8):  # trim in batches: cheap
+                    self._recorded = 0
+                    conn.execute("DELETE FROM blob_locations WHERE (registry, digest, repo) IN (SELECT registry, "
+                                 "digest, repo FROM blob_locations ORDER BY verified_at DESC LIMIT -1 OFFSET ?)",
+                                 (self._max_locations,))
+
+    def location_count(self) -> int:
+        """Blob locations stored (for tests and reports)."""
+        with self._read() as conn:
+            row = conn.execute("SELECT COUNT(*) FROM blob_locations").fetchone()
+        return int(row[0]) if row else 0
 
     def known_repos(self, registry: str, digest: str, limit: int = 20) -> list[str]:
         """Repositories of ``registry`` known to hold ``digest``, most recently verified first."""
@@ -259,6 +282,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         if mode is None or str(mode[0]).lower() != "wal":
             raise sqlite3.OperationalError(f"cannot use WAL journal (got {mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         check = conn.execute("PRAGMA quick_check").fetchone()
         if check is None or check[0] != "ok":
             raise _Corrupt(f"integrity check failed: {check[0] if check else 'no answer'}")

@@ -723,6 +723,20 @@ def test_memory_state_has_the_same_api() -> None:
         assert state.known_repos("r", "sha256:" + "d" * 64) == ["a"]
 
 
+def test_memory_state_keeps_a_bounded_number_of_locations(tmp_path: Path) -> None:
+    clock = itertools.count()
+    with StateStore.memory(clock=lambda: float(next(clock)), max_locations=64) as state:
+        for i in range(1000):
+            state.record_blob("r", f"repo{i % 7}", f"sha256:{i:064x}")
+        assert 64 <= state.location_count() <= 64 + 64 // 8
+        assert state.known_repos("r", f"sha256:{999:064x}") == [f"repo{999 % 7}"]  # the newest are kept
+        assert state.known_repos("r", f"sha256:{0:064x}") == []
+    with StateStore.open(tmp_path / "state.sqlite") as state:  # a file keeps every fact, on disk
+        for i in range(300):
+            state.record_blob("r", "repo", f"sha256:{i:064x}")
+        assert state.location_count() == 300
+
+
 @pytest.mark.parametrize(("env", "path"), [
     ({"HOME": "/home/u"}, "/home/u/.local/state/mirror/state.sqlite"),
     ({"HOME": "/home/u", "XDG_STATE_HOME": "/xdg"}, "/xdg/mirror/state.sqlite"),

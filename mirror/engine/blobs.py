@@ -13,7 +13,6 @@ Decisions, in order, for (destination repository, digest):
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -21,7 +20,7 @@ from enum import Enum
 import anyio
 import structlog
 
-from mirror.aio import REMEMBER, SingleFlight
+from mirror.aio import LRU, REMEMBER, SingleFlight
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.errors import DigestMismatch
@@ -31,6 +30,9 @@ log = structlog.get_logger("mirror.blobs")
 
 #: Tries of an upload whose bytes do not match the digest (damaged in transit: the source is read again).
 DIGEST_ATTEMPTS = 3
+
+#: Mount sources remembered per digest (the most recent): a mount tries at most three.
+MAX_SOURCES = 8
 
 FOREIGN = frozenset({
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
@@ -75,32 +77,45 @@ class BlobCounters:
 
 class KnownLocations:
     """Where blobs are known to be present. Backed by the run's memory plus an optional lookup
-    (the state file) for facts learned in earlier runs."""
+    (the state file) for facts learned in earlier runs.
 
-    def __init__(self, lookup: Callable[[str, Digest], Iterable[str]] | None = None) -> None:
-        self._mem: OrderedDict[tuple[str, Digest], list[str]] = OrderedDict()
+    The memory is bounded: at most ``remember`` (repository, digest) facts and as many digests'
+    lists of mount sources (``MAX_SOURCES`` repositories each), least recently used forgotten
+    first; a lookup refreshes. A forgotten fact costs a HEAD or a mount later, never a wrong answer."""
+
+    def __init__(self, lookup: Callable[[str, Digest], Iterable[str]] | None = None,
+                 remember: int = REMEMBER) -> None:
+        self._present: LRU[tuple[str, str, Digest], bool] = LRU(remember)
+        self._sources: LRU[tuple[str, Digest], list[str]] = LRU(remember)
         self._lookup = lookup
 
     def add(self, location: Location, digest: Digest) -> None:
+        self._present.put((location.host, location.path, digest), True)
         key = (location.host, digest)
-        repos = self._mem.setdefault(key, [])
-        self._mem.move_to_end(key)
-        if len(self._mem) > REMEMBER:  # bounded: a forgotten location costs a HEAD later, nothing more
-            self._mem.popitem(last=False)
-        if location.path not in repos:
-            repos.append(location.path)
+        repos = self._sources.get(key)
+        if repos is None:
+            self._sources.put(key, [location.path])
+            return
+        if location.path in repos:
+            repos.remove(location.path)
+        repos.append(location.path)  # most recent last
+        del repos[:-MAX_SOURCES]
 
     def present(self, location: Location, digest: Digest) -> bool:
-        return location.path in self._mem.get((location.host, digest), ())
+        return self._present.get((location.host, location.path, digest)) is not None
 
     def candidates(self, location: Location, digest: Digest) -> list[str]:
-        repos = [r for r in self._mem.get((location.host, digest), ()) if r != location.path]
+        repos = [r for r in reversed(self._sources.get((location.host, digest)) or ()) if r != location.path]
         if self._lookup is not None:
             repos += [r for r in self._lookup(location.host, digest) if r != location.path and r not in repos]
         return repos
 
     def remembered(self, location: Location, digest: Digest) -> bool:
         return self._lookup is not None and location.path in self._lookup(location.host, digest)
+
+    def facts(self) -> int:
+        """(repository, digest) facts held in memory (not ``__len__``: an empty one must stay truthy)."""
+        return len(self._present)
 
 
 @dataclass
@@ -111,8 +126,9 @@ class BlobMover:
     locations: KnownLocations = field(default_factory=KnownLocations)
     dry_run: bool = False
     on_blob: Callable[[Descriptor, BlobOutcome], None] | None = None
-    _per_repo: SingleFlight[tuple[BlobOutcome, int]] = field(default_factory=SingleFlight)
-    _per_registry: SingleFlight[tuple[BlobOutcome, int]] = field(default_factory=SingleFlight)
+    # In flight only: what is done is remembered in ``locations`` (one bounded memory, not three).
+    _per_repo: SingleFlight[tuple[BlobOutcome, int]] = field(default_factory=lambda: SingleFlight(remember=0))
+    _per_registry: SingleFlight[tuple[BlobOutcome, int]] = field(default_factory=lambda: SingleFlight(remember=0))
 
     async def ensure(self, src: ImageSource, dst: ImageDestination, desc: Descriptor,
                      may_exist: bool) -> tuple[BlobOutcome, int]:

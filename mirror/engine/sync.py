@@ -98,7 +98,8 @@ class Scheduler:
         self.stats = stats or RunStats()
         self.on_record = on_record or (lambda _r: None)
         self.blobs = BlobMover(anyio.CapacityLimiter(max(1, options.blob_jobs)),
-                               locations or KnownLocations(), dry_run=options.dry_run, on_blob=on_blob)
+                               locations if locations is not None else KnownLocations(), dry_run=options.dry_run,
+                               on_blob=on_blob)
         self.manifests = ManifestWriter(options.dry_run)
         self.copier = ImageCopier(self.blobs, self.manifests, options.copy)
 

@@ -18,6 +18,7 @@ import aiohttp
 import anyio
 from yarl import URL
 
+from mirror.aio import LRU
 from mirror.errors import RegistryError, TransientError, Unauthorized
 from mirror.http.body import read_limited
 from mirror.http.credentials import Credential
@@ -27,6 +28,7 @@ MAX_TOKEN_BODY = 1 << 20
 MAX_TOKEN_LIFETIME = 86_400.0  # cache a token a day at most, whatever expires_in says
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 CLIENT_ID = "mirror"
+TOKEN_SLOTS = 512  # scope sets whose token is kept per credential and registry
 
 
 def basic_header(cred: Credential) -> str:
@@ -76,7 +78,9 @@ class TokenCache:
         self._plain_ok = allow_plain_http  # credentials may go to an http:// realm (--tls-verify=false)
         self._ssl = ssl_ctx
         self._ua = user_agent
-        self._slots: dict[tuple[str, str, tuple[str, ...]], _Slot] = {}
+        # One slot per scope set (a repository, a mount's pair of repositories): bounded, least
+        # recently used dropped first; a dropped token is fetched again when needed.
+        self._slots: LRU[tuple[str, str, tuple[str, ...]], _Slot] = LRU(TOKEN_SLOTS)
 
     def invalidate(self, challenge: Challenge, scopes: tuple[str, ...]) -> None:
         slot = self._slots.get(self._key(challenge, scopes))
@@ -90,7 +94,11 @@ class TokenCache:
     async def get(self, challenge: Challenge, scopes: tuple[str, ...]) -> str:
         if self._cred.registry_token:
             return self._cred.registry_token
-        slot = self._slots.setdefault(self._key(challenge, scopes), _Slot())
+        key = self._key(challenge, scopes)
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = _Slot()
+            self._slots.put(key, slot)
         async with slot.lock:
             if slot.token is None or not slot.token.valid(time.monotonic()):
                 slot.token = await self._fetch(challenge, scopes)
