@@ -12,6 +12,13 @@ from what they see (seeded RNG):
 * ``blob-manifest``: when an image manifest arrives at the destination (its blobs are all there);
 * ``mid-index``: when a child manifest of an index arrives (a PUT by digest), before the index.
 
+Each run's point is drawn among those the run can still reach, read from the destination before it
+starts (tags still missing, index children still missing, the large blob still absent), and its
+countdown is capped by what is left; so every kill lands in the phase it names, instead of a run
+finishing before its kill because that phase was already done. The engine works on many images at
+once, so phases of different images overlap in time: a ``blob-manifest`` or ``mid-index`` kill
+while the large blob streams is also a kill in the middle of one of its chunks.
+
 After every kill: for every tag at the destination (read from the destination registry directly),
 its manifest and every child, config and layer it references must exist (HEAD); the state file must
 pass ``PRAGMA integrity_check``. Then a final run without kills must succeed, the destination must
@@ -34,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +53,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from aiohttp import web  # noqa: E402
 from chaos import ACCEPT, WORK_DIR, Catalog, seed_catalog, sync_yaml, verify  # noqa: E402
 
+from mirror.transports.registry.upload import UploadOptions, parse_size  # noqa: E402
 from tests.support.images import Client  # noqa: E402
 from tests.support.proxy import Fault, RegistryProxy, RequestInfo  # noqa: E402
 from tests.support.registry import Registry, start_registry  # noqa: E402
@@ -66,12 +75,11 @@ class Killer:
     fired: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def arm(self, proc: subprocess.Popen[bytes], point: str) -> None:
+    def arm(self, proc: subprocess.Popen[bytes], point: str, limit: int) -> None:
+        """Kill at the n-th matching request, n drawn from 1..``limit`` (what the run can still reach)."""
         with self.lock:
             self.proc, self.point, self.fired = proc, point, False
-            self.countdown = {"planning": self.rng.randint(1, 8), "mid-blob": self.rng.randint(1, 4),
-                              "mid-chunk": self.rng.randint(1, 4),
-                              "blob-manifest": self.rng.randint(1, 15), "mid-index": self.rng.randint(1, 3)}[point]
+            self.countdown = self.rng.randint(1, max(1, limit))
 
     def disarm(self) -> None:
         with self.lock:
@@ -114,6 +122,37 @@ class Killer:
             return web.Response(status=503)
 
         return Fault(predicate, action, times=None)
+
+
+#: The most matching requests a kill point lets through before it fires.
+COUNTDOWN = {"planning": 8, "mid-blob": 4, "mid-chunk": 4, "blob-manifest": 15, "mid-index": 3}
+
+
+def reachable(src: Registry, dst: Registry, catalog: Catalog, state: Path, chunk: int) -> dict[str, int]:
+    """For each kill point, how many matching requests the next run will make at least (capped at
+    :data:`COUNTDOWN`); 0: the point cannot be reached any more (its phase is done at the destination),
+    so arming it would be a kill that never happens."""
+    s, d = Client(src), Client(dst)
+    missing_tags = missing_children = 0
+    for repo, tag in catalog.images:
+        target = f"m/{repo.rsplit('/', 1)[-1]}"
+        if d.request("HEAD", f"/v2/{target}/manifests/{tag}", {"Accept": ACCEPT}, ok=(200, 404)).status == 200:
+            continue
+        missing_tags += 1
+        doc = json.loads(s.request("GET", f"/v2/{repo}/manifests/{tag}", {"Accept": ACCEPT}).body)
+        for child in doc.get("manifests") or []:
+            if d.request("HEAD", f"/v2/{target}/manifests/{child['digest']}", {"Accept": ACCEPT},
+                         ok=(200, 404)).status != 200:
+                missing_children += 1
+    chunks = 0
+    big = catalog.big_digest
+    if big is not None:
+        size = int(s.request("HEAD", f"/v2/chaos/big/blobs/{big}").headers.get("Content-Length", "0"))
+        if d.request("HEAD", f"/v2/m/big/blobs/{big}", ok=(200, 404)).status != 200:
+            chunks = -(-(size - (saved_offset(state, big) or 0)) // chunk)  # at least, if the session lives
+    counts = {"planning": COUNTDOWN["planning"], "mid-blob": chunks, "mid-chunk": chunks,
+              "blob-manifest": missing_tags, "mid-index": missing_children}
+    return {p: min(n, COUNTDOWN[p]) for p, n in counts.items()}
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -177,6 +216,9 @@ class CrashReport:
     failed: list[str] = field(default_factory=list)
     corrupt: int = 0
     wall: float = 0.0
+    runs: list[str] = field(default_factory=list)  # one line per run: kill point, bytes, the large blob's fate
+    recommitted: list[str] = field(default_factory=list)  # blobs whose upload completed more than once
+    recommitted_bytes: int = 0
 
     @property
     def ratio(self) -> float:
@@ -201,13 +243,58 @@ class CrashReport:
             f"bytes sent over all runs: {self.bytes_sent / MiB:.1f} MiB vs catalog unique "
             f"{self.unique_bytes / MiB:.1f} MiB = {self.ratio:.2f}x; of which {self.abandoned / MiB:.1f} MiB into "
             f"upload sessions that never completed (without them {self.ratio_kept:.2f}x); wall {self.wall:.1f}s",
+            f"blobs uploaded to completion more than once: {len(self.recommitted)} "
+            f"({self.recommitted_bytes / MiB:.1f} MiB re-sent){': ' if self.recommitted else ''}"
+            f"{', '.join(self.recommitted[:5])}",
         ]
+
+
+def recommitted(proxy: RegistryProxy) -> tuple[list[str], int]:
+    """Blobs whose upload session was completed (PUT 201) more than once, and the bytes of the extra ones."""
+    sessions: dict[str, list[str]] = {}
+    for r in proxy.requests:
+        if r.kind == "upload" and r.method == "PUT" and r.status == 201:
+            digest = urllib.parse.parse_qs(r.query).get("digest", ["?"])[0]
+            sessions.setdefault(digest, []).append(r.path)
+    extra = {d: paths[1:] for d, paths in sessions.items() if len(paths) > 1}
+    sent = sum(proxy.upload_bytes_by_session[p] for paths in extra.values() for p in paths)
+    return [f"{d[:19]} x{len(paths) + 1}" for d, paths in extra.items()], sent
+
+
+def saved_offset(state: Path, digest: str | None) -> int | None:
+    """The offset the state file holds for the large blob's upload session (None: no session)."""
+    if digest is None or not state.exists():
+        return None
+    con = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
+    try:
+        row = con.execute("SELECT offset FROM uploads WHERE digest = ?", (digest,)).fetchone()
+    finally:
+        con.close()
+    return int(row[0]) if row else None
+
+
+def big_blob_events(log: Path, digest: str | None) -> str:
+    """What a run's JSON log says about the large blob's upload session."""
+    if digest is None:
+        return ""
+    seen = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("digest") == digest and str(event.get("event", "")).startswith(
+                "upload_"):
+            name = str(event["event"]).removeprefix("upload_")
+            seen.append(f"{name}@{int(event['offset']) // MiB}MiB" if "offset" in event else name)
+    return ",".join(seen)
 
 
 def crash_run(tmp: Path, src: Registry, dst: Registry, catalog: Catalog, *, kills: int, seed: int,
               extra: list[str] | None = None, points: tuple[str, ...] = POINTS,
-              env: dict[str, str] | None = None, timeout: float = 900) -> CrashReport:
-    """``kills`` SIGKILLed runs of ``mirror sync`` (state file in ``tmp``), then a final one."""
+              env: dict[str, str] | None = None, timeout: float = 900, chunk: int = 16 * MiB) -> CrashReport:
+    """``kills`` SIGKILLed runs of ``mirror sync`` (state file in ``tmp``), then a final one. Each run's
+    kill point is drawn among those its run can still reach (``chunk``: mirror's chunk size)."""
     rng = random.Random(seed)
     killer = Killer(random.Random(seed + 1), catalog.big_digest)
     report = CrashReport(unique_bytes=catalog.unique_bytes, images=len(catalog.images))
@@ -227,12 +314,15 @@ def crash_run(tmp: Path, src: Registry, dst: Registry, catalog: Catalog, *, kill
                str(yaml_path), f"{dproxy.host}/m"]
         for i in range(kills + 1):
             final = i == kills
+            sent_before = dproxy.upload_bytes
+            offset_before = saved_offset(state, catalog.big_digest)
+            limits = reachable(src, dst, catalog, state, chunk) if not final else {}
             with open(tmp / f"crash-{i}.log", "wb") as log:
                 proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=run_env, cwd=pypath)
                 point = None
                 if not final:
-                    point = rng.choice(points)
-                    killer.arm(proc, point)
+                    point = rng.choice([p for p in points if limits.get(p)] or ["planning"])
+                    killer.arm(proc, point, limits.get(point, COUNTDOWN["planning"]))
                 try:
                     rc = proc.wait(timeout=timeout)
                 finally:
@@ -240,6 +330,13 @@ def crash_run(tmp: Path, src: Registry, dst: Registry, catalog: Catalog, *, kill
                     if proc.poll() is None:
                         _kill(proc)
                         proc.wait()
+            offset_after = saved_offset(state, catalog.big_digest)
+            sent = (dproxy.upload_bytes - sent_before) / MiB
+            report.runs.append(
+                f"run {i + 1:2d} {'final' if final else point:13s} sent {sent:6.1f} MiB; large blob: saved session "
+                f"{'-' if offset_before is None else f'{offset_before // MiB}MiB'} -> "
+                f"{'-' if offset_after is None else f'{offset_after // MiB}MiB'}; "
+                f"{big_blob_events(tmp / f'crash-{i}.log', catalog.big_digest) or 'no session events'}")
             if final:
                 report.final_rc = rc
                 if rc != 0:
@@ -258,6 +355,7 @@ def crash_run(tmp: Path, src: Registry, dst: Registry, catalog: Catalog, *, kill
                 report.integrity_failures.append(f"after kill {i + 1}: {verdict}")
         report.bytes_sent = dproxy.upload_bytes
         report.abandoned = dproxy.abandoned_upload_bytes()
+        report.recommitted, report.recommitted_bytes = recommitted(dproxy)
     report.wall = time.perf_counter() - start
     v = verify(src, dst, catalog)
     report.verified, report.corrupt = v.verified, v.corrupt_blobs + v.corrupt_manifests
@@ -278,13 +376,16 @@ def main() -> int:
     args = ap.parse_args()
     logging.getLogger("aiohttp").setLevel(logging.CRITICAL)  # the proxy's noise about killed peers
     extra = [f"--chunk-size={args.chunk_size}"] if args.chunk_size else []
+    chunk = parse_size(args.chunk_size, "--chunk-size") if args.chunk_size else UploadOptions().chunk_size
     with tempfile.TemporaryDirectory(prefix="mirror-crash-", dir=WORK_DIR) as tmp_s:
         tmp = Path(tmp_s)
         with start_registry(tmp / "src") as src, start_registry(tmp / "dst") as dst:
             catalog = seed_catalog(src, args.repos, args.tags, args.big_mib)
             print(f"seeded {len(catalog.images)} images, {catalog.unique_bytes / MiB:.1f} MiB unique", flush=True)
             report = crash_run(tmp, src, dst, catalog, kills=args.kills, seed=args.seed, extra=extra,
-                               points=tuple(p for p in args.points.split(",") if p))
+                               points=tuple(p for p in args.points.split(",") if p), chunk=chunk)
+    for line in report.runs:
+        print(line)
     for line in report.lines():
         print(line)
     for d in report.dangling[:10]:

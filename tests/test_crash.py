@@ -30,7 +30,7 @@ def test_sigkill_at_random_points_then_complete(tmp_path: Path, seed: int) -> No
         catalog = seed_catalog(src, 4, 3, 24, layer_kib=64)
         env = dict(os.environ, MIRROR_CHUNK_THRESHOLD="8M")
         report = crash_run(tmp_path, src, dst, catalog, kills=5, seed=seed, extra=["--chunk-size=4M"], env=env,
-                           timeout=60, points=RESUMABLE_POINTS)
+                           timeout=60, points=RESUMABLE_POINTS, chunk=4 << 20)
     summary = "\n".join(report.lines())
     assert len(report.kills) == 5, summary
     assert report.tags_checked > 0, summary

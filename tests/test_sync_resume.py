@@ -73,3 +73,21 @@ def test_killed_sync_resumes_the_big_upload(big_image: tuple[Registry, Descripto
     body, _type, _digest = Client(registry2).get_manifest("mirror/src", "v1")
     assert body == manifest
     assert hashlib.sha256(Client(registry2).get_blob("mirror/src", str(layer.digest))).hexdigest() == layer.digest.hex
+
+
+def test_large_blob_committed_by_an_unrecorded_run_is_not_sent_again(
+        big_image: tuple[Registry, Descriptor, bytes], registry2: Registry, tmp_path: Path) -> None:  # noqa: F811
+    """A run killed after the registry committed a large blob but before anything recorded it leaves the
+    blob in a repository without tags (and, here, no state at all): the next run finds it with a HEAD."""
+    src, layer, manifest = big_image
+    Client(registry2).push_blob("mirror/src", Client(src).get_blob("big/src", str(layer.digest)))
+    report = tmp_path / "report.jsonl"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "mirror", "sync", "--src", "docker", "--dest", "docker", "--src-tls-verify=false",
+            "--dest-tls-verify=false", "--state", "none", "--report", str(report), f"{src.host}/big/src:v1",
+            f"{registry2.host}/mirror"]
+    run = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    (record,) = [json.loads(line) for line in report.read_text().splitlines()]
+    assert record["outcome"] == "copied" and record["blobs"]["skipped"] == 1 and record["bytes"] < 4096, record
+    assert Client(registry2).get_manifest("mirror/src", "v1")[0] == manifest

@@ -2,7 +2,8 @@
 
 Decisions, in order, for (destination repository, digest):
 1. Already made present in this run → nothing to do.
-2. The repository may hold it (it existed before the run, or the state file says so) → HEAD.
+2. The repository may hold it (it existed before the run, the state file says so, or the blob is
+   large enough that an interrupted earlier run may have committed it unrecorded) → HEAD.
 3. Another repository on the same destination registry holds it (this run, or the state file) →
    cross-repo mount; the source repository too when source and destination share a registry.
 4. Otherwise upload it, streaming from the source. Concurrent needs for the same digest on the
@@ -30,6 +31,10 @@ log = structlog.get_logger("mirror.blobs")
 
 #: Tries of an upload whose bytes do not match the digest (damaged in transit: the source is read again).
 DIGEST_ATTEMPTS = 3
+
+#: Blobs this large are looked for (HEAD) even in a repository that had no tags before the run: an
+#: earlier, interrupted run may have committed them, and one HEAD is nothing next to re-sending them.
+LARGE_BLOB = 16 << 20
 
 #: Mount sources remembered per digest (the most recent): a mount tries at most three.
 MAX_SOURCES = 8
@@ -145,7 +150,8 @@ class BlobMover:
     async def _ensure(self, src: ImageSource, dst: ImageDestination, desc: Descriptor,
                       may_exist: bool) -> tuple[BlobOutcome, int]:
         async with self.limit:
-            if (may_exist or self.locations.remembered(dst.location, desc.digest)) and await dst.has_blob(desc):
+            if (may_exist or desc.size >= LARGE_BLOB or self.locations.remembered(dst.location, desc.digest)) \
+                    and await dst.has_blob(desc):
                 return self._done(dst, desc, BlobOutcome.SKIPPED, 0)
             if await self._mount_any(src, dst, desc):
                 return self._done(dst, desc, BlobOutcome.MOUNTED, 0)
