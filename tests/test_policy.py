@@ -18,8 +18,10 @@ from support.images import SeededImages, push_image
 from support.mirror_cli import assert_one_line_error, run_mirror
 from support.registry import Registry
 
-from mirror.config.policy import parse_policy
+from mirror.config.policy import Identity, parse_policy
+from mirror.core.reference import parse_docker
 from mirror.core.simplesign import parse_payload
+from mirror.engine.trust import _check_identity
 from mirror.errors import ConfigError, SignatureInvalid
 
 PLAIN = ("--src-tls-verify=false", "--dest-tls-verify=false")
@@ -201,3 +203,39 @@ def test_random_signature_payloads_are_refused_cleanly(doc: object) -> None:
             parse_payload(json.dumps(value).encode())
         except SignatureInvalid as exc:
             assert str(exc) and "\n" not in str(exc)
+
+
+D = "sha256:" + "ab" * 32
+IDENTITY_CASES = [
+    # (signedIdentity, image reference or None, signed reference, accepted) — containers/image's rules
+    (Identity(), "busybox:latest", "docker.io/library/busybox:latest", True),
+    (Identity(), "busybox:latest", "busybox:1", False),
+    (Identity(), f"busybox@{D}", "busybox:whatever", True),
+    (Identity(), f"busybox@{D}", f"other@{D}", False),
+    (Identity("matchExact"), f"busybox@{D}", f"busybox@{D}", True),
+    (Identity("matchExact"), f"busybox@{D}", "busybox:1", False),
+    (Identity("matchRepository"), "busybox:1", "busybox:2", True),
+    (Identity("matchRepository"), "busybox:1", "quay.io/busybox:1", False),
+    (Identity("exactReference", ("quay.io/a/b:1",)), None, "quay.io/a/b:1", True),
+    (Identity("exactReference", ("quay.io/a/b:1",)), "busybox:1", "quay.io/a/b:2", False),
+    (Identity("exactRepository", ("quay.io/a/b",)), "busybox:1", "quay.io/a/b:9", True),
+    (Identity("exactRepository", ("quay.io/a/b",)), "busybox:1", "quay.io/a/c:9", False),
+    (Identity("remapIdentity", ("mirror.local/dh", "docker.io")), "mirror.local/dh/library/busybox:1",
+     "busybox:1", True),
+    (Identity("remapIdentity", ("mirror.local/dh", "docker.io")), "mirror.local/dh/library/busybox:1",
+     "mirror.local/dh/library/busybox:1", False),
+    (Identity("remapIdentity", ("mirror.local/dh", "docker.io")), "mirror.local/dhx/busybox:1",
+     "docker.io/x/busybox:1", False),
+    (Identity("matchRepository"), None, "busybox:1", False),
+    (Identity(), "busybox:1", "Not A Reference", False),
+]
+
+
+@pytest.mark.parametrize(("identity", "image", "signed", "accepted"), IDENTITY_CASES)
+def test_signed_identity_rules(identity: Identity, image: str | None, signed: str, accepted: bool) -> None:
+    ref = parse_docker(image) if image is not None else None
+    if accepted:
+        _check_identity(identity, ref, signed)
+    else:
+        with pytest.raises(SignatureInvalid):
+            _check_identity(identity, ref, signed)

@@ -104,9 +104,7 @@ def _check_identity(identity: Identity, image: Reference | None, signed: str) ->
         if str(signed_ref.repo) != str(image.repo):
             raise SignatureInvalid(f"signed repository {signed_ref.repo} is not {image.repo}")
         return
-    if image.tag is None and kind == "matchExact":
-        raise SignatureInvalid(f"matchExact needs a tagged image reference, not {image}")
-    if str(signed_ref) != str(image):
+    if str(signed_ref) != str(image):  # matchExact, or matchRepoDigestOrExact of a tagged image
         raise SignatureInvalid(f"signed reference {signed_ref} is not {image}")
 
 
