@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.gpg import gpg_home
 from support.images import SeededImages, push_image
 from support.mirror_cli import assert_one_line_error, run_mirror
 from support.registry import Registry
@@ -27,27 +27,14 @@ from mirror.errors import ConfigError, SignatureInvalid
 PLAIN = ("--src-tls-verify=false", "--dest-tls-verify=false")
 
 
-def _gpg_key(home: Path, email: str) -> tuple[dict[str, str], str, bytes]:
-    """(environment, fingerprint, exported public key) of a new passphrase-less key in ``home``."""
-    home.mkdir(mode=0o700)
-    env = {**os.environ, "GNUPGHOME": str(home)}
-    subprocess.run(["gpg", "--batch", "--quiet", "--passphrase", "", "--quick-gen-key", email, "ed25519", "sign",
-                    "never"], env=env, check=True, capture_output=True)
-    listing = subprocess.run(["gpg", "--batch", "--with-colons", "--list-secret-keys"], env=env, check=True,
-                             capture_output=True, text=True).stdout
-    fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
-    public = subprocess.run(["gpg", "--batch", "--armor", "--export", fingerprint], env=env, check=True,
-                            capture_output=True).stdout
-    return env, fingerprint, public
-
-
 @pytest.fixture
 def keys(tmp_path: Path) -> Iterator[tuple[tuple[dict[str, str], str, bytes], tuple[dict[str, str], str, bytes]]]:
-    trusted, stranger = _gpg_key(tmp_path / "trusted", "trusted@example.com"), \
-        _gpg_key(tmp_path / "stranger", "stranger@example.com")
-    yield trusted, stranger
-    for env in (trusted[0], stranger[0]):
-        subprocess.run(["gpgconf", "--kill", "all"], env=env, check=False, capture_output=True)
+    """Two GnuPG homes with one key each: (environment, fingerprint, armored public key)."""
+    trusted, stranger = gpg_home(tmp_path / "trusted"), gpg_home(tmp_path / "stranger")
+    t_key, s_key = trusted.new_key("trusted@example.com"), stranger.new_key("stranger@example.com")
+    yield (trusted.env, t_key, trusted.public_key(t_key)), (stranger.env, s_key, stranger.public_key(s_key))
+    trusted.close()
+    stranger.close()
 
 
 def _both(policy: Path, *args: str, theirs_dest: str | None = None

@@ -3,12 +3,13 @@ signatures made by skopeo, verified by skopeo after mirror copied them."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.gpg import GpgHome
+from support.gpg import gpg_home as make_gpg_home
 from support.images import SeededImages
 from support.mirror_cli import assert_one_line_error, run_mirror
 
@@ -19,16 +20,9 @@ PLAIN = "--src-tls-verify=false"
 @pytest.fixture
 def gpg_home(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
     """A throw-away GnuPG home with one passphrase-less signing key: (environment, fingerprint)."""
-    home = tmp_path / "gnupg"
-    home.mkdir(mode=0o700)
-    env = {**os.environ, "GNUPGHOME": str(home)}
-    subprocess.run(["gpg", "--batch", "--quiet", "--passphrase", "", "--quick-gen-key", "mirror-test@example.com",
-                    "ed25519", "sign", "never"], env=env, check=True, capture_output=True)
-    listing = subprocess.run(["gpg", "--batch", "--with-colons", "--list-secret-keys"], env=env, check=True,
-                             capture_output=True, text=True).stdout
-    fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
-    yield env, fingerprint
-    subprocess.run(["gpgconf", "--kill", "all"], env=env, check=False, capture_output=True)
+    home = make_gpg_home(tmp_path / "gnupg")
+    yield home.env, home.new_key("mirror-test@example.com")
+    home.close()
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -146,12 +140,7 @@ def test_standalone_sign_and_verify_interoperate_with_skopeo(
     assert_one_line_error(unknown_key, "invalid signature")
     assert not (tmp_path / "x.sig").exists()
     # A passphrase-protected key signs non-interactively with --passphrase-file.
-    subprocess.run(["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", "s3cret",
-                    "--quick-gen-key", "locked@example.com", "ed25519", "sign", "never"], env=env, check=True,
-                   capture_output=True)
-    listing = subprocess.run(["gpg", "--batch", "--with-colons", "--list-secret-keys", "locked@example.com"],
-                             env=env, check=True, capture_output=True, text=True).stdout
-    locked = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    locked = GpgHome(env).new_key("locked@example.com", passphrase="s3cret")
     (tmp_path / "pass").write_text("s3cret\n")
     tool("standalone-sign", "--passphrase-file", str(tmp_path / "pass"), "-o", str(tmp_path / "locked.sig"),
          str(manifest), identity, locked)
