@@ -27,8 +27,12 @@ def test_metrics_file_reports_the_run(registry: Registry, registry2: Registry, t
     metrics = tmp_path / "mirror.prom"
     args = ("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", "--metrics", str(metrics),
             str(config), f"{registry2.host}/m")
-    partial = run_mirror(*args, "--keep-going", check=False)
+    digestfile = tmp_path / "digests"
+    partial = run_mirror(*args, "--keep-going", "--digestfile", str(digestfile), check=False)
     assert partial.returncode == 3
+    # --digestfile: one "DIGEST DESTINATION" line per image synced (the failed one has none).
+    assert sorted(digestfile.read_text().splitlines()) == sorted(
+        f"{image.digest} {registry2.host}/m/app:v{i}" for i, image in enumerate(images))
     first = _samples(metrics)
     assert first[("mirror_sync_images", (("outcome", "copied"),))] == 3
     assert first[("mirror_sync_images", (("outcome", "failed"),))] == 1

@@ -61,7 +61,10 @@ def sync(args: argparse.Namespace) -> int:
         digest_tags=bool(args.digest_tags))
     stats = RunStats()
     report = open(args.report, "w", encoding="utf-8") if args.report else None
-    digests: list[str] = []
+    # --digestfile lines are streamed to a temp file (memory stays flat) and renamed into place at the end.
+    digest_tmp = Path(args.digestfile).with_name(f".{Path(args.digestfile).name}.mirror-tmp") \
+        if args.digestfile else None
+    digests = open(digest_tmp, "w", encoding="utf-8") if digest_tmp else None
     sink = _RecordSink(report, digests, dry_run=sync_options.dry_run, quiet=bool(args.quiet))
     display = render.SyncDisplay(stats, enabled=not args.quiet)
     result: sync_ops.SyncResult | None = None
@@ -81,13 +84,16 @@ def sync(args: argparse.Namespace) -> int:
                 result = run(args, lambda rt: sync_ops.sync_docker(rt, text, reference, explicit, request, sink,
                                                                    stats))
     finally:
-        if report is not None:
-            report.close()
+        for stream in (report, digests):
+            if stream is not None:
+                stream.close()
+        if digest_tmp is not None and result is None:
+            digest_tmp.unlink(missing_ok=True)
         if args.metrics:
             metrics.write(args.metrics, metrics.render(stats, result.registries if result else {}, sync_options.dry_run,
                                                        success=result is not None and not stats.failed))
-    if args.digestfile:
-        Path(args.digestfile).write_text("".join(f"{line}\n" for line in digests))
+    if digest_tmp is not None:
+        digest_tmp.replace(args.digestfile)
     for candidate in result.prune:
         verb = "pruned" if args.prune == "delete" and not args.dry_run else "would prune"
         for tag in candidate.tags:
@@ -105,7 +111,7 @@ def sync(args: argparse.Namespace) -> int:
 
 
 class _RecordSink:
-    def __init__(self, report: IO[str] | None, digests: list[str], dry_run: bool, quiet: bool) -> None:
+    def __init__(self, report: IO[str] | None, digests: IO[str] | None, dry_run: bool, quiet: bool) -> None:
         self.report = report
         self.digests = digests
         self.dry_run = dry_run
@@ -115,8 +121,8 @@ class _RecordSink:
         if self.report is not None:
             self.report.write(json.dumps(record_json(record)) + "\n")
             self.report.flush()
-        if record.digest and record.outcome in ("copied", "skipped"):
-            self.digests.append(f"{record.digest} {record.destination}")
+        if self.digests is not None and record.digest and record.outcome in ("copied", "skipped"):
+            self.digests.write(f"{record.digest} {record.destination}\n")
         if self.dry_run:
             verb = {"would-copy": "would copy", "skipped": "skip (up to date)"}.get(record.outcome, record.outcome)
             print(f"{verb} {record.source} -> {record.destination}", flush=True)

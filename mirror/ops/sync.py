@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anyio
 
+from mirror.aio import LRU
 from mirror.config.policy import Policy
 from mirror.config.schema import RegistryConfig, SyncConfig
 from mirror.core.reference import Reference, Repo
@@ -26,6 +27,8 @@ from mirror.transports.catalog import local_transports
 from mirror.transports.local.layout import DirReader, LayoutSource
 from mirror.transports.registry.source import RegistrySource, list_repositories
 
+TRANSPORT_CACHE = 256
+
 
 class RegistryEndpoints:
     """``plan.Endpoints`` over registries: one transport object per repository, YAML overrides applied."""
@@ -35,8 +38,10 @@ class RegistryEndpoints:
         self.src_side = src_side
         self.dst_side = dst_side
         self.local = LocalOptions(tmpdir=rt.options.tmpdir)
-        self._sources: dict[tuple[str, str], ImageSource] = {}
-        self._destinations: dict[tuple[str, str], ImageDestination] = {}
+        # Reused per repository while it is planned and synced; bounded so a catalog of any size
+        # keeps a fixed number (an evicted one is simply made again).
+        self._sources: LRU[tuple[str, str], ImageSource] = LRU(TRANSPORT_CACHE)
+        self._destinations: LRU[tuple[str, str], ImageDestination] = LRU(TRANSPORT_CACHE)
 
     def _side(self, settings: RegistryConfig | None) -> tuple[SideOptions, Credential | None]:
         side = self.src_side
@@ -54,16 +59,20 @@ class RegistryEndpoints:
 
     def source(self, registry: str, path: str, settings: RegistryConfig | None) -> ImageSource:
         key = (registry, path)
-        if key not in self._sources:
+        source = self._sources.get(key)
+        if source is None:
             side, cred = self._side(settings)
-            self._sources[key] = self.rt.registry_source(Repo(*_split(registry, path)), side, cred)
-        return self._sources[key]
+            source = self.rt.registry_source(Repo(*_split(registry, path)), side, cred)
+            self._sources.put(key, source)
+        return source
 
     def destination(self, registry: str, path: str) -> ImageDestination:
         key = (registry, path)
-        if key not in self._destinations:
-            self._destinations[key] = self.rt.registry_destination(Repo(registry, path), self.dst_side)
-        return self._destinations[key]
+        destination = self._destinations.get(key)
+        if destination is None:
+            destination = self.rt.registry_destination(Repo(registry, path), self.dst_side)
+            self._destinations.put(key, destination)
+        return destination
 
     async def repositories(self, registry: str, settings: RegistryConfig | None) -> AsyncIterator[str]:
         side, cred = self._side(settings)

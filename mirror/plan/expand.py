@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from mirror.aio import SingleFlight
 from mirror.config.filters import compile_regex, is_digest, parse_platform, select_tags
@@ -28,6 +28,7 @@ from mirror.plan.pairs import DeferredPair, ImagePair, Work
 from mirror.transports.base import ImageDestination, ImageSource
 
 LIST_CONCURRENCY = 16
+REPOS_IN_FLIGHT = 16
 _DIGEST_TAG = re.compile(r"^(sha256|sha512)-([0-9a-f]{64}|[0-9a-f]{128})(?:\.[A-Za-z0-9_-]+)?$")
 
 
@@ -84,16 +85,41 @@ class Planner:
         self.options = options
         self.on_prune = on_prune or (lambda _c: None)
         self.on_planned = on_planned or (lambda _n: None)
-        self._dst_tags: SingleFlight[frozenset[str] | None] = SingleFlight()
+        # Destination tag sets are needed while their repositories are planned; a few spare ones
+        # serve source repositories mapped to the same destination. Refetching one only costs a listing.
+        self._dst_tags: SingleFlight[frozenset[str] | None] = SingleFlight(remember=4 * REPOS_IN_FLIGHT)
         self._limit = anyio.CapacityLimiter(LIST_CONCURRENCY)
 
     async def yaml(self, config: SyncConfig, send: MemoryObjectSendStream[Work]) -> None:
-        async with anyio.create_task_group() as tg:
+        async def repositories() -> AsyncIterator[tuple[RegistryConfig, RepoSpec]]:
             for registry in config.registries:
                 for spec in _unique(registry.repos):
-                    tg.start_soon(self._repo, registry, spec, send)
+                    yield registry, spec
+            for registry in config.registries:
                 if registry.catalog is not None:
-                    tg.start_soon(self._catalog, registry, {s.path for s in registry.repos}, send)
+                    async for spec in self._catalog(registry, {s.path for s in registry.repos}):
+                        yield registry, spec
+
+        await self._each_repository(repositories(), send)
+
+    async def _each_repository(self, repositories: AsyncIterator[tuple[RegistryConfig, RepoSpec]],
+                               send: MemoryObjectSendStream[Work]) -> None:
+        """Plan ``REPOS_IN_FLIGHT`` repositories at a time: what is held (tag lists, pairs waiting for a
+        worker) depends on that bound, not on the size of the catalog."""
+        queue_send, queue_receive = anyio.create_memory_object_stream[tuple[RegistryConfig, RepoSpec]](0)
+
+        async def worker(receive: MemoryObjectReceiveStream[tuple[RegistryConfig, RepoSpec]]) -> None:
+            async with receive:
+                async for registry, spec in receive:
+                    await self._repo(registry, spec, send)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(REPOS_IN_FLIGHT):
+                tg.start_soon(worker, queue_receive.clone())
+            queue_receive.close()
+            async with queue_send:
+                async for item in repositories:
+                    await queue_send.send(item)
 
     async def docker(self, text: str, reference: Reference, explicit: bool,
                      send: MemoryObjectSendStream[Work]) -> None:
@@ -102,20 +128,16 @@ class Planner:
         spec = RepoSpec(path=repo.path, tags=(reference.ref,)) if explicit else RepoSpec(path=repo.path, all_tags=True)
         await self._repo(_bare_registry(repo.registry), spec, send)
 
-    async def _catalog(self, registry: RegistryConfig, listed: set[str],
-                       send: MemoryObjectSendStream[Work]) -> None:
+    async def _catalog(self, registry: RegistryConfig, listed: set[str]) -> AsyncIterator[RepoSpec]:
         catalog = registry.catalog
         assert catalog is not None
         excludes = [compile_regex(p, f"{registry.name}.catalog.exclude") for p in catalog.exclude]
-        async with anyio.create_task_group() as tg:
-            async for path in self.endpoints.repositories(registry.name, registry):
-                if path in listed or (catalog.prefixes and not path.startswith(tuple(catalog.prefixes))):
-                    continue
-                if any(rx.search(path) for rx in excludes):
-                    continue
-                spec = RepoSpec(path=path, all_tags=catalog.tags is None, regex=catalog.tags,
-                                exclude=registry.exclude_tags)
-                tg.start_soon(self._repo, registry, spec, send)
+        async for path in self.endpoints.repositories(registry.name, registry):
+            if path in listed or (catalog.prefixes and not path.startswith(tuple(catalog.prefixes))):
+                continue
+            if any(rx.search(path) for rx in excludes):
+                continue
+            yield RepoSpec(path=path, all_tags=catalog.tags is None, regex=catalog.tags, exclude=registry.exclude_tags)
 
     async def _repo(self, registry: RegistryConfig, spec: RepoSpec, send: MemoryObjectSendStream[Work]) -> None:
         source = self.endpoints.source(registry.name, spec.path, registry)
@@ -129,7 +151,6 @@ class Planner:
             refs = await self._with_digest_tags(source, refs, available)
         naming = self.options.naming
         platforms = tuple(parse_platform(p) for p in registry.platforms)
-        pairs: list[ImagePair] = []
         dst_repos: dict[str, tuple[ImageDestination, frozenset[str] | None]] = {}
         if self.options.dest in ("dir", "oci"):
             await self._to_directories(registry, spec, source, refs, send)
@@ -141,15 +162,13 @@ class Planner:
                 tags = await self._destination_tags(dst.repo.registry, dst.repo.path)
                 dst_repos[key] = (self.endpoints.destination(dst.repo.registry, dst.repo.path), tags)
             destination, existing = dst_repos[key]
-            pairs.append(ImagePair(
+            self.on_planned(1)  # pairs go out as they are made: nothing per tag is held here
+            await send.send(ImagePair(
                 source=source, src_ref=ref, destination=destination, dst_ref=dst.tag,
                 fresh_repo=existing is None or not existing,
                 dst_has_tag=None if dst.tag is None else (existing is not None and dst.tag in existing),
                 src_name=f"{registry.name}/{spec.path}{'@' if dst.tag is None else ':'}{ref}",
                 dst_name=str(dst), platforms=platforms, policy=self._docker_policy(registry.name, spec.path, ref)))
-        self.on_planned(len(pairs))
-        for pair in pairs:
-            await send.send(pair)
         if self.options.prune and needs_listing:
             await self._prune(registry, spec, set(available))
 
