@@ -26,7 +26,7 @@ from mirror.http.tls import TLSOptions, default_certs_roots
 from mirror.state import StateStore
 from mirror.transports.registry.destination import RegistryDestination
 from mirror.transports.registry.source import RegistrySource
-from mirror.transports.registry.upload import UploadOptions, resume_settings
+from mirror.transports.registry.uploadopts import UploadOptions, resume_settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from aiohttp import web  # noqa: E402
 from chaos import ACCEPT, WORK_DIR, Catalog, seed_catalog, sync_yaml, verify  # noqa: E402
 
-from mirror.transports.registry.upload import UploadOptions, parse_size  # noqa: E402
+from mirror.transports.registry.uploadopts import UploadOptions, parse_size  # noqa: E402
 from tests.support.images import Client  # noqa: E402
 from tests.support.proxy import Fault, RegistryProxy, RequestInfo  # noqa: E402
 from tests.support.registry import Registry, start_registry  # noqa: E402

@@ -52,7 +52,7 @@ from mirror.http.credentials import Credential
 from mirror.http.tls import TLSOptions
 from mirror.state import StateStore, UploadRecord, default_state_path
 from mirror.transports.registry.destination import RegistryDestination
-from mirror.transports.registry.upload import UploadOptions, resume_settings
+from mirror.transports.registry.uploadopts import UploadOptions, resume_settings
 
 MiB = 1 << 20
 CHUNK = 4 * MiB
@@ -473,7 +473,7 @@ from mirror.runtime import GlobalOptions, SideOptions, open_runtime
 from mirror.state import StateStore
 from mirror.transports.registry.destination import RegistryDestination
 from mirror.transports.registry.source import RegistrySource
-from mirror.transports.registry.upload import resume_settings
+from mirror.transports.registry.uploadopts import resume_settings
 
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 

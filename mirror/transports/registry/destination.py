@@ -14,8 +14,9 @@ from mirror.http.client import Endpoint, Reply
 from mirror.state import StateError, StateStore
 from mirror.transports.base import BlobOpener, Capabilities, Location
 from mirror.transports.registry import api
-from mirror.transports.registry.upload import BlobUpload, UploadOptions
+from mirror.transports.registry.upload import BlobUpload
 from mirror.transports.registry.upload import location_of as _location
+from mirror.transports.registry.uploadopts import UploadOptions
 
 log = structlog.get_logger("mirror.registry")
 

@@ -35,10 +35,8 @@ offset: a SIGKILL mid-chunk cannot be resumed on distribution, a cancellation ca
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import anyio
@@ -48,71 +46,20 @@ from yarl import URL
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.reference import Repo
-from mirror.errors import ConfigError, DigestMismatch, MirrorError, NotFound, RegistryError, TransientError
+from mirror.errors import DigestMismatch, MirrorError, NotFound, RegistryError, TransientError
 from mirror.http.client import Endpoint, Reply
 from mirror.http.headers import parse_upload_range
-from mirror.state import StateError, StateStore, UploadRecord, default_state_path
+from mirror.state import StateError, StateStore, UploadRecord
 from mirror.transports.base import BlobOpener
 from mirror.transports.registry import api
 from mirror.transports.registry.feed import Feed, Hash, running
+from mirror.transports.registry.uploadopts import UploadOptions
 
 log = structlog.get_logger("mirror.upload")
 
-MiB = 1 << 20
 MAX_CHUNK_MIN = 1 << 30  # OCI-Chunk-Min-Length is honoured up to 1 GiB (as regclient caps it)
 PATCH_OK = (202, 201, 204)  # ECR answers 201 to a PATCH
 RECOVERABLE = frozenset({404, 416, 429})  # a failed PATCH worth a status query (5xx: TransientError)
-
-
-@dataclass(frozen=True, slots=True)
-class UploadOptions:
-    """How blobs are uploaded; see the module docstring."""
-
-    chunk_size: int = 16 * MiB
-    threshold: int = 64 * MiB
-    monolithic_max: int = MiB
-    max_resumes: int = 5
-    stop_grace: float = 30.0  # seconds a cancelled resumable upload may spend finishing its chunk
-
-    def __post_init__(self) -> None:
-        if self.chunk_size <= 0 or self.threshold <= 0 or self.monolithic_max < 0 or self.max_resumes < 0 \
-                or self.stop_grace < 0:
-            raise ConfigError(f"invalid upload options {self}")
-
-
-@dataclass(frozen=True, slots=True)
-class ResumeSettings:
-    uploads: UploadOptions
-    state_path: Path | None  # None: no persistent state
-
-
-_SIZE = re.compile(r"([0-9]{1,15})\s*([kmg]?)(?:i?b)?", re.IGNORECASE)
-
-
-def parse_size(text: str, what: str) -> int:
-    """``16777216``, ``16M``, ``16MiB``, ``512k`` (binary units) -> bytes; ConfigError otherwise."""
-    found = _SIZE.fullmatch(text.strip())
-    if found is None or int(found.group(1)) <= 0:
-        raise ConfigError(f"{what}: invalid size {text!r} (a positive number of bytes, or with K, M or G)")
-    return int(found.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[found.group(2).lower()]
-
-
-def resume_settings(env: Mapping[str, str]) -> ResumeSettings:
-    """The one place that reads ``MIRROR_CHUNK_SIZE``, ``MIRROR_CHUNK_THRESHOLD`` and ``MIRROR_STATE``.
-
-    ``MIRROR_STATE``: a path, or ``none`` for no persistent state; unset or empty: the default path
-    (:func:`mirror.state.default_state_path`).
-    """
-    defaults = UploadOptions()
-    chunk = env.get("MIRROR_CHUNK_SIZE", "").strip()
-    threshold = env.get("MIRROR_CHUNK_THRESHOLD", "").strip()
-    uploads = UploadOptions(
-        chunk_size=parse_size(chunk, "MIRROR_CHUNK_SIZE") if chunk else defaults.chunk_size,
-        threshold=parse_size(threshold, "MIRROR_CHUNK_THRESHOLD") if threshold else defaults.threshold)
-    state = env.get("MIRROR_STATE", "").strip()
-    if state.lower() == "none":
-        return ResumeSettings(uploads, None)
-    return ResumeSettings(uploads, Path(state).expanduser() if state else default_state_path(env))
 
 
 class _Stopped(Exception):

@@ -1,0 +1,64 @@
+"""Upload settings: the options that choose a blob's upload path, and the environment that sets them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from mirror.errors import ConfigError
+from mirror.state import default_state_path
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class UploadOptions:
+    """How blobs are uploaded; see the module docstring."""
+
+    chunk_size: int = 16 * MiB
+    threshold: int = 64 * MiB
+    monolithic_max: int = MiB
+    max_resumes: int = 5
+    stop_grace: float = 30.0  # seconds a cancelled resumable upload may spend finishing its chunk
+
+    def __post_init__(self) -> None:
+        if self.chunk_size <= 0 or self.threshold <= 0 or self.monolithic_max < 0 or self.max_resumes < 0 \
+                or self.stop_grace < 0:
+            raise ConfigError(f"invalid upload options {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeSettings:
+    uploads: UploadOptions
+    state_path: Path | None  # None: no persistent state
+
+
+_SIZE = re.compile(r"([0-9]{1,15})\s*([kmg]?)(?:i?b)?", re.IGNORECASE)
+
+
+def parse_size(text: str, what: str) -> int:
+    """``16777216``, ``16M``, ``16MiB``, ``512k`` (binary units) -> bytes; ConfigError otherwise."""
+    found = _SIZE.fullmatch(text.strip())
+    if found is None or int(found.group(1)) <= 0:
+        raise ConfigError(f"{what}: invalid size {text!r} (a positive number of bytes, or with K, M or G)")
+    return int(found.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[found.group(2).lower()]
+
+
+def resume_settings(env: Mapping[str, str]) -> ResumeSettings:
+    """The one place that reads ``MIRROR_CHUNK_SIZE``, ``MIRROR_CHUNK_THRESHOLD`` and ``MIRROR_STATE``.
+
+    ``MIRROR_STATE``: a path, or ``none`` for no persistent state; unset or empty: the default path
+    (:func:`mirror.state.default_state_path`).
+    """
+    defaults = UploadOptions()
+    chunk = env.get("MIRROR_CHUNK_SIZE", "").strip()
+    threshold = env.get("MIRROR_CHUNK_THRESHOLD", "").strip()
+    uploads = UploadOptions(
+        chunk_size=parse_size(chunk, "MIRROR_CHUNK_SIZE") if chunk else defaults.chunk_size,
+        threshold=parse_size(threshold, "MIRROR_CHUNK_THRESHOLD") if threshold else defaults.threshold)
+    state = env.get("MIRROR_STATE", "").strip()
+    if state.lower() == "none":
+        return ResumeSettings(uploads, None)
+    return ResumeSettings(uploads, Path(state).expanduser() if state else default_state_path(env))
