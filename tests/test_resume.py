@@ -527,33 +527,46 @@ def _driver_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+class HeldRequest:
+    """A proxy fault that holds the request it matches until released, then answers 503 (a link that
+    died mid-request); ``held`` is set once a request is caught."""
+
+    def __init__(self) -> None:
+        self.held, self.release = threading.Event(), threading.Event()
+
+    async def __call__(self, _request: web.Request, _info: RequestInfo) -> web.StreamResponse:
+        self.held.set()
+        await asyncio.to_thread(self.release.wait, 120)
+        return web.Response(status=503)
+
+
+def kill_while_held(argv: list[str], env: dict[str, str], hold: HeldRequest, what: str,
+                    ready: Callable[[], bool] = lambda: True) -> None:
+    """Run ``argv`` until ``hold`` has caught its request (and ``ready()`` holds), then SIGKILL it."""
+    first = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: hold.held.is_set() or first.poll() is not None, 120, what)
+        assert hold.held.is_set() and ready(), first.communicate(timeout=10)
+        first.send_signal(signal.SIGKILL)
+        assert first.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        hold.release.set()
+        if first.poll() is None:
+            first.kill()
+        first.communicate(timeout=30)
+
+
 def test_killed_copy_resumes_where_the_registry_stopped(
         big_image: tuple[Registry, Descriptor, bytes], registry2: Registry, tmp_path: Path) -> None:
     src, layer, manifest = big_image
-    held, release = threading.Event(), threading.Event()
-
-    async def hold(_request: web.Request, _info: RequestInfo) -> web.StreamResponse:
-        held.set()  # the 4th chunk has started: 3 are acknowledged and saved
-        await asyncio.to_thread(release.wait, 120)
-        return web.Response(status=503)
-
+    hold = HeldRequest()  # the 4th chunk has started: 3 are acknowledged and saved
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     env = _driver_env(tmp_path)
     with RegistryProxy(registry2, faults=[Fault(nth_patch(4), hold)]) as proxy:
         argv = [sys.executable, str(script), f"{src.host}/big/src:v1", f"{proxy.host}/big/dst:v1"]
-        first = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            wait_until(lambda: held.is_set() or first.poll() is not None, 120, "the 4th chunk")
-            acked = [r for r in uploads_of(proxy.requests, "PATCH") if r.status == 202]
-            assert held.is_set() and len(acked) >= 3, first.communicate(timeout=10)
-            first.send_signal(signal.SIGKILL)
-            assert first.wait(timeout=30) == -signal.SIGKILL
-        finally:
-            release.set()
-            if first.poll() is None:
-                first.kill()
-            first.communicate(timeout=30)
+        kill_while_held(argv, env, hold, "the 4th chunk", lambda: len(
+            [r for r in uploads_of(proxy.requests, "PATCH") if r.status == 202]) >= 3)
         with StateStore.open(tmp_path / "state.sqlite", on_corrupt="error") as state:
             (saved,) = state.uploads()
         assert (saved.repo, saved.digest, saved.offset) == ("big/dst", str(layer.digest), 3 * CHUNK)

@@ -9,20 +9,16 @@ send only the remainder.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
-from aiohttp import web
 from support.images import Client
-from support.proxy import Fault, RegistryProxy, RequestInfo
-from support.registry import Registry, wait_until
-from test_resume import CHUNK, LAYER_SIZE, big_image, nth_patch, uploads_of  # noqa: F401 (fixture)
+from support.proxy import Fault, RegistryProxy
+from support.registry import Registry
+from test_resume import CHUNK, LAYER_SIZE, HeldRequest, big_image, kill_while_held, nth_patch, uploads_of  # noqa: F401 (fixture)
 
 from mirror.core.descriptor import Descriptor
 from mirror.state import StateStore
@@ -33,12 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_killed_sync_resumes_the_big_upload(big_image: tuple[Registry, Descriptor, bytes],  # noqa: F811
                                             registry2: Registry, tmp_path: Path) -> None:
     src, layer, manifest = big_image
-    held, release = threading.Event(), threading.Event()
-
-    async def hold(_request: web.Request, _info: RequestInfo) -> web.StreamResponse:
-        held.set()
-        await asyncio.to_thread(release.wait, 120)
-        return web.Response(status=503)
+    hold = HeldRequest()
 
     state = tmp_path / "state.sqlite"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT), "MIRROR_CHUNK_THRESHOLD": "8M"}
@@ -47,17 +38,7 @@ def test_killed_sync_resumes_the_big_upload(big_image: tuple[Registry, Descripto
         argv = [sys.executable, "-m", "mirror", "sync", "--src", "docker", "--dest", "docker",
                 "--src-tls-verify=false", "--dest-tls-verify=false", "--state", str(state), "--chunk-size", "4MiB",
                 "--report", str(report), f"{src.host}/big/src:v1", f"{proxy.host}/mirror"]
-        first = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            wait_until(lambda: held.is_set() or first.poll() is not None, 120, "the 4th chunk")
-            assert held.is_set(), first.communicate(timeout=10)
-            first.send_signal(signal.SIGKILL)
-            assert first.wait(timeout=30) == -signal.SIGKILL
-        finally:
-            release.set()
-            if first.poll() is None:
-                first.kill()
-            first.communicate(timeout=30)
+        kill_while_held(argv, env, hold, "the 4th chunk")
         with StateStore.open(state, on_corrupt="error") as store:
             (saved,) = store.uploads()
         assert saved.offset == 3 * CHUNK
