@@ -130,14 +130,8 @@ def select(items: list[dict[str, Any]], selector: Selector, where: str) -> dict[
 def _hash_member(path: Path, start: int, size: int) -> Digest:
     hasher = Hasher("sha256")
     with open(path, "rb") as f:
-        f.seek(start)
-        remaining = size
-        while remaining > 0:
-            data = f.read(min(files.CHUNK, remaining))
-            if not data:
-                raise MirrorError(f"archive {path} is truncated")
+        for data in files.member_chunks(f, start, size, path):
             hasher.update(data)
-            remaining -= len(data)
     return hasher.digest()
 
 

@@ -89,6 +89,18 @@ async def _chunks(f: anyio.AsyncFile[bytes], remaining: int | None, what: str) -
         yield data
 
 
+def member_chunks(f: BinaryIO, start: int, size: int, archive: Path) -> Iterator[bytes]:
+    """Bytes ``start .. start+size`` of an open archive, in CHUNK pieces; a short file is "truncated"."""
+    f.seek(start)
+    remaining = size
+    while remaining > 0:
+        data = f.read(min(CHUNK, remaining))
+        if not data:
+            raise MirrorError(f"archive {archive} is truncated")
+        yield data
+        remaining -= len(data)
+
+
 async def write_blob(directory: Path, final: Path, desc: Descriptor, open_source: BlobOpener) -> int:
     """Stream a blob into a temp file in ``directory``, hashing every byte; rename it to ``final``
     only when digest and size match. Returns the bytes written."""

@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 
@@ -28,7 +28,6 @@ from mirror.core import mediatype as mt
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
-from mirror.errors import MirrorError
 from mirror.transports.base import Location
 from mirror.transports.local import files
 from mirror.transports.local.archive import work_dir
@@ -38,22 +37,30 @@ from mirror.transports.local.dockerarchive import LAYER_GZIP, LAYER_TAR, Archive
 LEVEL = 6  # zlib's default, as Go's compress/gzip and pgzip
 
 
+class _HashingWriter:
+    """The file gzip writes to, hashing the compressed bytes on their way (no second read)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.hasher = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hasher.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
 def _gzip_member(archive: Path, start: int, size: int, target: Path) -> tuple[Digest, int]:
-    hasher = hashlib.sha256()
     with open(archive, "rb") as src, open(target, "wb") as raw:
-        src.seek(start)
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=LEVEL) as out:
-            remaining = size
-            while remaining > 0:
-                data = src.read(min(files.CHUNK, remaining))
-                if not data:
-                    raise MirrorError(f"archive {archive} is truncated")
+        sink = _HashingWriter(raw)
+        with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=LEVEL) as out:
+            for data in files.member_chunks(src, start, size, archive):
                 out.write(data)
-                remaining -= len(data)
-    with open(target, "rb") as f:
-        while data := f.read(files.CHUNK):
-            hasher.update(data)
-    return Digest("sha256", hasher.hexdigest()), target.stat().st_size
+    return Digest("sha256", sink.hasher.hexdigest()), sink.size
 
 
 class GzipLayersSource:
