@@ -1,18 +1,19 @@
 """``sync --metrics FILE``: the run's figures in Prometheus' text format, for node_exporter's textfile
 collector (a nightly cron sync becomes alertable: failures, bytes, duration, throttling).
 
-The file is written to a temporary name and renamed, so the collector never reads half a file.
+The file is written to a temporary name and renamed (``files.atomic_write_sync``), so the collector
+never reads half a file.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from mirror.engine.sync import RunStats
 from mirror.errors import MirrorError
+from mirror.transports.local import files
 
 
 def _escape(value: str) -> str:
@@ -52,11 +53,7 @@ def render(stats: RunStats, registries: Mapping[str, Mapping[str, object]], dry_
 
 
 def write(path: str, text: str) -> None:
-    target = Path(path)
-    temp = target.with_name(f".{target.name}.mirror-tmp-{os.getpid()}")
     try:
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, target)
+        files.atomic_write_sync(Path(path), text.encode())
     except OSError as exc:
-        temp.unlink(missing_ok=True)
         raise MirrorError(f"writing metrics {path}: {exc.strerror or exc}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -19,6 +20,7 @@ from mirror.engine.sync import ImageRecord, RunStats, SyncOptions
 from mirror.errors import UsageError
 from mirror.ops import sync as sync_ops
 from mirror.plan.naming import Naming
+from mirror.transports.local import files
 
 #: Exit status when --keep-going finished but some images failed (0: all synced, 1: fatal error).
 EXIT_PARTIAL = 3
@@ -60,40 +62,32 @@ def sync(args: argparse.Namespace) -> int:
         options=sync_options, prune=args.prune, dest=args.dest, policy=signature_policy(args),
         digest_tags=bool(args.digest_tags))
     stats = RunStats()
-    report = open(args.report, "w", encoding="utf-8") if args.report else None
-    # --digestfile lines are streamed to a temp file (memory stays flat) and renamed into place at the end.
-    digest_tmp = Path(args.digestfile).with_name(f".{Path(args.digestfile).name}.mirror-tmp") \
-        if args.digestfile else None
-    digests = open(digest_tmp, "w", encoding="utf-8") if digest_tmp else None
-    sink = _RecordSink(report, digests, dry_run=sync_options.dry_run, quiet=bool(args.quiet))
-    display = render.SyncDisplay(stats, enabled=not args.quiet)
     result: sync_ops.SyncResult | None = None
-    try:
-        with display:
-            if args.src in ("dir", "oci"):
-                result = run(args, lambda rt: sync_ops.sync_dir(rt, args.source, request, sink, stats,
-                                                                layout=args.src == "oci"))
-            elif config is not None:
-                result = run(args, lambda rt: sync_ops.sync_yaml(rt, config, request, sink, stats),
-                             policies=sync_ops.policies(config))
-            else:
-                text = args.source.removeprefix("docker://")
-                last = text.rsplit("/", 1)[-1]
-                explicit = "@" in text or ":" in last
-                reference = parse_docker(text)
-                result = run(args, lambda rt: sync_ops.sync_docker(rt, text, reference, explicit, request, sink,
-                                                                   stats))
-    finally:
-        for stream in (report, digests):
-            if stream is not None:
-                stream.close()
-        if digest_tmp is not None and result is None:
-            digest_tmp.unlink(missing_ok=True)
-        if args.metrics:
-            metrics.write(args.metrics, metrics.render(stats, result.registries if result else {}, sync_options.dry_run,
-                                                       success=result is not None and not stats.failed))
-    if digest_tmp is not None:
-        digest_tmp.replace(args.digestfile)
+    with contextlib.ExitStack() as stack:
+        report = stack.enter_context(open(args.report, "w", encoding="utf-8")) if args.report else None
+        # --digestfile lines stream to a temp file (memory stays flat), renamed into place when the run ends.
+        digests = stack.enter_context(files.atomic_file_sync(Path(args.digestfile))) if args.digestfile else None
+        sink = _RecordSink(report, digests, dry_run=sync_options.dry_run, quiet=bool(args.quiet))
+        try:
+            with render.SyncDisplay(stats, enabled=not args.quiet):
+                if args.src in ("dir", "oci"):
+                    result = run(args, lambda rt: sync_ops.sync_dir(rt, args.source, request, sink, stats,
+                                                                    layout=args.src == "oci"))
+                elif config is not None:
+                    result = run(args, lambda rt: sync_ops.sync_yaml(rt, config, request, sink, stats),
+                                 policies=sync_ops.policies(config))
+                else:
+                    text = args.source.removeprefix("docker://")
+                    last = text.rsplit("/", 1)[-1]
+                    explicit = "@" in text or ":" in last
+                    reference = parse_docker(text)
+                    result = run(args, lambda rt: sync_ops.sync_docker(rt, text, reference, explicit, request,
+                                                                       sink, stats))
+        finally:
+            if args.metrics:
+                metrics.write(args.metrics, metrics.render(
+                    stats, result.registries if result else {}, sync_options.dry_run,
+                    success=result is not None and not stats.failed))
     for candidate in result.prune:
         verb = "pruned" if args.prune == "delete" and not args.dry_run else "would prune"
         for tag in candidate.tags:
@@ -111,7 +105,7 @@ def sync(args: argparse.Namespace) -> int:
 
 
 class _RecordSink:
-    def __init__(self, report: IO[str] | None, digests: IO[str] | None, dry_run: bool, quiet: bool) -> None:
+    def __init__(self, report: IO[str] | None, digests: IO[bytes] | None, dry_run: bool, quiet: bool) -> None:
         self.report = report
         self.digests = digests
         self.dry_run = dry_run
@@ -122,7 +116,7 @@ class _RecordSink:
             self.report.write(json.dumps(record_json(record)) + "\n")
             self.report.flush()
         if self.digests is not None and record.digest and record.outcome in ("copied", "skipped"):
-            self.digests.write(f"{record.digest} {record.destination}\n")
+            self.digests.write(f"{record.digest} {record.destination}\n".encode())
         if self.dry_run:
             verb = {"would-copy": "would copy", "skipped": "skip (up to date)"}.get(record.outcome, record.outcome)
             print(f"{verb} {record.source} -> {record.destination}", flush=True)

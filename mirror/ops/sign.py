@@ -11,7 +11,6 @@ reference (skopeo signs any string, producing a signature no verifier accepts).
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from mirror.core.reference import parse_docker
 from mirror.core.simplesign import make_payload, manifest_digest, parse_payload
 from mirror.engine import gpg
 from mirror.errors import MirrorError, SignatureInvalid, UsageError
+from mirror.transports.local import files
 
 MAX_SIGNATURE = 4 << 20
 MAX_MANIFEST = 4 << 20
@@ -59,13 +59,9 @@ def sign(manifest_path: str, reference: str, fingerprint: str, output: str, pass
     _normalised(reference, "docker reference")
     payload = make_payload(reference, manifest_digest(raw), f"mirror {__version__}", int(time.time()))
     signature = gpg.sign(payload, fingerprint, passphrase_file)
-    target = Path(output)
-    temp = target.with_name(f".{target.name}.mirror-tmp-{os.getpid()}")
     try:
-        temp.write_bytes(signature)
-        os.replace(temp, target)
+        files.atomic_write_sync(Path(output), signature)
     except OSError as exc:
-        temp.unlink(missing_ok=True)
         raise MirrorError(f"writing signature {output}: {exc.strerror or exc}") from None
 
 
