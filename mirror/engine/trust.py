@@ -72,9 +72,13 @@ class Trust:
                 if self._tmp is None:
                     self._tmp = tempfile.TemporaryDirectory(prefix="mirror-policy-")
                 keyring = Path(self._tmp.name) / f"keyring-{len(self._keyrings)}.gpg"
-                keyring.write_bytes(gpg.keyring_bytes(requirement.keys()))
+                await anyio.to_thread.run_sync(_write_keyring, keyring, requirement)
                 self._keyrings[id(requirement)] = keyring
             return keyring
+
+
+def _write_keyring(path: Path, requirement: Requirement) -> None:
+    path.write_bytes(gpg.keyring_bytes(requirement.keys()))
 
 
 def _check_identity(identity: Identity, image: Reference | None, signed: str) -> None:

@@ -17,6 +17,7 @@ from mirror.plan.pairs import ImagePair
 from mirror.runtime import Runtime, SideOptions
 from mirror.transports.base import ImageDestination, ImageSource, LocalOptions
 from mirror.transports.catalog import local_transports
+from mirror.transports.local import oci
 from mirror.transports.local.dockerarchive import ArchiveSource
 from mirror.transports.local.recompress import gzip_layers
 
@@ -102,8 +103,8 @@ def image_policy(policy: Policy | None, name: ImageName) -> ImagePolicy | None:
     if name.transport == "dir":
         return policy.for_path("dir", name.rest)
     if name.transport == "oci":
-        path, _, ref = name.rest.partition(":")
-        return policy.for_path("oci", path, ref)
+        path, ref = oci.split_reference("oci", name.rest)
+        return policy.for_path("oci", str(path), ref)
     return policy.for_transport(name.transport)
 
 

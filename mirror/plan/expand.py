@@ -249,17 +249,23 @@ class Planner:
                 by_digest.setdefault(f"{match[1]}:{match[2]}", []).append(tag)
         if not by_digest:
             return refs
-        out = list(refs)
-        for ref in refs:
-            if is_digest(ref):
-                digest = ref
-            else:
+        digests: dict[str, str] = {ref: ref for ref in refs if is_digest(ref)}
+
+        pending = iter([ref for ref in refs if ref not in digests])
+
+        async def heads() -> None:  # a few workers share one iterator: HEADs in parallel, tasks bounded
+            for ref in pending:
                 async with self._limit:
                     desc = await source.head_manifest(ref)
-                if desc is None:
-                    continue
-                digest = str(desc.digest)
-            out.extend(t for t in by_digest.pop(digest, []) if t not in out)
+                if desc is not None:
+                    digests[ref] = str(desc.digest)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(LIST_CONCURRENCY):
+                tg.start_soon(heads)
+        out = list(refs)
+        for ref in refs:
+            out.extend(t for t in by_digest.pop(digests.get(ref, ""), []) if t not in out)
         return out
 
     def _docker_policy(self, registry: str, path: str, ref: str) -> ImagePolicy | None:
