@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import aiohttp
 
 from mirror import __version__
 from mirror.core.descriptor import Platform, host_platform
 from mirror.core.reference import Repo
 from mirror.engine.blobs import KnownLocations
-from mirror.http.client import Endpoint, HttpClient, Timeouts
+from mirror.http.client import Endpoint, HttpClient
 from mirror.http.credentials import Credential, CredentialOptions, resolve_credential
 from mirror.http.ratelimit import HostPolicy
 from mirror.http.retry import RetryPolicy
+from mirror.http.seam import Sender
+from mirror.http.sender import open_aiohttp_sender
 from mirror.http.tls import TLSOptions, default_certs_roots
 from mirror.state import StateStore
 from mirror.transports.registry.destination import RegistryDestination
@@ -97,15 +97,18 @@ class Runtime:
 
 @asynccontextmanager
 async def open_runtime(options: GlobalOptions, env: Mapping[str, str] | None = None,
-                       policies: Mapping[str, HostPolicy] | None = None) -> AsyncIterator[Runtime]:
-    """``policies``: per-registry rate limits, keyed by ``host[:port]`` as written by the user."""
+                       policies: Mapping[str, HostPolicy] | None = None,
+                       sender: Sender | None = None) -> AsyncIterator[Runtime]:
+    """``policies``: per-registry rate limits, keyed by ``host[:port]`` as written by the user.
+    ``sender``: what sends the HTTP requests (default: an aiohttp session for the run; tests pass a fake)."""
     environ = dict(os.environ if env is None else env)
-    # Per-request retries: at least the policy default; --retry-times adds attempts on top.
+    # The one retry layer (per request): --retry-times N gives N retries, never fewer than the default 4 tries.
     retry = RetryPolicy(attempts=max(4, options.retry_times + 1), fixed_delay=options.retry_delay)
-    connector = aiohttp.TCPConnector(limit=64, limit_per_host=32, ttl_dns_cache=300)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+    async with AsyncExitStack() as stack:
+        if sender is None:
+            sender = await stack.enter_async_context(open_aiohttp_sender())
         api_policies = {Repo(host, "x").api_host: policy for host, policy in (policies or {}).items()}
-        http = HttpClient(session, retry=retry, user_agent=options.user_agent, timeouts=Timeouts(),
+        http = HttpClient(sender, retry=retry, user_agent=options.user_agent,
                           certs_roots=default_certs_roots(environ), policies=api_policies)
         settings = resume_settings(environ)
         uploads = settings.uploads

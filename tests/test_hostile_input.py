@@ -21,11 +21,10 @@ import base64
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import yaml
 from aiohttp import web
@@ -459,20 +458,22 @@ async def test_unusable_token_realms_are_refused_before_any_request(realm: str) 
     header = f'Bearer realm="{realm}",service="s",scope="repository:a:pull"'
     from mirror.http.headers import parse_www_authenticate
     [challenge] = parse_www_authenticate(header)
-    async with aiohttp.ClientSession() as session:
-        cache = TokenCache(session, Credential("alice", "pw"), True, "mirror-test")
-        with pytest.raises(Unauthorized, match=r"realm|not an http"):
-            await cache.get(challenge, ("repository:a:pull",))
+    cache = TokenCache(_no_token_call, Credential("alice", "pw"))
+    with pytest.raises(Unauthorized, match=r"realm|not an http"):
+        await cache.get(challenge, ("repository:a:pull",))
 
 
 @pytest.mark.anyio
 async def test_credentials_never_go_to_a_plain_http_realm_unless_allowed() -> None:
     challenge = Challenge("bearer", {"realm": "http://127.0.0.1:9/token", "service": "s"})
-    async with aiohttp.ClientSession() as session:
-        for cred in (Credential("alice", "pw"), Credential(identity_token="refresh")):
-            cache = TokenCache(session, cred, True, "mirror-test")
-            with pytest.raises(Unauthorized, match=r"plain HTTP.*--tls-verify=false"):
-                await cache.get(challenge, ())
+    for cred in (Credential("alice", "pw"), Credential(identity_token="refresh")):
+        cache = TokenCache(_no_token_call, cred)
+        with pytest.raises(Unauthorized, match=r"plain HTTP.*--tls-verify=false"):
+            await cache.get(challenge, ())
+
+
+async def _no_token_call(method: str, url: URL, headers: Mapping[str, str], body: bytes | None) -> tuple[int, bytes]:
+    raise AssertionError(f"no token request may be sent here ({method} {url.host})")
 
 
 # --------------------------------------------------------------------------- Link, Range headers

@@ -34,6 +34,7 @@ from mirror.http.client import Endpoint, HttpClient
 from mirror.http.credentials import Credential
 from mirror.http.ratelimit import RATE_LIMITED_RETRIES, HostLimiter, HostPolicy
 from mirror.http.retry import RetryPolicy
+from mirror.http.sender import AiohttpSender
 from mirror.http.tls import TLSOptions
 
 PLAIN = TLSOptions(verify=False)
@@ -65,7 +66,7 @@ def fake_limiter(policy: HostPolicy | None = None) -> tuple[HostLimiter, FakeTim
 async def http_client(policies: Mapping[str, HostPolicy] | None = None, *, user_agent: str = "mirror-tests",
                       retry: RetryPolicy | None = None) -> AsyncIterator[HttpClient]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), auto_decompress=False) as session:
-        yield HttpClient(session, policies=policies, user_agent=user_agent, retry=retry)
+        yield HttpClient(AiohttpSender(session), policies=policies, user_agent=user_agent, retry=retry)
 
 
 def endpoint(http: HttpClient, host: str) -> Endpoint:
@@ -74,7 +75,7 @@ def endpoint(http: HttpClient, host: str) -> Endpoint:
 
 async def download(ep: Endpoint, repo: str, digest: str) -> bytes:
     async with ep.stream("GET", f"/v2/{repo}/blobs/{digest}") as resp:
-        body = await resp.content.read()
+        body = await resp.read()
     assert "sha256:" + hashlib.sha256(body).hexdigest() == digest
     return body
 
@@ -394,7 +395,7 @@ async def test_max_connections_caps_requests_in_flight(registry: Registry, many_
                     async with ep.stream("GET", f"/v2/{many_layers.repo}/blobs/{digest}") as resp:
                         open_streams += 1
                         peak = max(peak, open_streams)
-                        body = await resp.content.read()
+                        body = await resp.read()
                         open_streams -= 1
                     assert "sha256:" + hashlib.sha256(body).hexdigest() == digest
 
@@ -503,14 +504,14 @@ async def test_upload_fed_by_a_read_of_the_same_registry_needs_no_second_slot(
 
         async def source() -> AsyncIterator[bytes]:
             async with ep.stream("GET", f"/v2/{many_layers.repo}/blobs/{blob.digest}") as resp:
-                async for chunk in resp.content.iter_any():
+                async for chunk in resp.chunks():
                     yield chunk
 
         with anyio.fail_after(30):
             start = await ep.fetch("POST", "/v2/copied/blobs/uploads/", headers={"Content-Length": "0"},
                                    data=b"", ok=(202,))
             upload = start.url.join(URL(start.headers["Location"], encoded=True))
-            patched = await ep.fetch("PATCH", upload, data=aiohttp.AsyncIterablePayload(source()), ok=(202,),
+            patched = await ep.fetch("PATCH", upload, data=source(), ok=(202,),
                                      headers={"Content-Type": "application/octet-stream",
                                               "Content-Length": str(blob.size)})
             location = str(patched.url.join(URL(patched.headers["Location"], encoded=True)))

@@ -49,6 +49,7 @@ from mirror.core.reference import Repo
 from mirror.errors import ConfigError, DigestMismatch
 from mirror.http.client import HttpClient
 from mirror.http.credentials import Credential
+from mirror.http.sender import AiohttpSender
 from mirror.http.tls import TLSOptions
 from mirror.state import StateStore, UploadRecord, default_state_path
 from mirror.transports.registry.destination import RegistryDestination
@@ -94,7 +95,7 @@ def blob(size: int = SIZE, seed: int = 1) -> tuple[bytes, Descriptor]:
 async def destination(host: str, repo: str, state: StateStore | None = None,
                       uploads: UploadOptions = UPLOADS) -> AsyncIterator[RegistryDestination]:
     async with aiohttp.ClientSession(auto_decompress=False) as session:
-        endpoint = HttpClient(session).endpoint(host, Credential(), TLSOptions(verify=False))
+        endpoint = HttpClient(AiohttpSender(session)).endpoint(host, Credential(), TLSOptions(verify=False))
         yield RegistryDestination(endpoint, Repo(host, repo), state=state, uploads=uploads)
 
 

@@ -30,6 +30,8 @@ from mirror.transports.base import ImageDestination, ImageSource, Location
 log = structlog.get_logger("mirror.blobs")
 
 #: Tries of an upload whose bytes do not match the digest (damaged in transit: the source is read again).
+#: Not an HTTP retry: each try's requests are retried by the HTTP client (``http.retry``, the one retry
+#: layer for failed requests); this loop only answers a digest mismatch, which no request retry can see.
 DIGEST_ATTEMPTS = 3
 
 #: Blobs this large are looked for (HEAD) even in a repository that had no tags before the run: an

@@ -1,7 +1,9 @@
 """Registry authentication: Basic headers and bearer tokens (GET and OAuth2 POST), cached per scope set.
 
 Tokens are cached per (realm, service, scopes) and fetched at most once at a time per key
-(single flight). Token and credential values never reach logs or error messages.
+(single flight). Token requests are sent by the caller's :data:`TokenCall` (the client sends them
+through its one retry loop: a token fetch is retried exactly like any request, and not here).
+Token and credential values never reach logs or error messages.
 """
 
 from __future__ import annotations
@@ -9,26 +11,29 @@ from __future__ import annotations
 import base64
 import json
 import re
-import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
 
-import aiohttp
 import anyio
 from yarl import URL
 
 from mirror.aio import LRU
-from mirror.errors import RegistryError, TransientError, Unauthorized
-from mirror.http.body import read_limited
+from mirror.errors import RegistryError, Unauthorized
 from mirror.http.credentials import Credential
-from mirror.http.headers import Challenge
+from mirror.http.headers import Challenge, parse_www_authenticate
 
 MAX_TOKEN_BODY = 1 << 20
 MAX_TOKEN_LIFETIME = 86_400.0  # cache a token a day at most, whatever expires_in says
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 CLIENT_ID = "mirror"
 TOKEN_SLOTS = 512  # scope sets whose token is kept per credential and registry
+
+TokenCall = Callable[[str, URL, Mapping[str, str], bytes | None], Awaitable[tuple[int, bytes]]]
+"""(method, url, headers, body) -> (status, body of at most MAX_TOKEN_BODY + 1 bytes); redirects are
+not followed; ``TransientError`` when the token server cannot be reached (after the retries)."""
 
 
 def basic_header(cred: Credential) -> str:
@@ -71,13 +76,10 @@ def merge_scopes(*groups: Iterable[str]) -> tuple[str, ...]:
 class TokenCache:
     """Bearer tokens for one credential on one registry."""
 
-    def __init__(self, session: aiohttp.ClientSession, credential: Credential,
-                 ssl_ctx: ssl.SSLContext | bool, user_agent: str, *, allow_plain_http: bool = False) -> None:
-        self._session = session
+    def __init__(self, call: TokenCall, credential: Credential, *, allow_plain_http: bool = False) -> None:
+        self._call = call
         self._cred = credential
         self._plain_ok = allow_plain_http  # credentials may go to an http:// realm (--tls-verify=false)
-        self._ssl = ssl_ctx
-        self._ua = user_agent
         # One slot per scope set (a repository, a mount's pair of repositories): bounded, least
         # recently used dropped first; a dropped token is fetched again when needed.
         self._slots: LRU[tuple[str, str, tuple[str, ...]], _Slot] = LRU(TOKEN_SLOTS)
@@ -122,7 +124,8 @@ class TokenCache:
         if self._cred.identity_token:
             form = {"grant_type": "refresh_token", "refresh_token": self._cred.identity_token,
                     "service": service, "client_id": CLIENT_ID, "scope": " ".join(scopes)}
-            status, body = await self._call("POST", url, data=form)
+            status, body = await self._call("POST", url, {"Content-Type": "application/x-www-form-urlencoded"},
+                                            urlencode(form).encode())
             if status not in (404, 405):
                 return self._parse(status, body, url)
         query: list[tuple[str, str]] = [("service", service)] if service else []
@@ -131,26 +134,8 @@ class TokenCache:
         if self._cred.username:
             query.append(("account", self._cred.username))
             headers["Authorization"] = basic_header(self._cred)
-        status, body = await self._call("GET", url.with_query(query), headers=headers)
+        status, body = await self._call("GET", url.with_query(query), headers, None)
         return self._parse(status, body, url)
-
-    async def _call(self, method: str, url: URL, *, headers: dict[str, str] | None = None,
-                    data: dict[str, str] | None = None) -> tuple[int, bytes]:
-        hdrs = {"User-Agent": self._ua, **(headers or {})}
-        for attempt in range(3):
-            try:
-                async with self._session.request(method, url, headers=hdrs, data=data, ssl=self._ssl,
-                                                 allow_redirects=False) as resp:
-                    body = await read_limited(resp.content, MAX_TOKEN_BODY)
-                    if resp.status in (500, 502, 503, 504) and attempt < 2:
-                        await anyio.sleep(0.2 * (attempt + 1))
-                        continue
-                    return resp.status, body
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                if attempt == 2:
-                    raise TransientError(f"token request to {url.host} failed: {type(exc).__name__}") from None
-                await anyio.sleep(0.2 * (attempt + 1))
-        raise TransientError(f"token request to {url.host} failed")
 
     @staticmethod
     def _parse(status: int, body: bytes, realm: URL) -> Token:
@@ -180,3 +165,30 @@ class TokenCache:
         lifetime = min(max(60.0, float(expires)), MAX_TOKEN_LIFETIME)  # NaN -> 60 s (max keeps its first arg)
         return Token(value, time.monotonic() + lifetime,
                      refresh if isinstance(refresh, str) else None)
+
+
+def futile_retry(challenge: Challenge, sent: str, scopes: tuple[str, ...]) -> bool:
+    """Whether answering this 401 with new credentials cannot help.
+
+    Basic credentials refused once are refused again. A bearer token refused with ``insufficient_scope``
+    for scopes it was already asked for is all the token server grants (it answers with the intersection
+    of asked and allowed rights), so fetching another one only repeats the exchange. An expired or
+    otherwise ``invalid_token``, or a challenge naming new scopes, is worth one more try.
+    """
+    if challenge.scheme == "basic":
+        return sent.startswith("Basic ")
+    if challenge.scheme == "bearer" and challenge.params.get("error") == "insufficient_scope":
+        return sent.startswith("Bearer ") and set(merge_scopes(scopes, challenge.scopes)) == set(merge_scopes(scopes))
+    return False
+
+
+def pick_challenge(headers: Mapping[str, str] | Any) -> Challenge | None:
+    """The bearer challenge of a 401, else its basic one (every ``WWW-Authenticate`` header is read)."""
+    values = headers.getall("WWW-Authenticate", []) if hasattr(headers, "getall") else (
+        [headers["WWW-Authenticate"]] if "WWW-Authenticate" in headers else [])
+    challenges = [c for v in values for c in parse_www_authenticate(v)]
+    for scheme in ("bearer", "basic"):
+        for challenge in challenges:
+            if challenge.scheme == scheme:
+                return challenge
+    return None

@@ -1,8 +1,11 @@
-"""The HTTP client: one aiohttp session per run; per registry endpoint: ping, auth, redirects, retries.
+"""The HTTP client: one ``Sender`` per run; per registry endpoint: ping, auth, redirects, retries.
 
 Contract:
-- Retries live here and only here: connection errors, timeouts and 408/429/5xx are retried for
-  idempotent requests whose body can be sent again, with jittered backoff honouring Retry-After.
+- Every request goes through the ``Sender`` seam (``http.seam``; aiohttp in production,
+  ``http.sender``), once per try: this module adds headers, auth, redirects, limits and retries.
+- Retries live here and only here (``http.retry``): connection errors, timeouts, broken bodies and
+  408/429/5xx are retried for idempotent requests whose body can be sent again, with jittered
+  backoff honouring Retry-After. The ping and token fetches go through the same loop and policy.
 - Redirects are followed by hand; ``Authorization`` is sent only to the registry's own origin and
   dropped when a redirect leaves it. Redirect and upload URLs are kept exactly as encoded.
 - Error responses become ``mirror.errors`` exceptions in this module (see ``http.errors``).
@@ -15,38 +18,31 @@ Contract:
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import anyio
 import structlog
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from mirror.errors import MirrorError, RegistryError, TLSError, TransientError, Unauthorized
-from mirror.http.auth import TokenCache, basic_header, merge_scopes
-from mirror.http.body import read_limited
+from mirror.errors import RegistryError, TLSError, TransientError, Unauthorized
+from mirror.http.auth import MAX_TOKEN_BODY, TokenCache, basic_header, futile_retry, merge_scopes, pick_challenge
 from mirror.http.credentials import Credential
 from mirror.http.errors import error_for
-from mirror.http.headers import Challenge, parse_retry_after, parse_www_authenticate
-from mirror.http.ratelimit import RATE_LIMITED_RETRIES, HostLimiter, HostPolicy, Permit
-from mirror.http.retry import IDEMPOTENT, RETRY_STATUSES, RetryPolicy
+from mirror.http.headers import Challenge
+from mirror.http.ratelimit import HostLimiter, HostPolicy, Permit
+from mirror.http.retry import RETRY_STATUSES, Exhausted, RetryPolicy, may_retry, retrying
+from mirror.http.seam import Body, Request, Response, Sender
 from mirror.http.tls import TLSOptions, allows_plain_http, context_key, ssl_context
 
 log = structlog.get_logger("mirror.http")
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10
-Body = bytes | aiohttp.payload.Payload | None
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    connect: float = 30.0
-    read: float = 120.0
+MAX_ERROR_READ = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +63,13 @@ class EndpointKey:
 
 
 class HttpClient:
-    """Owns the run's aiohttp session and one ``Endpoint`` per (registry, credential, TLS) triple."""
+    """Owns the run's sender and one ``Endpoint`` per (registry, credential, TLS) triple."""
 
-    def __init__(self, session: aiohttp.ClientSession, *, retry: RetryPolicy | None = None,
-                 user_agent: str = "mirror", timeouts: Timeouts | None = None,
+    def __init__(self, sender: Sender, *, retry: RetryPolicy | None = None, user_agent: str = "mirror",
                  certs_roots: Sequence[Path] = (), policies: Mapping[str, HostPolicy] | None = None) -> None:
-        self.session = session
+        self.sender = sender
         self.retry = retry or RetryPolicy()
         self.user_agent = user_agent
-        self.timeouts = timeouts or Timeouts()
         self.certs_roots = tuple(certs_roots)
         self.policies = {host.lower(): policy for host, policy in (policies or {}).items()}
         self._endpoints: dict[EndpointKey, Endpoint] = {}
@@ -111,7 +105,6 @@ class HttpClient:
 @dataclass(slots=True)
 class _AuthState:
     challenge: Challenge | None = None
-    pinged: bool = False
     lock: anyio.Lock = field(default_factory=anyio.Lock)
 
 
@@ -123,21 +116,19 @@ class Endpoint:
         self.registry = registry
         self.credential = credential
         self.tls = tls
-        try:
-            self._ssl: ssl.SSLContext = client.ssl_context(registry, tls)
-        except MirrorError:
-            raise
+        self._ssl = client.ssl_context(registry, tls)
         self._base: URL | None = None
         self._state = _AuthState()
         self._limiter = client.limiter(registry)
         self._origin = _authority(registry)
-        self._permits: dict[aiohttp.ClientResponse, Permit] = {}
-        self._tokens = TokenCache(client.session, credential, self._ssl, client.user_agent,
-                                  allow_plain_http=allows_plain_http(tls))
+        self._permits: dict[Response, Permit] = {}
+        self._tokens = TokenCache(self._token_call, credential, allow_plain_http=allows_plain_http(tls))
 
     # -- connection set-up -------------------------------------------------------------------
     async def base_url(self) -> URL:
-        """Ping ``/v2/`` (https first; http only when TLS verification is off) and learn the auth scheme."""
+        """Ping ``/v2/`` (https first; http only when TLS verification is off) and learn the auth scheme.
+
+        The ping is sent once per call; its failures are retried by the request that needed it."""
         async with self._state.lock:
             if self._base is None:
                 self._base = await self._ping()
@@ -149,21 +140,22 @@ class Endpoint:
         for scheme in schemes:
             url = URL(f"{scheme}://{self.registry}/v2/")
             try:
-                reply = await self._raw("GET", url, {}, None, want_body=True)
-            except TLSError as exc:
+                resp = await self._open("GET", url, {}, None)
+            except (TLSError, TransientError) as exc:
                 last = exc
                 continue
-            except TransientError as exc:
-                last = exc
+            try:
+                status, headers = resp.status, resp.headers
+            finally:
+                self._release(resp)
+            if status == 401:
+                self._state.challenge = pick_challenge(headers)
+            elif status in RETRY_STATUSES:  # retried by the request loop, like any request
+                last = TransientError(f"GET {url}: HTTP {status}")
                 continue
-            if reply.status == 401:
-                self._state.challenge = _pick_challenge(reply.headers)
-            elif reply.status in RETRY_STATUSES:  # retried by the request loop, like any request
-                last = TransientError(f"GET {url}: HTTP {reply.status}")
-                continue
-            elif reply.status != 200:
-                raise RegistryError(f"{self.registry} is not a registry: GET /v2/ answered {reply.status}",
-                                    status=reply.status)
+            elif status != 200:
+                raise RegistryError(f"{self.registry} is not a registry: GET /v2/ answered {status}",
+                                    status=status)
             return URL(f"{scheme}://{self.registry}")
         assert last is not None
         if isinstance(last, TLSError) and "http" not in schemes:
@@ -181,95 +173,70 @@ class Endpoint:
         ``repeatable``: the request may be sent again though its method is not idempotent (a POST
         that opens an upload session: a repeat only opens another one)."""
         async with self._exchange(method, target, scopes=scopes, headers=headers, data=data, ok=ok,
-                                  what=what, resendable=None, repeatable=repeatable,
-                                  read_limit=limit) as (resp, body):
-            assert body is not None
+                                  what=what, repeatable=repeatable, read_limit=limit) as (resp, body):
             if len(body) > limit:
                 raise RegistryError(f"{what or method}: response larger than {limit} bytes")
-            return Reply(resp.status, dict(resp.headers), body, resp.url)
+            return Reply(resp.status, CIMultiDictProxy(CIMultiDict(resp.headers)), body, resp.url)
 
     @asynccontextmanager
     async def stream(self, method: str, target: str | URL, *, scopes: Sequence[str] = (),
                      headers: Mapping[str, str] | None = None, data: Body = None,
-                     ok: Sequence[int] = (200,), what: str = "",
-                     resendable: bool | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+                     ok: Sequence[int] = (200,), what: str = "") -> AsyncIterator[Response]:
         """A response whose status is in ``ok``, body unread; released on exit."""
         async with self._exchange(method, target, scopes=scopes, headers=headers, data=data, ok=ok,
-                                  what=what, resendable=resendable) as (resp, _body):
+                                  what=what) as (resp, _body):
             yield resp
 
     @asynccontextmanager
     async def _exchange(self, method: str, target: str | URL, *, scopes: Sequence[str],
                         headers: Mapping[str, str] | None, data: Body, ok: Sequence[int], what: str,
-                        resendable: bool | None, repeatable: bool = False, read_limit: int | None = None,
-                        ) -> AsyncIterator[tuple[aiohttp.ClientResponse, bytes | None]]:
-        """The retry loop. With ``read_limit`` the body (up to that many bytes + 1) is read inside it."""
-        if resendable is None:
-            resendable = data is None or isinstance(data, bytes)
-        idempotent = method in IDEMPOTENT or repeatable
-        policy = self.client.retry
-        failures = 0  # connection errors and retryable statuses but 429: ``policy.attempts`` tries in all
-        throttled = 0  # 429s: their own budget; the host's limiter has already paused the other requests
-        while True:
+                        repeatable: bool = False, read_limit: int | None = None,
+                        ) -> AsyncIterator[tuple[Response, bytes]]:
+        """One request through the retry loop. With ``read_limit`` the body (up to that many bytes + 1)
+        is read inside the loop, so a broken body is retried too."""
+        resendable = data is None or isinstance(data, bytes)
+        sent = dict(headers or {})
+
+        async def attempt() -> _Pair:
+            base = await self.base_url()  # the ping's failures are retried here too
+            url = target if isinstance(target, URL) else URL(str(base) + target, encoded=True)
+            resp = await self._authorized(method, url, sent, data, tuple(scopes), resendable)
+            if read_limit is None or method == "HEAD" or resp.status not in ok:
+                return _Pair(resp, b"", self._release)
             try:
-                base = await self.base_url()  # the ping's failures are retried here too
-                url = target if isinstance(target, URL) else URL(str(base) + target, encoded=True)
-                resp = await self._authorized(method, url, dict(headers or {}), data, tuple(scopes), resendable)
-            except TransientError:
-                failures += 1
-                if failures < policy.attempts and idempotent and resendable:
-                    await anyio.sleep(policy.delay(failures))
-                    continue
-                raise
-            if resp.status not in ok and policy.should_retry_status(method, resp.status, resendable, repeatable):
-                if resp.status == 429:
-                    throttled += 1
-                    again, tries = throttled <= RATE_LIMITED_RETRIES, throttled
-                else:
-                    failures += 1
-                    again, tries = failures < policy.attempts, failures
-                if again:
-                    wait = policy.delay(tries, parse_retry_after(resp.headers.get("Retry-After")))
-                    log.debug("http_retry", method=method, status=resp.status, wait=round(wait, 2))
-                    self._release(resp)
-                    await anyio.sleep(wait)
-                    continue
-            try:
-                if resp.status not in ok:
-                    try:
-                        body = await read_limited(resp.content, 1 << 16) if method != "HEAD" else b""
-                    except (aiohttp.ClientError, TimeoutError, OSError):
-                        body = b""  # the status says enough
-                    error = error_for(resp.status, body, what or f"{method} {url.path}",
-                                      resp.headers.get("Retry-After"))
-                    if resp.status == 401:
-                        raise Unauthorized(f"{error}: {self._unauthorized_hint()}", status=401,
-                                           code=getattr(error, "code", None))
-                    raise error
-                got: bytes | None = None
-                if read_limit is not None and method != "HEAD":
-                    try:
-                        got = await read_limited(resp.content, read_limit)
-                    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                        failures += 1
-                        log.debug("http_retry", method=method, error=_short(exc))
-                        if failures < policy.attempts and idempotent and resendable:
-                            await anyio.sleep(policy.delay(failures))
-                            continue
-                        raise TransientError(f"{what or method}: reading the response: {_short(exc)}") from None
-                yield resp, (b"" if got is None else got)
-            finally:
+                return _Pair(resp, await resp.read(read_limit), self._release)
+            except BaseException:
                 self._release(resp)
-            return
+                raise
+
+        pair = await retrying(self.client.retry, method, attempt, ok=ok,
+                              retryable=may_retry(method, resendable, repeatable), what=what)
+        resp, body = pair.resp, pair.body
+        try:
+            if resp.status not in ok:
+                await self._raise_for(method, resp, what)
+            yield resp, body
+        finally:
+            self._release(resp)
+
+    async def _raise_for(self, method: str, resp: Response, what: str) -> None:
+        try:
+            body = await resp.read(MAX_ERROR_READ) if method != "HEAD" else b""
+        except TransientError:
+            body = b""  # the status says enough
+        error = error_for(resp.status, body, what or f"{method} {resp.url.path}", resp.headers.get("Retry-After"))
+        if resp.status == 401:
+            raise Unauthorized(f"{error}: {self._unauthorized_hint()}", status=401, code=getattr(error, "code", None))
+        raise error
 
     async def _authorized(self, method: str, url: URL, headers: dict[str, str], data: Body,
-                          scopes: tuple[str, ...], resendable: bool) -> aiohttp.ClientResponse:
+                          scopes: tuple[str, ...], resendable: bool) -> Response:
         auth = await self._auth_header(scopes)
         resp = await self._follow(method, url, headers, auth, data)
         if resp.status != 401 or not resendable:
             return resp
-        challenge = _pick_challenge(resp.headers)
-        if challenge is not None and auth is not None and _futile_retry(challenge, auth, scopes):
+        challenge = pick_challenge(resp.headers)
+        if challenge is not None and auth is not None and futile_retry(challenge, auth, scopes):
             return resp  # the caller reports this 401
         self._release(resp)
         if challenge is None:
@@ -305,8 +272,30 @@ class Endpoint:
             return "Bearer " + await self._tokens.get(challenge, scopes)
         return None
 
+    async def _token_call(self, method: str, url: URL, headers: Mapping[str, str],
+                          body: bytes | None) -> tuple[int, bytes]:
+        """A token-server request (``auth.TokenCall``): same retry loop and policy as any request;
+        not rate limited (the token server is not the registry), never redirected."""
+        request = Request(method, url, {"User-Agent": self.client.user_agent, **headers}, body, self._ssl)
+
+        async def attempt() -> _Pair:
+            resp = await self.client.sender.send(request)
+            try:
+                body = await resp.read(MAX_TOKEN_BODY) if resp.status in (200, 201) else b""
+            finally:
+                resp.release()
+            return _Pair(resp, body, _release)
+
+        # An OAuth2 refresh POST only asks for another token: it is as safe to repeat as the GET.
+        try:
+            pair = await retrying(self.client.retry, method, attempt, ok=(200, 201), retryable=True,
+                                  what=f"token request to {url.host}")
+        except TransientError as exc:  # out of tries: the request that needed the token must not try again
+            raise Exhausted(f"token request to {url.host} failed: {exc}") from None
+        return pair.status, pair.body
+
     async def _follow(self, method: str, url: URL, headers: dict[str, str], auth: str | None,
-                      data: Body) -> aiohttp.ClientResponse:
+                      data: Body) -> Response:
         origin = (url.scheme, url.host, url.port)
         for _ in range(MAX_REDIRECTS + 1):
             send = dict(headers)
@@ -329,40 +318,24 @@ class Endpoint:
         Location header), and over plain HTTP only when TLS verification is off."""
         return _same_origin(url, self._origin) and (url.scheme == "https" or allows_plain_http(self.tls))
 
-    async def _raw(self, method: str, url: URL, headers: dict[str, str], data: Body,
-                   want_body: bool) -> Reply:
-        resp = await self._open(method, url, headers, data)
-        try:
-            body = await resp.content.read(1 << 16) if want_body else b""
-            return Reply(resp.status, dict(resp.headers), body, resp.url)
-        finally:
-            self._release(resp)
-
-    def _release(self, resp: aiohttp.ClientResponse) -> None:
+    def _release(self, resp: Response) -> None:
         """Release a response and, with it, its host's connection slot."""
         resp.release()
         permit = self._permits.pop(resp, None)
         if permit is not None:
             permit.release()
 
-    async def _open(self, method: str, url: URL, headers: dict[str, str], data: Body) -> aiohttp.ClientResponse:
-        client = self.client
-        send = {"User-Agent": client.user_agent, "Accept-Encoding": "identity", **headers}
-        timeout = aiohttp.ClientTimeout(total=None, connect=client.timeouts.connect,
-                                        sock_connect=client.timeouts.connect, sock_read=client.timeouts.read)
-        kwargs: dict[str, Any] = {"headers": send, "allow_redirects": False, "timeout": timeout,
-                                  "auto_decompress": False}
-        if data is not None:
-            kwargs["data"] = data
-        if url.scheme == "https":
-            kwargs["ssl"] = self._ssl
+    async def _open(self, method: str, url: URL, headers: dict[str, str], data: Body) -> Response:
+        """Send once through the sender, admitted by the host's limiter when it goes to the registry."""
+        request = Request(method, url, {"User-Agent": self.client.user_agent, "Accept-Encoding": "identity",
+                                        **headers}, data, self._ssl)
         permit: Permit | None = None
         if _same_origin(url, self._origin):
             # A body fed by another request while it is sent (a blob upload) takes no connection slot:
             # it could wait forever for a slot held by the reads it waits for.
-            permit = await self._limiter.admit(hold_slot=not isinstance(data, aiohttp.AsyncIterablePayload))
+            permit = await self._limiter.admit(hold_slot=not request.streamed)
         try:
-            resp = await self._send(method, url, kwargs)
+            resp = await self.client.sender.send(request)
         except BaseException:
             if permit is not None:
                 permit.release()
@@ -373,20 +346,29 @@ class Endpoint:
         log.debug("http_request", method=method, host=url.host, path=url.path, status=resp.status)
         return resp
 
-    async def _send(self, method: str, url: URL, kwargs: dict[str, Any]) -> aiohttp.ClientResponse:
-        """One request on the session; aiohttp's exceptions become ``TLSError`` or ``TransientError``."""
-        try:
-            return await self.client.session.request(method, url, **kwargs)
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise TLSError(f"TLS verification failed for {url.host}:{url.port}: "
-                           f"{exc.certificate_error.__class__.__name__}: "
-                           f"{getattr(exc.certificate_error, 'verify_message', '')}".rstrip(": ")) from None
-        except aiohttp.ClientSSLError as exc:
-            # The underlying ssl error, not aiohttp's text (which embeds the SSLContext repr).
-            reason = getattr(exc, "os_error", None) or exc
-            raise TLSError(f"TLS handshake with {url.host}:{url.port} failed: {_short(reason)}") from None
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransientError(f"{method} {url.host}:{url.port}{url.path}: {_short(exc)}") from None
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Pair:
+    """A response with its (possibly pre-read) body, as the retry loop sees it."""
+
+    resp: Response
+    body: bytes
+    done: Callable[[Response], None]
+
+    @property
+    def status(self) -> int:
+        return self.resp.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.resp.headers
+
+    def release(self) -> None:
+        self.done(self.resp)
+
+
+def _release(resp: Response) -> None:
+    resp.release()
 
 
 def _authority(registry: str) -> tuple[str, int | None]:
@@ -399,34 +381,3 @@ def _same_origin(url: URL, origin: tuple[str, int | None]) -> bool:
     """Whether ``url`` is on the registry's own host (without a port: the scheme's default port)."""
     host, port = origin
     return (url.host or "").lower() == host and url.port == (port or (443 if url.scheme == "https" else 80))
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _futile_retry(challenge: Challenge, sent: str, scopes: tuple[str, ...]) -> bool:
-    """Whether answering this 401 with new credentials cannot help.
-
-    Basic credentials refused once are refused again. A bearer token refused with ``insufficient_scope``
-    for scopes it was already asked for is all the token server grants (it answers with the intersection
-    of asked and allowed rights), so fetching another one only repeats the exchange. An expired or
-    otherwise ``invalid_token``, or a challenge naming new scopes, is worth one more try.
-    """
-    if challenge.scheme == "basic":
-        return sent.startswith("Basic ")
-    if challenge.scheme == "bearer" and challenge.params.get("error") == "insufficient_scope":
-        return sent.startswith("Bearer ") and set(merge_scopes(scopes, challenge.scopes)) == set(merge_scopes(scopes))
-    return False
-
-
-def _pick_challenge(headers: Mapping[str, str] | Any) -> Challenge | None:
-    values = headers.getall("WWW-Authenticate", []) if hasattr(headers, "getall") else (
-        [headers["WWW-Authenticate"]] if "WWW-Authenticate" in headers else [])
-    challenges = [c for v in values for c in parse_www_authenticate(v)]
-    for scheme in ("bearer", "basic"):
-        for challenge in challenges:
-            if challenge.scheme == scheme:
-                return challenge
-    return None

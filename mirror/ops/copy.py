@@ -6,13 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
-import anyio
-
 from mirror.config.policy import ImagePolicy, Policy
 from mirror.core.reference import Reference, parse_docker, split_transport
 from mirror.engine.image import CopyOptions
 from mirror.engine.sync import BlobSink, ImageRecord, Scheduler, SyncOptions
-from mirror.errors import DigestMismatch, MirrorError, Unsupported, UsageError
+from mirror.errors import DigestMismatch, Unsupported, UsageError
 from mirror.plan.pairs import ImagePair
 from mirror.runtime import Runtime, SideOptions
 from mirror.transports.base import ImageDestination, ImageSource, LocalOptions
@@ -110,23 +108,15 @@ def image_policy(policy: Policy | None, name: ImageName) -> ImagePolicy | None:
 
 async def _copy_pair(rt: Runtime, pair: ImagePair, dst: ImageName, options: CopyOptions, jobs: int,
                      on_blob: BlobSink | None) -> ImageRecord:
-    """Whole-image retries (``--retry-times``) on top of per-request retries."""
-    attempts = rt.options.retry_times + 1
-    for attempt in range(1, attempts + 1):
-        scheduler = Scheduler(SyncOptions(jobs=1, blob_jobs=jobs, copy=options), rt.known_locations(),
-                              on_blob=on_blob)
-        try:
-            record = await scheduler.sync_one(pair)
-        except MirrorError:
-            if attempt >= attempts:
-                raise
-            await anyio.sleep(rt.options.retry_delay or min(2.0 ** attempt, 30.0))
-            continue
-        wanted = dst.reference.digest if dst.reference is not None else None
-        if wanted is not None and record.digest != str(wanted):
-            raise DigestMismatch(f"copied manifest is {record.digest}, destination asked for {wanted}")
-        return record
-    raise AssertionError("unreachable")
+    """One try: ``--retry-times`` is applied per request by the HTTP client (``http.retry``), the one
+    retry layer; retrying the whole image on top would multiply the tries."""
+    scheduler = Scheduler(SyncOptions(jobs=1, blob_jobs=jobs, copy=options), rt.known_locations(),
+                          on_blob=on_blob)
+    record = await scheduler.sync_one(pair)
+    wanted = dst.reference.digest if dst.reference is not None else None
+    if wanted is not None and record.digest != str(wanted):
+        raise DigestMismatch(f"copied manifest is {record.digest}, destination asked for {wanted}")
+    return record
 
 
 async def delete(rt: Runtime, ref: Reference, side: SideOptions) -> str:

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import structlog
 from yarl import URL
 
@@ -19,6 +18,7 @@ from mirror.core.reference import Repo
 from mirror.errors import ManifestError, NotFound, RegistryError, TransientError
 from mirror.http.client import Endpoint
 from mirror.http.headers import parse_content_range, parse_link_next, strip_media_type
+from mirror.http.seam import Response
 from mirror.transports.base import Location
 from mirror.transports.registry import api
 
@@ -80,7 +80,7 @@ class RegistrySource:
                         headers=headers, ok=(200, 206), what=f"reading blob {desc.digest} in {self.repo}",
                 ) as resp:
                     skip = _bytes_to_skip(resp, position, desc)
-                    async for chunk in resp.content.iter_any():
+                    async for chunk in resp.chunks():
                         if skip:
                             dropped = min(skip, len(chunk))
                             chunk, skip = chunk[dropped:], skip - dropped
@@ -89,8 +89,7 @@ class RegistrySource:
                         position += len(chunk)
                         yield chunk
                     return
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError, TransientError) \
-                    as exc:
+            except TransientError as exc:  # the sender reports a broken body as TransientError
                 resumes += 1
                 if resumes > MAX_RESUMES:
                     raise TransientError(f"reading blob {desc.digest}: {type(exc).__name__} "
@@ -98,7 +97,7 @@ class RegistrySource:
                 log.info("blob_read_resume", digest=str(desc.digest), offset=position)
 
 
-def _bytes_to_skip(resp: aiohttp.ClientResponse, position: int, desc: Descriptor) -> int:
+def _bytes_to_skip(resp: Response, position: int, desc: Descriptor) -> int:
     """How many leading bytes to drop: all of ``position`` when the server ignored Range (200)."""
     if position == 0:
         return 0

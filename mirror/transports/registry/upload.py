@@ -38,7 +38,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-import aiohttp
 import anyio
 import structlog
 from yarl import URL
@@ -217,7 +216,7 @@ class BlobUpload:
                 headers["Content-Length"] = str(end - start)
             if self._chunked or start > 0:  # one-shot bodies go without (GHCR refuses a range there)
                 headers["Content-Range"] = f"{start}-{end - 1}"
-            body = aiohttp.AsyncIterablePayload(self._counted(feed.take(end - start if size > 0 else None)))
+            body = self._counted(feed.take(end - start if size > 0 else None))
             self._in_patch = True
             try:
                 reply = await self.endpoint.fetch("PATCH", session.location, scopes=self._scopes, headers=headers,
