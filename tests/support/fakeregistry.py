@@ -10,14 +10,17 @@ API (what tests use)::
                                   #   authorized, kind ("ping", "manifest", "blob", "upload", "tags",
                                   #   "token", "cdn"); one entry per request, faults included
     fake.requests(kind=None, method=None, host=None)   # the log, filtered
-    fake.fault(503, times=None, match=lambda r: ..., retry_after=None, cut_after=None)
+    fake.fault(503, times=None, match=lambda request: ..., retry_after=None)
                                   # answer the next ``times`` (None: every) matching request with that
-                                  #   status; ``cut_after=N``: serve normally but break the body after N
+                                  #   status; status 0: the connection fails (``send`` raises
+                                  #   ``TransientError``, as the aiohttp sender does)
+    fake.cut_body(after, times=1, match=...)   # serve normally, but the body breaks after ``after``
                                   #   bytes (the reader sees ``TransientError``)
     fake.has_blob(host, repo, digest), fake.tags(host, repo), fake.manifest(host, repo, ref) -> bytes
 
 Any host name is a registry (storage is per host and repository); ``auth.test`` is the token server
-and ``cdn.test`` the blob store that ``blob_redirect="cdn.test"`` sends blob GETs to (307).
+and ``cdn.test`` (any port or scheme) the blob store that ``blob_redirect="https://cdn.test"`` sends
+blob GETs to (307, with a ``?sig=`` query as a presigned URL has).
 
 Served: ``/v2/`` ping; manifests GET/HEAD/PUT/DELETE by tag or digest (PUT verifies a digest reference
 and that referenced blobs/children exist); blobs HEAD/GET (``Range: bytes=N-`` → 206); uploads POST
@@ -147,9 +150,13 @@ class FakeRegistry:
 
     # -- test controls ---------------------------------------------------------------------------
     def fault(self, status: int, *, times: int | None = None, match: Callable[[Request], bool] = lambda _r: True,
-              retry_after: float | None = None, cut_after: int | None = None) -> None:
+              retry_after: float | None = None) -> None:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-        self._faults.append(Fault(status, times, match, headers, cut_after))
+        self._faults.append(Fault(status, times, match, headers, None))
+
+    def cut_body(self, after: int, *, times: int | None = 1,
+                 match: Callable[[Request], bool] = lambda _r: True) -> None:
+        self._faults.append(Fault(200, times, match, {}, after))
 
     def requests(self, kind: str | None = None, method: str | None = None, host: str | None = None) -> list[Logged]:
         return [e for e in self.log if (kind is None or e.kind == kind) and (method is None or e.method == method)
@@ -172,17 +179,25 @@ class FakeRegistry:
     async def send(self, request: Request) -> FakeResponse:
         body = await _collect(request.body)
         fault = self._take_fault(request)
+        if fault is not None and fault.status == 0:
+            self._note(request, body, 0, 0)
+            raise TransientError(f"{request.method} {request.url.host}: connection refused (fake)")
         if fault is not None and fault.cut_after is None:
             resp = _error(fault.status, "FAULT", request.url, **fault.headers)
         else:
             resp = self._route(request, body)
             if fault is not None:
                 resp = FakeResponse(resp.status, resp.url, resp.body, resp.headers, cut_after=fault.cut_after)
-        url = request.url
-        self.log.append(Logged(request.method, url.host or "", url.path, url.query_string, resp.status, len(body),
-                               0 if request.method == "HEAD" else len(resp.body),
-                               "Authorization" in request.headers, _kind(url)))
+        received = 0 if request.method == "HEAD" else len(resp.body)
+        if fault is not None and fault.cut_after is not None:
+            received = min(received, fault.cut_after)
+        self._note(request, body, resp.status, received)
         return resp
+
+    def _note(self, request: Request, body: bytes, status: int, received: int) -> None:
+        url = request.url
+        self.log.append(Logged(request.method, url.host or "", url.path, url.query_string, status, len(body),
+                               received, "Authorization" in request.headers, _kind(url)))
 
     def _take_fault(self, request: Request) -> Fault | None:
         for fault in self._faults:
@@ -286,15 +301,17 @@ class FakeRegistry:
             return _error(404, "BLOB_UNKNOWN", url)
         data = self.blobs[digest]
         if method == "GET" and self.blob_redirect is not None:
-            return FakeResponse(307, url, b"", {"Location": f"https://{self.blob_redirect}/blobs/{digest}?sig=x%2By"})
+            return FakeResponse(307, url, b"", {"Location": f"{self.blob_redirect}/blobs/{digest}?sig=x%2By"})
         common = {"Docker-Content-Digest": digest, "Content-Type": "application/octet-stream"}
         found = re.fullmatch(r"bytes=(\d+)-(\d*)", headers.get("Range", ""))
         if found is None or method == "HEAD":
-            return FakeResponse(200, url, b"" if method == "HEAD" else data, {**common, "Content-Length": str(len(data))})
+            common["Content-Length"] = str(len(data))
+            return FakeResponse(200, url, b"" if method == "HEAD" else data, common)
         first, last = int(found[1]), int(found[2] or len(data) - 1)
         if first >= len(data):
             return _error(416, "RANGE_INVALID", url)
-        return FakeResponse(206, url, data[first:last + 1], {**common, "Content-Range": f"bytes {first}-{last}/{len(data)}"})
+        common["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
+        return FakeResponse(206, url, data[first:last + 1], common)
 
     def _tag_list(self, url: URL, name: str, repo: _Repo) -> FakeResponse:
         if not repo.tags:
