@@ -58,7 +58,8 @@ def _auth_flags(parser: argparse.ArgumentParser, prefix: str = "", what: str = "
 
 def _retry_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-times", type=int, default=0, metavar="N",
-                        help="retry the whole operation N times on failure")
+                        help="retry each failed request N times (at least 3: connection errors, "
+                             "timeouts, 408/429/5xx)")
     parser.add_argument("--retry-delay", type=duration, default=None, metavar="DURATION",
                         help="fixed delay between retries (default: exponential backoff)")
 
