@@ -10,8 +10,10 @@ import random
 from dataclasses import replace
 
 import pytest
+from structlog.testing import capture_logs
 from support.fakeimages import fake_runtime, push_image, random_image
 from support.fakeregistry import TOKEN_HOST, FakeRegistry, Logged, digest_of
+from yarl import URL
 
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
@@ -19,6 +21,7 @@ from mirror.core.reference import Repo
 from mirror.engine.image import CopyOptions
 from mirror.errors import MirrorError, RegistryError, TransientError
 from mirror.http.credentials import CredentialOptions
+from mirror.http.seam import Request
 from mirror.ops.copy import copy, parse_name
 from mirror.runtime import GlobalOptions, SideOptions
 
@@ -132,20 +135,24 @@ async def test_a_token_fetch_is_retried_like_any_request(status: int) -> None:
 
 
 async def test_a_token_is_fetched_once_per_scope_set_and_a_failed_fetch_retried() -> None:
-    fake = FakeRegistry(auth=True, users={"alice": "pw"})
+    fake = FakeRegistry(auth=True, users={"alice": "s3cret-pw"})
     image = random_image(7, layers=2)
     await push_image(fake, "r.test", "app", image, "v1")
     fake.fault(503, times=1, match=lambda r: r.url.host == TOKEN_HOST)  # one failure: retried
-    side = SideOptions(creds=CredentialOptions(creds="alice:pw"))
-    async with fake_runtime(fake) as rt:
-        source = rt.registry_source(Repo("r.test", "app"), side)
-        await source.get_manifest("v1")
-        for layer in image.layers:
-            desc = Descriptor("application/octet-stream", Digest.parse(digest_of(layer)), len(layer))
-            async with source.open_blob(desc) as pieces:
-                assert b"".join([piece async for piece in pieces]) == layer
+    side = SideOptions(creds=CredentialOptions(creds="alice:s3cret-pw"))
+    with capture_logs() as logs:
+        async with fake_runtime(fake) as rt:
+            source = rt.registry_source(Repo("r.test", "app"), side)
+            await source.get_manifest("v1")
+            for layer in image.layers:
+                desc = Descriptor("application/octet-stream", Digest.parse(digest_of(layer)), len(layer))
+                async with source.open_blob(desc) as pieces:
+                    assert b"".join([piece async for piece in pieces]) == layer
     assert [e.status for e in fake.requests("token")] == [503, 200]
     assert all(e.authorized for e in fake.log if e.kind in ("manifest", "blob"))
+    assert any(event["event"] == "http_retry" for event in logs)  # the token retry was logged...
+    text = repr(logs)
+    assert "s3cret" not in text and "token-" not in text and "YWxpY2U6" not in text  # ...with no secret
 
 
 @pytest.mark.parametrize("cdn", ["https://cdn.test", "https://cdn.test:8443"])
@@ -199,3 +206,8 @@ async def test_upload_paths_chunked_and_monolithic_are_verified_by_the_registry(
     assert [e.sent for e in patches] == [1 << 20] * 3
     assert all(e.status == 202 for e in patches)
     assert fake.has_blob("dst.test", "big", digest_of(big))
+
+
+def test_a_request_never_shows_its_headers_or_body() -> None:
+    request = Request("GET", URL("https://r.test/v2/"), {"Authorization": "Bearer s3cr3t"}, b"password=hunter2")
+    assert "s3cr3t" not in repr(request) and "hunter2" not in repr(request)

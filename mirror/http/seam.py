@@ -34,13 +34,15 @@ _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One HTTP request. ``ssl`` is used for ``https`` URLs (None: the sender's default verification)."""
+    """One HTTP request. ``ssl`` is used for ``https`` URLs (None: the sender's default verification).
+
+    Headers and body stay out of ``repr``: they carry credentials and tokens."""
 
     method: str
     url: URL
-    headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
-    body: Body = None
-    ssl: ssl.SSLContext | None = None
+    headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS, repr=False)
+    body: Body = field(default=None, repr=False)
+    ssl: ssl.SSLContext | None = field(default=None, repr=False)
 
     @property
     def streamed(self) -> bool:
