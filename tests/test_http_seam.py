@@ -105,6 +105,24 @@ async def test_a_broken_blob_read_resumes_with_a_range_request() -> None:
     assert (second.status, second.received) == (206, len(layer) - 70_000)
 
 
+@pytest.mark.parametrize("status", [503, 0])
+async def test_a_blob_request_that_keeps_failing_is_not_resumed_on_top_of_its_retries(status: int) -> None:
+    """Range resume is for a body that breaks mid-stream; a request that fails before streaming was
+    already retried by the client (before: 4 tries x 6 resumes = 24 blob GETs)."""
+    fake = FakeRegistry()
+    image = random_image(13, layers=1)
+    await push_image(fake, "r.test", "app", image, "v1")
+    layer = image.layers[0]
+    fake.fault(status, match=lambda r: "/blobs/" in r.url.path)
+    desc = Descriptor("application/octet-stream", Digest.parse(digest_of(layer)), len(layer))
+    async with fake_runtime(fake) as rt:
+        source = rt.registry_source(Repo("r.test", "app"), SIDE)
+        with pytest.raises(TransientError):
+            async with source.open_blob(desc) as pieces:
+                [piece async for piece in pieces]
+    assert len(fake.requests("blob", "GET")) == 4
+
+
 @pytest.mark.parametrize(("retry_times", "tries"), [(0, 4), (2, 4), (5, 6)])
 async def test_retry_times_applies_once_per_request(retry_times: int, tries: int) -> None:
     """--retry-times N: max(4, N + 1) tries of the failing request, and no whole-image retry on top

@@ -205,6 +205,9 @@ class Endpoint:
                 return _Pair(resp, b"", self._release)
             try:
                 return _Pair(resp, await resp.read(read_limit), self._release)
+            except TransientError as exc:
+                self._release(resp)
+                raise TransientError(f"{what or method}: reading the response: {exc}") from None
             except BaseException:
                 self._release(resp)
                 raise

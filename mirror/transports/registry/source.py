@@ -69,17 +69,23 @@ class RegistrySource:
         yield self._read_blob(desc, offset)
 
     async def _read_blob(self, desc: Descriptor, offset: int) -> AsyncIterator[bytes]:
-        """Stream a blob, reopening with ``Range`` from the current offset when a read breaks."""
+        """Stream a blob, reopening with ``Range`` from the current offset when a read breaks.
+
+        Not a second retry layer: a request that fails before its body streams was already retried by
+        the HTTP client (the one retry layer) and its error is final here; only a body that breaks
+        after bytes were handed on, which no request retry can repeat, is resumed."""
         position = offset
         resumes = 0
         while True:
             headers = {"Range": f"bytes={position}-"} if position else {}
+            streaming = False
             try:
                 async with self.endpoint.stream(
                         "GET", api.blob_path(self.repo.path, desc.digest), scopes=self._scopes,
                         headers=headers, ok=(200, 206), what=f"reading blob {desc.digest} in {self.repo}",
                 ) as resp:
                     skip = _bytes_to_skip(resp, position, desc)
+                    streaming = True
                     async for chunk in resp.chunks():
                         if skip:
                             dropped = min(skip, len(chunk))
@@ -90,6 +96,8 @@ class RegistrySource:
                         yield chunk
                     return
             except TransientError as exc:  # the sender reports a broken body as TransientError
+                if not streaming:
+                    raise
                 resumes += 1
                 if resumes > MAX_RESUMES:
                     raise TransientError(f"reading blob {desc.digest}: {type(exc).__name__} "

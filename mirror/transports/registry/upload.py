@@ -21,7 +21,8 @@ would publish the blob is never sent.
 Retries: the HTTP client retries idempotent requests (GET status, PUT). A PATCH that fails
 (connection reset, 5xx, 416) is recovered here, at most ``max_resumes`` times per blob: ask the
 registry for its offset and continue from there; the registry's word wins over ours. A session the
-registry no longer knows (404) is replaced by a new POST.
+registry no longer knows (404) is replaced by a new POST. (Not a second HTTP retry layer: the client
+never retries a streamed PATCH, and retries the status query and the POST itself.)
 
 Distribution (2.x, and registries built on it, such as Harbor) signs the offset into the Location's
 ``_state``; a request carrying an older offset than the session really has makes it cancel the
