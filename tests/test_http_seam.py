@@ -229,3 +229,24 @@ async def test_upload_paths_chunked_and_monolithic_are_verified_by_the_registry(
 def test_a_request_never_shows_its_headers_or_body() -> None:
     request = Request("GET", URL("https://r.test/v2/"), {"Authorization": "Bearer s3cr3t"}, b"password=hunter2")
     assert "s3cr3t" not in repr(request) and "hunter2" not in repr(request)
+
+
+async def test_a_failed_chunk_resumes_through_the_upload_status_query_not_a_request_retry() -> None:
+    """A streamed PATCH is never re-sent by the client; upload.py asks the registry where it is
+    (GET status → 204 + Range) and continues from there."""
+    fake = FakeRegistry()
+    big = random.Random(14).randbytes(3 << 20)
+    image = random_image(15, layers=0, shared=[big])
+    await push_image(fake, "src.test", "big", image, "v1")
+    patches = iter(range(100))
+    fake.fault(503, times=1, match=lambda r: r.method == "PATCH" and next(patches) == 1)
+    async with fake_runtime(fake, GlobalOptions(chunk_size=1 << 20)) as rt:
+        rt.uploads = replace(rt.uploads, threshold=2 << 20)
+        await copy(rt, parse_name("docker://src.test/big:v1"), parse_name("docker://dst.test/big:v1"),
+                   SIDE, SIDE, CopyOptions())
+    assert fake.manifest("dst.test", "big", "v1") == image.manifest
+    chunk = 1 << 20
+    assert [(e.method, e.status, e.sent) for e in fake.requests("upload", host="dst.test")
+            if e.method in ("PATCH", "GET")] == [
+        ("PATCH", 202, chunk), ("PATCH", 503, chunk), ("GET", 204, 0), ("PATCH", 202, chunk), ("PATCH", 202, chunk)]
+    assert fake.has_blob("dst.test", "big", digest_of(big))
