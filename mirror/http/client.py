@@ -146,6 +146,10 @@ class Endpoint:
                 continue
             try:
                 status, headers = resp.status, resp.headers
+                await resp.read(MAX_ERROR_READ)  # read to the end, so that the connection can be reused
+            except TransientError as exc:
+                last = exc
+                continue
             finally:
                 self._release(resp)
             if status == 401:
