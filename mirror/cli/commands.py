@@ -17,7 +17,6 @@ from mirror.cli import render
 from mirror.cli.flags import get, stdin_secret
 from mirror.cli.gotemplate import render as render_template
 from mirror.cli.logsetup import configure_logging
-from mirror.config.policy import Policy, load_policy
 from mirror.core.reference import Reference, parse_docker, parse_image_name, split_transport
 from mirror.engine.image import CopyOptions, MultiArch
 from mirror.errors import ManifestError, MirrorError, UsageError
@@ -29,9 +28,11 @@ from mirror.ops import copy as copy_ops
 from mirror.ops import inspect as inspect_ops
 from mirror.ops import inspect_local
 from mirror.ops import login as login_ops
-from mirror.ops import sign as sign_ops
 from mirror.runtime import GlobalOptions, Runtime, SideOptions, open_runtime
+from mirror.signing import standalone
+from mirror.signing.policy import Policy, load_policy
 from mirror.transports.base import LocalOptions
+from mirror.transports.local import files
 
 T = TypeVar("T")
 
@@ -227,7 +228,7 @@ def manifest_digest(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"reading manifest {args.manifest}: {exc.strerror}") from None
     try:
-        print(sign_ops.manifest_digest(raw))
+        print(standalone.manifest_digest(raw))
     except ManifestError:
         raise ManifestError(f"{args.manifest} is not a JSON manifest") from None
     return 0
@@ -236,12 +237,16 @@ def manifest_digest(args: argparse.Namespace) -> int:
 def standalone_sign(args: argparse.Namespace) -> int:
     if not args.output:
         raise UsageError("--output (-o) is required: where to write the signature")
-    sign_ops.sign(args.manifest, args.reference, args.fingerprint, args.output, args.passphrase_file)
+    signature = standalone.sign(args.manifest, args.reference, args.fingerprint, args.passphrase_file)
+    try:
+        files.atomic_write_sync(Path(args.output), signature)
+    except OSError as exc:
+        raise MirrorError(f"writing signature {args.output}: {exc.strerror or exc}") from None
     return 0
 
 
 def standalone_verify(args: argparse.Namespace) -> int:
-    verified = sign_ops.verify(args.manifest, args.reference, args.fingerprint, args.signature)
+    verified = standalone.verify(args.manifest, args.reference, args.fingerprint, args.signature)
     print(f"Signature verified, digest {verified.digest}")
     return 0
 

@@ -8,13 +8,13 @@ from dataclasses import dataclass, replace
 
 import anyio
 
-from mirror.config.policy import ImagePolicy, Policy
 from mirror.core.reference import Reference, parse_docker, split_transport
 from mirror.engine.image import CopyOptions
 from mirror.engine.sync import BlobSink, ImageRecord, Scheduler, SyncOptions
 from mirror.errors import DigestMismatch, MirrorError, Unsupported, UsageError
 from mirror.plan.pairs import ImagePair
 from mirror.runtime import Runtime, SideOptions
+from mirror.signing.policy import ImagePolicy, Policy
 from mirror.transports.base import ImageDestination, ImageSource, LocalOptions
 from mirror.transports.catalog import local_transports
 from mirror.transports.local import oci

@@ -11,7 +11,6 @@ from pathlib import Path
 import anyio
 
 from mirror.aio import LRU
-from mirror.config.policy import Policy
 from mirror.config.schema import RegistryConfig, SyncConfig
 from mirror.core.reference import Reference, Repo
 from mirror.engine.sync import ImageRecord, RunStats, Scheduler, SyncOptions
@@ -22,6 +21,7 @@ from mirror.http.tls import TLSOptions
 from mirror.plan.expand import Planner, PlanOptions, PruneCandidate
 from mirror.plan.naming import Naming
 from mirror.runtime import Runtime, SideOptions
+from mirror.signing.policy import Policy
 from mirror.transports.base import ImageDestination, ImageSource, LocalOptions, Location
 from mirror.transports.catalog import local_transports
 from mirror.transports.local.layout import DirReader, LayoutSource

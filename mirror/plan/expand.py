@@ -19,12 +19,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from mirror.aio import SingleFlight
 from mirror.config.filters import compile_regex, is_digest, parse_platform, select_tags
-from mirror.config.policy import ImagePolicy, Policy
 from mirror.config.schema import RegistryConfig, RepoSpec, SyncConfig
 from mirror.core.reference import Reference, parse_docker
 from mirror.errors import UsageError
 from mirror.plan.naming import Naming, dir_image_suffix, docker_destination, layout_image_suffix, local_destination
 from mirror.plan.pairs import DeferredPair, ImagePair, Work
+from mirror.signing.policy import ImagePolicy, Policy
 from mirror.transports.base import ImageDestination, ImageSource
 
 LIST_CONCURRENCY = 16

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-from mirror.config.policy import ImagePolicy
 from mirror.core.descriptor import Platform
+from mirror.signing.policy import ImagePolicy
 from mirror.transports.base import ImageDestination, ImageSource
 
 
