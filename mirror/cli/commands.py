@@ -9,7 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 
@@ -17,7 +17,6 @@ from mirror.cli import render
 from mirror.cli.flags import get, stdin_secret
 from mirror.cli.gotemplate import render as render_template
 from mirror.cli.logsetup import configure_logging
-from mirror.config.policy import Policy, load_policy
 from mirror.core.reference import parse_docker
 from mirror.engine.image import CopyOptions, MultiArch
 from mirror.errors import ManifestError, MirrorError, UsageError
@@ -28,9 +27,11 @@ from mirror.http.tls import TLSOptions
 from mirror.ops import copy as copy_ops
 from mirror.ops import inspect as inspect_ops
 from mirror.ops import login as login_ops
-from mirror.ops import sign as sign_ops
 from mirror.runtime import GlobalOptions, Runtime, open_runtime
-from mirror.transports.base import LocalOptions, SideOptions
+from mirror.signing import standalone
+from mirror.signing.policy import Policy, load_policy
+from mirror.transports.local import files
+from mirror.transports.side import LocalOptions, SideOptions
 
 T = TypeVar("T")
 
@@ -182,7 +183,7 @@ def manifest_digest(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"reading manifest {args.manifest}: {exc.strerror}") from None
     try:
-        print(sign_ops.manifest_digest(raw))
+        print(standalone.manifest_digest(raw))
     except ManifestError:
         raise ManifestError(f"{args.manifest} is not a JSON manifest") from None
     return 0
@@ -191,12 +192,16 @@ def manifest_digest(args: argparse.Namespace) -> int:
 def standalone_sign(args: argparse.Namespace) -> int:
     if not args.output:
         raise UsageError("--output (-o) is required: where to write the signature")
-    sign_ops.sign(args.manifest, args.reference, args.fingerprint, args.output, args.passphrase_file)
+    signature = standalone.sign(args.manifest, args.reference, args.fingerprint, args.passphrase_file)
+    try:
+        files.atomic_write_sync(Path(args.output), signature)
+    except OSError as exc:
+        raise MirrorError(f"writing signature {args.output}: {exc.strerror or exc}") from None
     return 0
 
 
 def standalone_verify(args: argparse.Namespace) -> int:
-    verified = sign_ops.verify(args.manifest, args.reference, args.fingerprint, args.signature)
+    verified = standalone.verify(args.manifest, args.reference, args.fingerprint, args.signature)
     print(f"Signature verified, digest {verified.digest}")
     return 0
 

@@ -14,15 +14,15 @@ from enum import Enum
 import anyio
 
 from mirror.aio import SingleFlight
-from mirror.config.policy import ImagePolicy
 from mirror.core import manifest as manifest_mod
 from mirror.core.descriptor import Descriptor, Platform, matches
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 from mirror.core.reference import Tag
 from mirror.engine.blobs import BlobCounters, BlobMover
-from mirror.engine.trust import Trust
 from mirror.errors import ManifestError, SignatureError
+from mirror.signing.policy import ImagePolicy
+from mirror.signing.trust import Trust
 from mirror.transports.base import ImageDestination, ImageSource, source_signatures, store_signatures
 
 

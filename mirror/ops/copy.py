@@ -11,10 +11,11 @@ from mirror.engine.sync import BlobSink, ImageRecord, Scheduler, SyncOptions
 from mirror.errors import DigestMismatch, Unsupported
 from mirror.plan.pairs import ImagePair
 from mirror.runtime import Runtime
-from mirror.config.policy import ImagePolicy, Policy
-from mirror.transports.base import Deleter, SideOptions
+from mirror.signing.policy import ImagePolicy, Policy
+from mirror.transports.base import Deleter
 from mirror.transports.catalog import validate_name
 from mirror.transports.local import oci
+from mirror.transports.side import SideOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,7 @@ async def copy(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideOption
                          src_name=str(src), dst_name=str(dst), policy=image_policy(policy, src))
         scheduler = Scheduler(SyncOptions(jobs=1, blob_jobs=jobs, copy=options), rt.known_locations(),
                               on_blob=on_blob)
-        record = await scheduler.sync_one(pair)
+        record = await scheduler.sync_pair(pair)
         wanted = parse_docker(dst.rest).digest if dst.transport == "docker" else None
         if wanted is not None and record.digest != str(wanted):
             raise DigestMismatch(f"copied manifest is {record.digest}, destination asked for {wanted}")

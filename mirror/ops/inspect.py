@@ -11,7 +11,8 @@ from mirror.core.reference import ManifestRef, parse_docker
 from mirror.errors import ManifestError
 from mirror.ops.copy import ImageName
 from mirror.runtime import Runtime
-from mirror.transports.base import ImageSource, SideOptions
+from mirror.transports.base import ImageSource
+from mirror.transports.side import SideOptions
 
 MAX_CONFIG_SIZE = 4 << 20
 

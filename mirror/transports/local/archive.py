@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import shutil
-import tempfile
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,10 +22,8 @@ import anyio
 
 from mirror.core.reference import ManifestRef, Tag
 from mirror.errors import MirrorError, UsageError
-from mirror.transports.base import Capabilities, ImageDestination, ImageSource, LocalOptions, Location, SideOptions
+from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location
 from mirror.transports.local import files
-from mirror.transports.local.files import work_dir
-from mirror.transports.local.recompress import served
 from mirror.transports.local.dockerarchive import (
     GZIP_MAGIC,
     ArchiveSource,
@@ -35,6 +32,9 @@ from mirror.transports.local.dockerarchive import (
     split_reference,
 )
 from mirror.transports.local.dockerwriter import ArchiveDestination
+from mirror.transports.local.files import work_dir
+from mirror.transports.local.recompress import served
+from mirror.transports.side import LocalOptions, SideOptions
 
 
 @asynccontextmanager

@@ -34,11 +34,12 @@ import anyio
 from mirror.core.reference import ManifestRef, Tag
 from mirror.errors import InvalidReference, MirrorError, NotFound, TLSError, Unsupported
 from mirror.http.tls import daemon_context
-from mirror.transports.base import Capabilities, ImageDestination, ImageSource, LocalOptions, Location, SideOptions
+from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location
 from mirror.transports.local.archive import build_archive
+from mirror.transports.local.dockerarchive import ArchiveSource, normalise_tag
 from mirror.transports.local.files import work_dir
 from mirror.transports.local.recompress import served
-from mirror.transports.local.dockerarchive import ArchiveSource, normalise_tag
+from mirror.transports.side import LocalOptions, SideOptions
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 _ID_RE = re.compile(r"^sha256:[a-f0-9]{64}$")

@@ -26,8 +26,9 @@ from mirror.core.digest import Digest
 from mirror.core.manifest import MAX_MANIFEST_SIZE, Manifest
 from mirror.core.reference import ManifestRef, Tag
 from mirror.errors import InvalidReference, ManifestError, MirrorError, NotFound, Unsupported
-from mirror.transports.base import BlobOpener, Capabilities, ImageDestination, ImageSource, Location, SideOptions
+from mirror.transports.base import BlobOpener, Capabilities, ImageDestination, ImageSource, Location
 from mirror.transports.local import files
+from mirror.transports.side import SideOptions
 
 VERSION_FILE = "version"
 VERSION = b"Directory Transport Version: 1.1\n"

@@ -29,8 +29,8 @@ from typing import Any, BinaryIO
 
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
-from mirror.core.reference import ManifestRef
 from mirror.core.manifest import Manifest
+from mirror.core.reference import ManifestRef
 from mirror.errors import DigestMismatch, ManifestError, MirrorError
 from mirror.transports.base import BlobOpener, Capabilities, Location
 from mirror.transports.local import files

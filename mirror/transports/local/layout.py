@@ -31,8 +31,8 @@ from mirror.core import manifest as manifest_mod
 from mirror.core import mediatype as mt
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
-from mirror.core.reference import ManifestRef
 from mirror.core.manifest import MAX_MANIFEST_SIZE, Manifest
+from mirror.core.reference import ManifestRef
 from mirror.errors import InvalidReference, ManifestError, MirrorError, NotFound
 from mirror.transports.base import BlobOpener, Capabilities, Location
 from mirror.transports.local import convert, files

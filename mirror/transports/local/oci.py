@@ -18,10 +18,11 @@ import anyio
 
 from mirror.core.reference import ManifestRef, Tag
 from mirror.errors import InvalidReference, MirrorError, Unsupported
-from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location, SideOptions
+from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location
 from mirror.transports.local import files
 from mirror.transports.local.layout import DirReader, LayoutDestination, LayoutSource, prepare_layout, validate_ref
 from mirror.transports.local.tarstore import TarReader, write_tar
+from mirror.transports.side import SideOptions
 
 
 def split_reference(transport: str, rest: str) -> tuple[Path, str]:

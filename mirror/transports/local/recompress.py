@@ -27,13 +27,14 @@ from mirror.core import manifest as manifest_mod
 from mirror.core import mediatype as mt
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
-from mirror.core.reference import ManifestRef, Tag
 from mirror.core.manifest import Manifest
-from mirror.transports.base import Capabilities, ImageSource, LocalOptions, Location
+from mirror.core.reference import ManifestRef, Tag
+from mirror.transports.base import Capabilities, ImageSource, Location
 from mirror.transports.local import files
-from mirror.transports.local.files import work_dir
 from mirror.transports.local.convert import _dumps
 from mirror.transports.local.dockerarchive import LAYER_GZIP, LAYER_TAR, ArchiveSource
+from mirror.transports.local.files import work_dir
+from mirror.transports.side import LocalOptions
 
 LEVEL = 6  # zlib's default, as Go's compress/gzip and pgzip
 

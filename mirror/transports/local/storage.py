@@ -36,11 +36,12 @@ import anyio
 
 from mirror.core.reference import ManifestRef, Tag
 from mirror.errors import InvalidReference, MirrorError, NotFound, Unsupported
-from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location, SideOptions
-from mirror.transports.local.files import work_dir
-from mirror.transports.local.recompress import served
+from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location
 from mirror.transports.local.directory import DirDestination
 from mirror.transports.local.dockerarchive import ArchiveSource, normalise_tag
+from mirror.transports.local.files import work_dir
+from mirror.transports.local.recompress import served
+from mirror.transports.side import SideOptions
 
 _ID_RE = re.compile(r"^(?:sha256:)?[a-f0-9]{64}$")
 _SPEC_RE = re.compile(r"^\[(?:(?P<driver>[^@\]+:]+)@)?(?P<root>[^\]+:]*)(?:\+(?P<runroot>[^\]:]*))?"

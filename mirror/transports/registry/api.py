@@ -9,6 +9,7 @@ from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.reference import ManifestRef
 from mirror.errors import RegistryError
+from mirror.transports.base import Capabilities
 
 ACCEPT_MANIFESTS = ", ".join(mt.ALL_MANIFESTS)
 
@@ -24,6 +25,10 @@ def push_scope(path: str) -> str:
 def delete_scope(path: str) -> str:
     # containers/image asks for "*" so that both distribution ("delete") and Quay accept it.
     return f"repository:{path}:*"
+
+
+#: What registries can do (the transport, its sources and its destinations).
+CAPABILITIES = Capabilities(mount=True, delete=True, chunked=True, list_tags=True, compressed_layers=True, named=True)
 
 
 def manifest_path(path: str, ref: ManifestRef) -> str:

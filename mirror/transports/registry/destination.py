@@ -12,7 +12,7 @@ from mirror.core.reference import ManifestRef, Repo
 from mirror.errors import DigestMismatch, MirrorError, NotFound
 from mirror.http.client import Endpoint, Reply
 from mirror.state import StateError, StateStore
-from mirror.transports.base import BlobOpener, Capabilities, Location
+from mirror.transports.base import BlobOpener, Location
 from mirror.transports.registry import api
 from mirror.transports.registry.upload import BlobUpload
 from mirror.transports.registry.upload import location_of as _location
@@ -28,7 +28,7 @@ class RegistryDestination:
     present; ``uploads`` chooses between monolithic, streamed and chunked uploads (``upload.py``).
     """
 
-    capabilities = Capabilities(mount=True, delete=True, chunked=True, list_tags=True, compressed_layers=True, named=True)
+    capabilities = api.CAPABILITIES
 
     def __init__(self, endpoint: Endpoint, repo: Repo, *, state: StateStore | None = None,
                  uploads: UploadOptions | None = None) -> None:

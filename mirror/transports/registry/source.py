@@ -19,7 +19,7 @@ from mirror.core.reference import ManifestRef, Repo
 from mirror.errors import ManifestError, NotFound, RegistryError, TransientError
 from mirror.http.client import Endpoint
 from mirror.http.headers import parse_content_range, parse_link_next, strip_media_type
-from mirror.transports.base import Capabilities, Location
+from mirror.transports.base import Location
 from mirror.transports.registry import api
 
 log = structlog.get_logger("mirror.registry")
@@ -32,7 +32,7 @@ MAX_PAGES = 100_000  # pages of one listing
 class RegistrySource:
     """``ImageSource`` over the registry API for one repository."""
 
-    capabilities = Capabilities(mount=True, delete=True, chunked=True, list_tags=True, compressed_layers=True, named=True)
+    capabilities = api.CAPABILITIES
 
     def __init__(self, endpoint: Endpoint, repo: Repo) -> None:
         self.endpoint = endpoint

@@ -16,17 +16,18 @@ from mirror.errors import UsageError
 from mirror.http.client import Endpoint, HttpClient
 from mirror.http.credentials import Credential, CredentialOptions, resolve_credential
 from mirror.state import StateStore
-from mirror.transports.base import Capabilities, SideOptions
+from mirror.transports.registry import api
 from mirror.transports.registry.destination import RegistryDestination
 from mirror.transports.registry.source import RegistrySource, list_repositories
 from mirror.transports.registry.uploadopts import UploadOptions
+from mirror.transports.side import SideOptions
 
 
 class RegistryTransport:
     """``Transport`` over the registry API (``docker://host/path:tag``)."""
 
     name = "docker"
-    capabilities = Capabilities(mount=True, delete=True, chunked=True, list_tags=True, compressed_layers=True, named=True)
+    capabilities = api.CAPABILITIES
 
     def __init__(self, http: HttpClient, state: StateStore, uploads: UploadOptions, env: Mapping[str, str]) -> None:
         self.http = http

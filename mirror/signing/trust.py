@@ -13,13 +13,13 @@ from pathlib import Path
 
 import anyio
 
-from mirror.config.policy import Identity, ImagePolicy, Requirement
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 from mirror.core.reference import Reference, parse_docker
-from mirror.core.simplesign import manifest_digest, parse_payload
-from mirror.engine import gpg
 from mirror.errors import MirrorError, PolicyDenied, SignatureInvalid
+from mirror.signing import gpg
+from mirror.signing.policy import Identity, ImagePolicy, Requirement
+from mirror.signing.simple import manifest_digest, parse_payload
 from mirror.transports.base import ImageSource, source_signatures
 
 
