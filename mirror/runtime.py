@@ -1,4 +1,4 @@
-"""Composition root: builds the run's HTTP session, endpoints and transports from options.
+"""Composition root: builds the run's HTTP session, state store and transport catalog from options.
 
 Nothing else in mirror creates sessions or reads the environment for credentials; everything is
 built here once per command and passed down.
@@ -9,33 +9,23 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mirror import __version__
 from mirror.core.descriptor import Platform, host_platform
 from mirror.core.reference import Repo
 from mirror.engine.blobs import KnownLocations
-from mirror.http.client import Endpoint, HttpClient
-from mirror.http.credentials import Credential, CredentialOptions, resolve_credential
+from mirror.http.client import HttpClient
 from mirror.http.ratelimit import HostPolicy
 from mirror.http.retry import RetryPolicy
 from mirror.http.seam import Sender
 from mirror.http.sender import open_aiohttp_sender
-from mirror.http.tls import TLSOptions, default_certs_roots
+from mirror.http.tls import default_certs_roots
 from mirror.state import StateStore
-from mirror.transports.registry.destination import RegistryDestination
-from mirror.transports.registry.source import RegistrySource
+from mirror.transports.base import Transport
+from mirror.transports.catalog import build_transports
 from mirror.transports.registry.uploadopts import UploadOptions, resume_settings
-
-
-@dataclass(frozen=True, slots=True)
-class SideOptions:
-    """Credentials and TLS for one side (source or destination) of an operation."""
-
-    creds: CredentialOptions = field(default_factory=lambda: CredentialOptions(
-        creds=None, username=None, password=None, registry_token=None, no_creds=False, authfile=None))
-    tls: TLSOptions = field(default_factory=TLSOptions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,23 +62,10 @@ class Runtime:
         self.env = env
         self.state = state or StateStore.memory()
         self.uploads = uploads or UploadOptions()
-        self._credentials: dict[tuple[str, str, CredentialOptions], Credential] = {}
+        self.registry, self.transports = build_transports(http, self.state, self.uploads, env)
 
-    def endpoint(self, repo: Repo, side: SideOptions, credential: Credential | None = None) -> Endpoint:
-        """The endpoint for ``repo``; an explicit ``credential`` (sync YAML) beats the side's."""
-        if credential is None:
-            key = (repo.registry, repo.path, side.creds)
-            credential = self._credentials.get(key)
-            if credential is None:
-                credential = resolve_credential(repo.registry, repo.path, side.creds, self.env)
-                self._credentials[key] = credential
-        return self.http.endpoint(repo.api_host, credential, side.tls)
-
-    def registry_source(self, repo: Repo, side: SideOptions, credential: Credential | None = None) -> RegistrySource:
-        return RegistrySource(self.endpoint(repo, side, credential), repo)
-
-    def registry_destination(self, repo: Repo, side: SideOptions) -> RegistryDestination:
-        return RegistryDestination(self.endpoint(repo, side), repo, state=self.state, uploads=self.uploads)
+    def transport(self, name: str) -> Transport:
+        return self.transports[name]
 
     def known_locations(self) -> KnownLocations:
         """Blob locations for cross-repo mounts: this run's, plus those the state file remembers."""

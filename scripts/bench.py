@@ -5,6 +5,11 @@ source registry, seeds it, then per repetition starts a fresh destination regist
 the first copy (mirror sync vs skopeo sync; the large one: mirror copy vs skopeo copy) and an
 immediate no-op resync. It prints wall time (median), peak RSS, requests per image from the
 destination registry's access log, and the mirror/skopeo ratio.
+
+``--baseline REV`` also times mirror as of git revision REV (checked out into a temporary worktree,
+run with this venv) in the same run, so a change is measured before/after on the same registries:
+rows then show ``base`` (REV) next to ``mirror`` (the working tree) and their ratio.
+``--tools`` picks which tools run (default ``skopeo,mirror``, plus ``base`` with ``--baseline``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,13 +61,13 @@ class Workload:
     resync_extra: list[list[str]] = field(default_factory=list)
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
+def timed(cmd: list[str], cwd: Path = ROOT) -> tuple[float, float]:
     """(wall seconds, peak RSS MiB) of one command. The peak comes from GNU time's %M for the
     command itself (wait4's ru_maxrss would include this process's memory at fork time)."""
     with tempfile.TemporaryFile() as errfile, tempfile.NamedTemporaryFile("r") as rssfile:
         start = time.perf_counter()
         proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rssfile.name, *cmd],
-                                stdout=subprocess.DEVNULL, stderr=errfile, cwd=ROOT)
+                                stdout=subprocess.DEVNULL, stderr=errfile, cwd=cwd)
         _pid, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         errfile.seek(0)
@@ -188,20 +194,21 @@ WORKLOADS = {
 
 
 def measure(w: Workload, src: Registry, tmp: Path, reps: int, tool: str,
-            extra_resync: list[str] | None = None) -> tuple[list[Run], list[Run]]:
+            extra_resync: list[str] | None = None, cwd: Path = ROOT) -> tuple[list[Run], list[Run]]:
+    """``tool``: skopeo, or mirror run from ``cwd`` (``python -m mirror`` imports the tree it runs in)."""
     first: list[Run] = []
     resync: list[Run] = []
     for rep in range(reps):
         with start_registry(tmp / f"{tool}-dst-{rep}-{len(extra_resync or [])}") as dst:
-            build = w.mirror_cmd if tool == "mirror" else w.skopeo_cmd
+            build = w.skopeo_cmd if tool == "skopeo" else w.mirror_cmd
             cmd = build(src, dst, tmp)
-            wall, rss = timed(cmd)
+            wall, rss = timed(cmd, cwd)
             first.append(Run(wall, rss, len(dst.access_log_requests())))
             before = len(dst.access_log_requests())
             again = cmd + (extra_resync or []) if extra_resync else cmd
             if extra_resync:
                 again = cmd[:cmd.index("sync") + 1] + extra_resync + cmd[cmd.index("sync") + 1:]
-            wall, rss = timed(again)
+            wall, rss = timed(again, cwd)
             resync.append(Run(wall, rss, len(dst.access_log_requests()) - before))
     return first, resync
 
@@ -213,34 +220,72 @@ def summary(runs: list[Run], images: int) -> str:
     return f"{wall:8.2f}s  {rss:7.1f} MiB  {req:6.2f} req/img"
 
 
+@contextmanager
+def baseline_tree(rev: str | None) -> Iterator[Path | None]:
+    """A temporary git worktree of ``rev`` (removed afterwards), or None."""
+    if rev is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="mirror-bench-base-") as tmpdir:
+        tree = Path(tmpdir) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), rev], cwd=ROOT, check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+
+
+def ratio_row(key: str, label: str, results: dict[str, tuple[list[Run], list[Run]]], i: int, images: int) -> str:
+    tools = list(results)
+    parts = " | ".join(f"{t} {summary(results[t][i], images)}" for t in tools)
+    walls = {t: statistics.median(r.wall for r in results[t][i]) for t in tools}
+    ratios = []
+    if "skopeo" in walls and "mirror" in walls:
+        ratios.append(f"skopeo/mirror {walls['skopeo'] / walls['mirror']:5.2f}x")
+    if "base" in walls and "mirror" in walls:
+        ratios.append(f"base/mirror {walls['base'] / walls['mirror']:5.2f}x")
+    return f"{key:6s} {label:13s} {parts} | {', '.join(ratios)}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default="small,mixed,large")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--baseline", metavar="REV", help="also time mirror at this git revision (same run)")
+    parser.add_argument("--tools", help="comma-separated: skopeo, mirror, base (default: all that apply)")
     args = parser.parse_args()
+    tools = args.tools.split(",") if args.tools else [*TOOL_ORDER, *(["base"] if args.baseline else [])]
+    if "base" in tools and not args.baseline:
+        parser.error("--tools base needs --baseline REV")
     rows: list[str] = []
-    for key in args.workloads.split(","):
-        w = WORKLOADS[key]
-        with tempfile.TemporaryDirectory(prefix=f"mirror-bench-{key}-", dir=BENCH_DIR) as tmpdir:
-            tmp = Path(tmpdir)
-            with start_registry(tmp / "src") as src:
-                print(f"== {w.name}: seeding ...", flush=True)
-                w.seed(src)
-                results = {tool: measure(w, src, tmp, args.reps, tool) for tool in TOOL_ORDER}
-                extra = {tuple(e): measure(w, src, tmp, args.reps, "mirror", e)[1] for e in w.resync_extra}
-        for phase, i in (("first copy", 0), ("no-op resync", 1)):
-            m, s = results["mirror"][i], results["skopeo"][i]
-            ratio = statistics.median(r.wall for r in s) / statistics.median(r.wall for r in m)
-            rows.append(f"{key:6s} {phase:13s} skopeo {summary(s, w.images)} | mirror {summary(m, w.images)}"
-                        f" | {ratio:5.1f}x")
-        for flags, runs in extra.items():
-            s = results["skopeo"][1]
-            ratio = statistics.median(r.wall for r in s) / statistics.median(r.wall for r in runs)
-            rows.append(f"{key:6s} resync {' '.join(flags)}: mirror {summary(runs, w.images)} | {ratio:5.1f}x")
-        print("\n".join(rows[-2 - len(extra):]), flush=True)
-    print(f"\n== summary (median of {args.reps}; speed-up = skopeo wall / mirror wall)")
+    with baseline_tree(args.baseline) as base:
+        for key in args.workloads.split(","):
+            rows += run_workload(key, tools, base, args.reps)
+    print(f"\n== summary (median of {args.reps}; ratios are wall-time ratios: above 1 means mirror is faster)")
     print("\n".join(rows))
     return 0
+
+
+def run_workload(key: str, tools: list[str], base: Path | None, reps: int) -> list[str]:
+    w = WORKLOADS[key]
+    rows: list[str] = []
+    with tempfile.TemporaryDirectory(prefix=f"mirror-bench-{key}-", dir=BENCH_DIR) as tmpdir:
+        tmp = Path(tmpdir)
+        with start_registry(tmp / "src") as src:
+            print(f"== {w.name}: seeding ...", flush=True)
+            w.seed(src)
+            results = {tool: measure(w, src, tmp, reps, tool, cwd=base if tool == "base" and base else ROOT)
+                       for tool in tools}
+            extra = {tuple(e): {tool: measure(w, src, tmp, reps, tool, e, cwd=base if tool == "base" and base
+                                              else ROOT)[1] for tool in tools if tool != "skopeo"}
+                     for e in w.resync_extra}
+    for phase, i in (("first copy", 0), ("no-op resync", 1)):
+        rows.append(ratio_row(key, phase, results, i, w.images))
+    for flags, runs in extra.items():
+        resync = {t: ([], r) for t, r in runs.items()}
+        rows.append(ratio_row(key, "resync " + " ".join(flags), resync, 1, w.images))
+    print("\n".join(rows), flush=True)
+    return rows
 
 
 if __name__ == "__main__":

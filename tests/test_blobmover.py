@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from anyio.streams.memory import MemoryObjectSendStream
 from support.fakeimages import FakeImage, fake_runtime, push_image, random_image
 from support.fakeregistry import FakeRegistry, Logged, digest_of
 
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
-from mirror.core.reference import Repo
+from mirror.core.reference import Repo, Tag
 from mirror.engine.blobs import BlobMover, BlobOutcome, KnownLocations
 from mirror.engine.image import CopyOptions
 from mirror.engine.sync import Scheduler, SyncOptions
 from mirror.ops.copy import copy, parse_name
-from mirror.plan.pairs import ImagePair, Work
-from mirror.runtime import SideOptions
+from mirror.plan.pairs import ImagePair
+from mirror.transports.side import SideOptions
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]
 
@@ -51,10 +50,10 @@ async def test_concurrent_needs_of_one_blob_in_one_repository_upload_it_once() -
     outcomes: list[tuple[BlobOutcome, int]] = []
     async with fake_runtime(fake) as rt:
         mover = BlobMover(anyio.CapacityLimiter(4), KnownLocations())
-        dst = rt.registry_destination(Repo("dst.test", "mirror"), SIDE)
+        dst = rt.registry.repo_destination(Repo("dst.test", "mirror"), SIDE)
 
         async def ensure(name: str) -> None:
-            outcomes.append(await mover.ensure(rt.registry_source(Repo("src.test", name), SIDE), dst, desc, True))
+            outcomes.append(await mover.ensure(rt.registry.repo_source(Repo("src.test", name), SIDE), dst, desc, True))
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(ensure, "a")
@@ -69,17 +68,20 @@ async def test_concurrent_needs_of_one_blob_in_one_repository_upload_it_once() -
 async def test_a_sync_of_two_images_sharing_a_layer_sends_it_once() -> None:
     fake = FakeRegistry()
     a, b = await two_images(fake)
+    records = []
     async with fake_runtime(fake) as rt:
-        pairs = [ImagePair(rt.registry_source(Repo("src.test", name), SIDE), "v1",
-                           rt.registry_destination(Repo("dst.test", "mirror"), SIDE), name, fresh_repo=True)
+        pairs = [ImagePair(rt.registry.repo_source(Repo("src.test", name), SIDE), Tag("v1"),
+                           rt.registry.repo_destination(Repo("dst.test", "mirror"), SIDE), Tag(name), fresh_repo=True)
                  for name in ("a", "b")]
+        scheduler = Scheduler(SyncOptions(jobs=2, blob_jobs=4), rt.known_locations())
 
-        async def produce(send: MemoryObjectSendStream[Work]) -> None:
+        async def sync(pair: ImagePair) -> None:
+            records.append(await scheduler.sync_pair(pair))
+
+        async with anyio.create_task_group() as tg:  # as the scheduler's workers do: one BlobMover
             for pair in pairs:
-                await send.send(pair)
-
-        stats = await Scheduler(SyncOptions(jobs=2, blob_jobs=4), rt.known_locations()).run(produce)
-    assert (stats.copied, stats.failed) == (2, 0)
+                tg.start_soon(sync, pair)
+    assert sorted(r.outcome for r in records) == ["copied", "copied"]
     assert fake.manifest("dst.test", "mirror", "a") == a.manifest
     assert fake.manifest("dst.test", "mirror", "b") == b.manifest
     shared = digest_of(SHARED)

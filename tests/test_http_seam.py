@@ -17,13 +17,14 @@ from yarl import URL
 
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
-from mirror.core.reference import Repo
+from mirror.core.reference import Repo, Tag
 from mirror.engine.image import CopyOptions
 from mirror.errors import MirrorError, RegistryError, TransientError
 from mirror.http.credentials import CredentialOptions
 from mirror.http.seam import Request
 from mirror.ops.copy import copy, parse_name
-from mirror.runtime import GlobalOptions, SideOptions
+from mirror.runtime import GlobalOptions
+from mirror.transports.side import SideOptions
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]
 
@@ -48,9 +49,9 @@ async def test_copy_round_trips_manifest_and_blobs_byte_for_byte() -> None:
                             SIDE, SIDE, CopyOptions())
         assert record.digest == image.digest
         # Read back through the registry source: by tag, then by digest (verified against the body).
-        source = rt.registry_source(Repo("dst.test", "mirror/app"), SIDE)
-        by_tag = await source.get_manifest("v1")
-        by_digest = await source.get_manifest(image.digest)
+        source = rt.registry.repo_source(Repo("dst.test", "mirror/app"), SIDE)
+        by_tag = await source.get_manifest(Tag("v1"))
+        by_digest = await source.get_manifest(Digest.parse(image.digest))
     assert fake.manifest("dst.test", "mirror/app", "v1") == image.manifest == by_tag.raw == by_digest.raw
     assert all(fake.has_blob("dst.test", "mirror/app", d) for d in image.blob_digests)
     # Every blob was read from the source once and its bytes sent to the destination once.
@@ -67,11 +68,11 @@ async def test_a_manifest_put_by_a_wrong_digest_is_refused() -> None:
     image = random_image(2)
     await push_image(fake, "r.test", "app", image, "v1")
     async with fake_runtime(fake) as rt:
-        manifest = await rt.registry_source(Repo("r.test", "app"), SIDE).get_manifest("v1")
-        dest = rt.registry_destination(Repo("r.test", "app"), SIDE)
+        manifest = await rt.registry.repo_source(Repo("r.test", "app"), SIDE).get_manifest(Tag("v1"))
+        dest = rt.registry.repo_destination(Repo("r.test", "app"), SIDE)
         with pytest.raises(RegistryError, match="DIGEST_INVALID"):
-            await dest.put_manifest(manifest, digest_of(b"something else"))
-        await dest.put_manifest(manifest, image.digest)
+            await dest.put_manifest(manifest, Digest.parse(digest_of(b"something else")))
+        await dest.put_manifest(manifest, Digest.parse(image.digest))
     assert fake.requests("manifest", "PUT")[-1].status == 201
 
 
@@ -82,7 +83,7 @@ async def test_tag_listing_follows_link_pages() -> None:
     for tag in tags:
         await push_image(fake, "r.test", "app", image, tag)
     async with fake_runtime(fake) as rt:
-        listed = [t async for t in rt.registry_source(Repo("r.test", "app"), SIDE).list_tags()]
+        listed = [t async for t in rt.registry.repo_source(Repo("r.test", "app"), SIDE).list_tags()]
     assert listed == tags
     pages = fake.requests("tags")
     assert [p.query for p in pages] == ["", "n=3&last=t02", "n=3&last=t05"]
@@ -96,7 +97,7 @@ async def test_a_broken_blob_read_resumes_with_a_range_request() -> None:
     fake.cut_body(70_000, match=lambda r: r.method == "GET" and "/blobs/" in r.url.path)
     desc = Descriptor("application/octet-stream", Digest.parse(digest_of(layer)), len(layer))
     async with fake_runtime(fake) as rt:
-        source = rt.registry_source(Repo("r.test", "app"), SIDE)
+        source = rt.registry.repo_source(Repo("r.test", "app"), SIDE)
         async with source.open_blob(desc) as pieces:
             data = b"".join([piece async for piece in pieces])
     assert data == layer
@@ -116,7 +117,7 @@ async def test_a_blob_request_that_keeps_failing_is_not_resumed_on_top_of_its_re
     fake.fault(status, match=lambda r: "/blobs/" in r.url.path)
     desc = Descriptor("application/octet-stream", Digest.parse(digest_of(layer)), len(layer))
     async with fake_runtime(fake) as rt:
-        source = rt.registry_source(Repo("r.test", "app"), SIDE)
+        source = rt.registry.repo_source(Repo("r.test", "app"), SIDE)
         with pytest.raises(TransientError):
             async with source.open_blob(desc) as pieces:
                 [piece async for piece in pieces]
@@ -160,8 +161,8 @@ async def test_a_token_is_fetched_once_per_scope_set_and_a_failed_fetch_retried(
     side = SideOptions(creds=CredentialOptions(creds="alice:s3cret-pw"))
     with capture_logs() as logs:
         async with fake_runtime(fake) as rt:
-            source = rt.registry_source(Repo("r.test", "app"), side)
-            await source.get_manifest("v1")
+            source = rt.registry.repo_source(Repo("r.test", "app"), side)
+            await source.get_manifest(Tag("v1"))
             for layer in image.layers:
                 desc = Descriptor("application/octet-stream", Digest.parse(digest_of(layer)), len(layer))
                 async with source.open_blob(desc) as pieces:
@@ -181,7 +182,7 @@ async def test_a_redirect_to_another_host_never_receives_authorization(cdn: str)
     layer = image.layers[0]
     desc = Descriptor("application/octet-stream", Digest.parse(digest_of(layer)), len(layer))
     async with fake_runtime(fake) as rt:
-        source = rt.registry_source(Repo("r.test", "app"), SIDE)
+        source = rt.registry.repo_source(Repo("r.test", "app"), SIDE)
         async with source.open_blob(desc) as pieces:
             assert b"".join([piece async for piece in pieces]) == layer
     [blob_get] = fake.requests("blob", "GET")
@@ -198,7 +199,7 @@ async def test_a_redirect_from_https_to_plain_http_is_refused() -> None:
     layer = image.layers[0]
     desc = Descriptor("application/octet-stream", Digest.parse(digest_of(layer)), len(layer))
     async with fake_runtime(fake) as rt:
-        source = rt.registry_source(Repo("r.test", "app"), SIDE)
+        source = rt.registry.repo_source(Repo("r.test", "app"), SIDE)
         with pytest.raises(RegistryError, match="plain http"):
             async with source.open_blob(desc) as pieces:
                 [piece async for piece in pieces]
@@ -215,7 +216,7 @@ async def test_upload_paths_chunked_and_monolithic_are_verified_by_the_registry(
     await push_image(fake, "src.test", "small", small, "v1")
     options = GlobalOptions(chunk_size=1 << 20)
     async with fake_runtime(fake, options) as rt:
-        rt.uploads = replace(rt.uploads, threshold=2 << 20)
+        rt.registry.uploads = replace(rt.registry.uploads, threshold=2 << 20)
         for name, img in (("big", image), ("small", small)):
             await copy(rt, parse_name(f"docker://src.test/{name}:v1"), parse_name(f"docker://dst.test/{name}:v1"),
                        SIDE, SIDE, CopyOptions())
@@ -241,7 +242,7 @@ async def test_a_failed_chunk_resumes_through_the_upload_status_query_not_a_requ
     patches = iter(range(100))
     fake.fault(503, times=1, match=lambda r: r.method == "PATCH" and next(patches) == 1)
     async with fake_runtime(fake, GlobalOptions(chunk_size=1 << 20)) as rt:
-        rt.uploads = replace(rt.uploads, threshold=2 << 20)
+        rt.registry.uploads = replace(rt.registry.uploads, threshold=2 << 20)
         await copy(rt, parse_name("docker://src.test/big:v1"), parse_name("docker://dst.test/big:v1"),
                    SIDE, SIDE, CopyOptions())
     assert fake.manifest("dst.test", "big", "v1") == image.manifest

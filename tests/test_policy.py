@@ -18,11 +18,11 @@ from support.images import SeededImages, push_image
 from support.mirror_cli import assert_one_line_error, run_mirror
 from support.registry import Registry
 
-from mirror.config.policy import Identity, parse_policy
 from mirror.core.reference import parse_docker
-from mirror.core.simplesign import parse_payload
-from mirror.engine.trust import _check_identity
 from mirror.errors import ConfigError, SignatureInvalid
+from mirror.signing.policy import Identity, parse_policy
+from mirror.signing.simple import parse_payload
+from mirror.signing.trust import _check_identity
 
 PLAIN = ("--src-tls-verify=false", "--dest-tls-verify=false")
 

@@ -470,11 +470,12 @@ import structlog
 
 from mirror.core.reference import parse_docker
 from mirror.http.tls import TLSOptions
-from mirror.runtime import GlobalOptions, SideOptions, open_runtime
+from mirror.runtime import GlobalOptions, open_runtime
 from mirror.state import StateStore
 from mirror.transports.registry.destination import RegistryDestination
 from mirror.transports.registry.source import RegistrySource
 from mirror.transports.registry.uploadopts import resume_settings
+from mirror.transports.side import SideOptions
 
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
@@ -485,8 +486,8 @@ async def main(src_text: str, dst_text: str) -> None:
     src_ref, dst_ref = parse_docker(src_text), parse_docker(dst_text)
     async with open_runtime(GlobalOptions()) as rt:
         with StateStore.open(settings.state_path) as state:
-            src = RegistrySource(rt.endpoint(src_ref.repo, side), src_ref.repo)
-            dst = RegistryDestination(rt.endpoint(dst_ref.repo, side), dst_ref.repo, state=state,
+            src = RegistrySource(rt.registry.endpoint(src_ref.repo, side), src_ref.repo)
+            dst = RegistryDestination(rt.registry.endpoint(dst_ref.repo, side), dst_ref.repo, state=state,
                                       uploads=settings.uploads)
             manifest = await src.get_manifest(src_ref.ref)
             sent = 0

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 
@@ -17,8 +17,7 @@ from mirror.cli import render
 from mirror.cli.flags import get, stdin_secret
 from mirror.cli.gotemplate import render as render_template
 from mirror.cli.logsetup import configure_logging
-from mirror.config.policy import Policy, load_policy
-from mirror.core.reference import Reference, parse_docker, parse_image_name, split_transport
+from mirror.core.reference import parse_docker
 from mirror.engine.image import CopyOptions, MultiArch
 from mirror.errors import ManifestError, MirrorError, UsageError
 from mirror.http import authfile
@@ -27,11 +26,12 @@ from mirror.http.ratelimit import HostPolicy
 from mirror.http.tls import TLSOptions
 from mirror.ops import copy as copy_ops
 from mirror.ops import inspect as inspect_ops
-from mirror.ops import inspect_local
 from mirror.ops import login as login_ops
-from mirror.ops import sign as sign_ops
-from mirror.runtime import GlobalOptions, Runtime, SideOptions, open_runtime
-from mirror.transports.base import LocalOptions
+from mirror.runtime import GlobalOptions, Runtime, open_runtime
+from mirror.signing import standalone
+from mirror.signing.policy import Policy, load_policy
+from mirror.transports.local import files
+from mirror.transports.side import LocalOptions, SideOptions
 
 T = TypeVar("T")
 
@@ -59,6 +59,7 @@ def signature_policy(args: argparse.Namespace) -> Policy | None:
 
 
 def side_options(args: argparse.Namespace, prefix: str = "", fallback_authfile: str | None = None) -> SideOptions:
+    """Credentials, TLS and local-transport settings of one side, from ``--[src-|dest-]…`` flags."""
     p = prefix.replace("-", "_")
     tls_verify = get(args, f"{p}tls_verify")
     creds = CredentialOptions(
@@ -69,14 +70,10 @@ def side_options(args: argparse.Namespace, prefix: str = "", fallback_authfile: 
         no_creds=bool(get(args, f"{p}no_creds", False)),
         authfile=get(args, f"{p}authfile") or fallback_authfile,
     )
+    local = LocalOptions(tmpdir=get(args, "tmpdir"), daemon_host=get(args, f"{p}daemon_host"),
+                         daemon_cert_dir=get(args, f"{p}cert_dir"), daemon_tls_verify=tls_verify is not False)
     return SideOptions(creds, TLSOptions(verify=True if tls_verify is None else tls_verify,
-                                         cert_dir=get(args, f"{p}cert_dir")))
-
-
-def _daemon_options(args: argparse.Namespace, p: str) -> dict[str, Any]:
-    """docker-daemon: settings from ``--[src-|dest-]daemon-host``, ``--…cert-dir`` and ``--…tls-verify``."""
-    return {"daemon_host": get(args, f"{p}daemon_host"), "daemon_cert_dir": get(args, f"{p}cert_dir"),
-            "daemon_tls_verify": get(args, f"{p}tls_verify") is not False}
+                                         cert_dir=get(args, f"{p}cert_dir")), local=local)
 
 
 def run(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[T]],
@@ -111,55 +108,22 @@ async def _cancel_on_sigterm(scope: anyio.CancelScope) -> None:
             raise MirrorError("terminated (SIGTERM); run again to resume")
 
 
-def _docker_ref(text: str) -> Reference:
-    _transport, ref = parse_image_name(text)
-    return ref
-
-
 def inspect(args: argparse.Namespace) -> int:
-    if split_transport(args.image)[0] != "docker":
-        return _inspect_local(args)
-    ref = _docker_ref(args.image)
+    name = copy_ops.parse_name(args.image)
     side = side_options(args)
     if args.raw and not args.config:
-        data = run(args, lambda rt: inspect_ops.inspect_raw(rt, ref, side))
         if args.format:
             raise UsageError("--format cannot be used with --raw")
-        render.raw(data)
+        render.raw(run(args, lambda rt: inspect_ops.inspect_raw(rt, name, side)))
         return 0
     if args.config:
-        result = run(args, lambda rt: inspect_ops.inspect_config(rt, ref, side, bool(args.raw)))
+        result = run(args, lambda rt: inspect_ops.inspect_config(rt, name, side, bool(args.raw)))
         if isinstance(result, bytes):
             render.raw(result)
         else:
             render.json_out(result)
         return 0
-    info = run(args, lambda rt: inspect_ops.inspect(rt, ref, side, bool(args.no_tags)))
-    if args.format:
-        sys.stdout.write(render_template(args.format, info) + "\n")
-    else:
-        render.json_out(info)
-    return 0
-
-
-def _inspect_local(args: argparse.Namespace) -> int:
-    """``inspect`` of a dir:, oci: or archive image (no registry: ``Name`` omitted, no RepoTags)."""
-    name = copy_ops.parse_name(args.image)
-    options = global_options(args)
-    local = LocalOptions(tmpdir=options.tmpdir, **_daemon_options(args, ""))
-    if args.raw and not args.config:
-        if args.format:
-            raise UsageError("--format cannot be used with --raw")
-        render.raw(run(args, lambda _rt: inspect_local.inspect_raw(name, local)))
-        return 0
-    if args.config:
-        result = run(args, lambda _rt: inspect_local.inspect_config(name, local, options.platform, bool(args.raw)))
-        if isinstance(result, bytes):
-            render.raw(result)
-        else:
-            render.json_out(result)
-        return 0
-    info = run(args, lambda _rt: inspect_local.inspect(name, local, options.platform))
+    info = run(args, lambda rt: inspect_ops.inspect(rt, name, side, bool(args.no_tags)))
     if args.format:
         sys.stdout.write(render_template(args.format, info) + "\n")
     else:
@@ -168,18 +132,13 @@ def _inspect_local(args: argparse.Namespace) -> int:
 
 
 def list_tags(args: argparse.Namespace) -> int:
-    transport, rest = split_transport(args.image)
-    if transport != "docker":
-        name = copy_ops.parse_name(args.image)
-        local = LocalOptions(tmpdir=global_options(args).tmpdir)
-        render.json_out({"Tags": run(args, lambda _rt: inspect_local.list_tags(name, local))})
-        return 0
-    if "@" in rest or ":" in rest.rsplit("/", 1)[-1]:
-        raise UsageError(f"tag or digest are not supported in list-tags: {args.image!r}")
-    ref = parse_docker(rest)
+    name = copy_ops.parse_name(args.image)
     side = side_options(args)
-    tags = run(args, lambda rt: inspect_ops.list_tags(rt, ref.repo, side))
-    render.json_out({"Repository": str(ref.repo), "Tags": tags})
+    tags = run(args, lambda rt: inspect_ops.list_tags(rt, name, side))
+    if name.transport == "docker":  # skopeo's shapes: a registry's listing names its repository
+        render.json_out({"Repository": str(parse_docker(name.rest).repo), "Tags": tags})
+    else:
+        render.json_out({"Tags": tags})
     return 0
 
 
@@ -200,14 +159,11 @@ def copy(args: argparse.Namespace) -> int:
                                remove_signatures=bool(args.remove_signatures))
     src_side = side_options(args, "src-", args.authfile)
     dst_side = side_options(args, "dest-", args.authfile)
+    dst_side = replace(dst_side, local=replace(dst_side.local, additional_tags=tuple(args.additional_tag)))
     progress = render.CopyProgress(quiet=bool(args.quiet))
-    local = LocalOptions(tmpdir=options.tmpdir, all_images=mode is MultiArch.ALL, **_daemon_options(args, "src_"))
-    dest_local = replace(local, **_daemon_options(args, "dest_"),
-                         additional_tags=tuple(args.additional_tag))
     policy = signature_policy(args)
     record = run(args, lambda rt: copy_ops.copy(rt, src, dst, src_side, dst_side, copy_options,
-                                                max(1, args.image_parallel_copies), progress, local, dest_local,
-                                                policy))
+                                                max(1, args.image_parallel_copies), progress, policy))
     progress.finish(record)
     if args.digestfile:
         Path(args.digestfile).write_text(str(record.digest))
@@ -215,9 +171,9 @@ def copy(args: argparse.Namespace) -> int:
 
 
 def delete(args: argparse.Namespace) -> int:
-    ref = _docker_ref(args.image)
+    name = copy_ops.parse_name(args.image)
     side = side_options(args)
-    run(args, lambda rt: copy_ops.delete(rt, ref, side))
+    run(args, lambda rt: copy_ops.delete(rt, name, side))
     return 0
 
 
@@ -227,7 +183,7 @@ def manifest_digest(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"reading manifest {args.manifest}: {exc.strerror}") from None
     try:
-        print(sign_ops.manifest_digest(raw))
+        print(standalone.manifest_digest(raw))
     except ManifestError:
         raise ManifestError(f"{args.manifest} is not a JSON manifest") from None
     return 0
@@ -236,12 +192,16 @@ def manifest_digest(args: argparse.Namespace) -> int:
 def standalone_sign(args: argparse.Namespace) -> int:
     if not args.output:
         raise UsageError("--output (-o) is required: where to write the signature")
-    sign_ops.sign(args.manifest, args.reference, args.fingerprint, args.output, args.passphrase_file)
+    signature = standalone.sign(args.manifest, args.reference, args.fingerprint, args.passphrase_file)
+    try:
+        files.atomic_write_sync(Path(args.output), signature)
+    except OSError as exc:
+        raise MirrorError(f"writing signature {args.output}: {exc.strerror or exc}") from None
     return 0
 
 
 def standalone_verify(args: argparse.Namespace) -> int:
-    verified = sign_ops.verify(args.manifest, args.reference, args.fingerprint, args.signature)
+    verified = standalone.verify(args.manifest, args.reference, args.fingerprint, args.signature)
     print(f"Signature verified, digest {verified.digest}")
     return 0
 

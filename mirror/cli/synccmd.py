@@ -13,8 +13,10 @@ from typing import IO
 from mirror.cli import metrics, render
 from mirror.cli.commands import global_options, run, side_options, signature_policy
 from mirror.config.load import load_sync_config
+from mirror.config.schema import SyncConfig
+from mirror.config.settings import SyncFlags, resolve_settings, yaml_credentials
 from mirror.core.descriptor import Platform
-from mirror.core.reference import parse_docker
+from mirror.core.reference import Reference, parse_docker
 from mirror.engine.image import CopyOptions, MultiArch
 from mirror.engine.sync import ImageRecord, RunStats, SyncOptions
 from mirror.errors import UsageError
@@ -52,15 +54,20 @@ def sync(args: argparse.Namespace) -> int:
     platforms = _platforms(args.platform)
     sync_options = SyncOptions(
         jobs=args.jobs, blob_jobs=args.blob_jobs, keep_going=bool(args.keep_going), dry_run=bool(args.dry_run),
-        assume_immutable=bool(args.assume_immutable_tags) or bool(config and any(
-            r.assume_immutable_tags for r in config.registries)),
         copy=CopyOptions(multi_arch=MultiArch.ALL if args.all else MultiArch.SYSTEM, platform=options.platform,
                          platforms=platforms, remove_signatures=bool(args.remove_signatures)))
+    src_side = side_options(args, "src-", args.authfile)
+    reference = parse_docker(args.source.removeprefix("docker://")) if args.src == "docker" else None
+    flags = SyncFlags(tls_verify=src_side.tls.verify, cert_dir=src_side.tls.cert_dir, chunk_size=options.chunk_size,
+                      assume_immutable=bool(args.assume_immutable_tags), prune=args.prune != "off",
+                      digest_tags=bool(args.digest_tags))
+    settings = resolve_settings(config, flags, reference.repo.registry if reference is not None else "")
     request = sync_ops.SyncRequest(
         naming=Naming(args.destination.removeprefix("docker://"), bool(args.scoped), args.append_suffix),
-        src_side=side_options(args, "src-", args.authfile), dst_side=side_options(args, "dest-", args.authfile),
-        options=sync_options, prune=args.prune, dest=args.dest, policy=signature_policy(args),
-        digest_tags=bool(args.digest_tags))
+        src_side=src_side, dst_side=side_options(args, "dest-", args.authfile), options=sync_options,
+        settings=settings, secrets=yaml_credentials(config), delete_pruned=args.prune == "delete", dest=args.dest,
+        policy=signature_policy(args))
+    plan = _plan(args, config, reference)
     stats = RunStats()
     result: sync_ops.SyncResult | None = None
     with contextlib.ExitStack() as stack:
@@ -70,19 +77,8 @@ def sync(args: argparse.Namespace) -> int:
         sink = _RecordSink(report, digests, dry_run=sync_options.dry_run, quiet=bool(args.quiet))
         try:
             with render.SyncDisplay(stats, enabled=not args.quiet):
-                if args.src in ("dir", "oci"):
-                    result = run(args, lambda rt: sync_ops.sync_dir(rt, args.source, request, sink, stats,
-                                                                    layout=args.src == "oci"))
-                elif config is not None:
-                    result = run(args, lambda rt: sync_ops.sync_yaml(rt, config, request, sink, stats),
-                                 policies=sync_ops.policies(config))
-                else:
-                    text = args.source.removeprefix("docker://")
-                    last = text.rsplit("/", 1)[-1]
-                    explicit = "@" in text or ":" in last
-                    reference = parse_docker(text)
-                    result = run(args, lambda rt: sync_ops.sync_docker(rt, text, reference, explicit, request,
-                                                                       sink, stats))
+                result = run(args, lambda rt: sync_ops.sync(rt, request, plan, sink, stats),
+                             policies=sync_ops.policies(settings))
         finally:
             if args.metrics:
                 metrics.write(args.metrics, metrics.render(
@@ -102,6 +98,20 @@ def sync(args: argparse.Namespace) -> int:
                   + (f", Docker Hub pulls remaining: {hub}" if hub is not None else ""), file=sys.stderr)
         print(_summary(stats, sync_options.dry_run), file=sys.stderr)
     return EXIT_PARTIAL if stats.failed else 0
+
+
+def _plan(args: argparse.Namespace, config: SyncConfig | None, reference: Reference | None) -> sync_ops.Plan:
+    """What the planner expands: the YAML file, one docker repository (or image), a directory tree or
+    an OCI layout."""
+    if config is not None:
+        return lambda planner: lambda send: planner.yaml(config, send)
+    if reference is not None:
+        last = args.source.removeprefix("docker://").rsplit("/", 1)[-1]
+        explicit = "@" in last or ":" in last
+        return lambda planner: lambda send: planner.docker(reference, explicit, send)
+    if args.src == "oci":
+        return lambda planner: lambda send: planner.layout(args.source, send)
+    return lambda planner: lambda send: planner.directory(args.source, send)
 
 
 class _RecordSink:

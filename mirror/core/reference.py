@@ -50,6 +50,25 @@ class Repo:
 
 
 @dataclass(frozen=True, slots=True)
+class Tag:
+    """A tag name (validated by whoever parsed it)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+#: What names a manifest inside a repository: a tag or a digest, typed so nothing sniffs strings.
+ManifestRef = Tag | Digest
+
+
+def manifest_ref(text: str) -> ManifestRef:
+    """A tag or ``alg:hex`` digest written as text (YAML tag lists, CLI): the one place the two are told apart."""
+    return Digest.parse(text) if text.startswith(("sha256:", "sha512:")) else Tag(text)
+
+
+@dataclass(frozen=True, slots=True)
 class Reference:
     """A tag or digest in a repository (exactly one of the two after parsing)."""
 
@@ -63,9 +82,9 @@ class Reference:
         return f"{self.repo}:{self.tag}"
 
     @property
-    def ref(self) -> str:
-        """What goes after ``/manifests/`` in a URL."""
-        return str(self.digest) if self.digest is not None else str(self.tag)
+    def ref(self) -> ManifestRef:
+        """The manifest this reference names: its digest, else its tag."""
+        return self.digest if self.digest is not None else Tag(str(self.tag))
 
     def with_tag(self, tag: str) -> Reference:
         return Reference(self.repo, tag, None)

@@ -14,15 +14,16 @@ from enum import Enum
 import anyio
 
 from mirror.aio import SingleFlight
-from mirror.config.policy import ImagePolicy
 from mirror.core import manifest as manifest_mod
 from mirror.core.descriptor import Descriptor, Platform, matches
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
+from mirror.core.reference import Tag
 from mirror.engine.blobs import BlobCounters, BlobMover
-from mirror.engine.trust import Trust
 from mirror.errors import ManifestError, SignatureError
-from mirror.transports.base import ImageDestination, ImageSource, SignatureDestination, SignatureSource
+from mirror.signing.policy import ImagePolicy
+from mirror.signing.trust import Trust
+from mirror.transports.base import ImageDestination, ImageSource, source_signatures, store_signatures
 
 
 class MultiArch(Enum):
@@ -59,7 +60,7 @@ class ManifestWriter:
 
         async def put() -> bool:
             if not self.dry_run:
-                await dst.put_manifest(manifest, str(manifest.digest))
+                await dst.put_manifest(manifest, manifest.digest)
             return True
 
         _, shared = await self._flight.do(key, put)
@@ -78,7 +79,7 @@ class ImageCopier:
         self.options = options
         self.trust = Trust()
 
-    async def copy(self, src: ImageSource, top: Manifest, dst: ImageDestination, dst_ref: str | None,
+    async def copy(self, src: ImageSource, top: Manifest, dst: ImageDestination, dst_ref: Tag | None,
                    fresh_repo: bool, work: ImageWork, options: CopyOptions | None = None,
                    policy: ImagePolicy | None = None, where: str = "") -> Manifest:
         """Copy ``top`` (already fetched) and store it under ``dst_ref`` (None: by digest only).
@@ -108,7 +109,7 @@ class ImageCopier:
         """The manifest to store at the top, and the signatures that go with it."""
         mode = options.multi_arch
         if mode is MultiArch.SYSTEM and not options.platforms:
-            child = await src.get_manifest(str(index.select(options.platform).digest))
+            child = await src.get_manifest(index.select(options.platform).digest)
             if child.is_index:
                 raise ManifestError(f"index {index.digest} nests another index for {options.platform}")
             await checked(child, child.digest)
@@ -135,9 +136,9 @@ class ImageCopier:
                           fresh_repo: bool, work: ImageWork, options: CopyOptions, checked: _Checked) -> None:
         if self.manifests.known(dst, desc.digest):
             return
-        if not fresh_repo and await dst.head_manifest(str(desc.digest)) is not None:
+        if not fresh_repo and await dst.head_manifest(desc.digest) is not None:
             return
-        child = await src.get_manifest(str(desc.digest))
+        child = await src.get_manifest(desc.digest)
         if child.is_index:
             raise ManifestError(f"nested index {desc.digest} is not supported")
         await checked(child, child.digest)
@@ -151,17 +152,17 @@ class ImageCopier:
     async def _signatures(src: ImageSource, instance: Digest | None, dst: ImageDestination,
                           options: CopyOptions) -> list[bytes]:
         """The source's signatures to carry, checked before any blob moves (as containers/image)."""
-        if options.remove_signatures or not isinstance(src, SignatureSource):
+        if options.remove_signatures:
             return []
-        signatures = await src.signatures(instance)
-        if signatures and not isinstance(dst, SignatureDestination):
+        signatures = await source_signatures(src, instance)
+        if signatures and not dst.capabilities.signatures:
             raise SignatureError(f"Can not copy signatures to {dst.location}: it does not store signatures "
                                  "(use --remove-signatures)")
         return signatures
 
     async def _put_signatures(self, dst: ImageDestination, signatures: list[bytes], instance: Digest | None) -> None:
-        if signatures and not self.manifests.dry_run and isinstance(dst, SignatureDestination):
-            await dst.put_signatures(signatures, instance)
+        if signatures and not self.manifests.dry_run and dst.capabilities.signatures:
+            await store_signatures(dst, signatures, instance)
 
     async def _copy_blobs(self, src: ImageSource, image: Manifest, dst: ImageDestination,
                           fresh_repo: bool, work: ImageWork) -> None:

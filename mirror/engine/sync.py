@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 
 import anyio
@@ -21,11 +22,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from mirror.core import mediatype as mt
 from mirror.core.descriptor import Descriptor
+from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 from mirror.engine.blobs import BlobMover, BlobOutcome, KnownLocations
 from mirror.engine.image import CopyOptions, ImageCopier, ImageWork, ManifestWriter, MultiArch, subset_index
 from mirror.errors import ManifestError, MirrorError
-from mirror.plan.pairs import DeferredPair, ImagePair, Work
+from mirror.plan.pairs import ImagePair, WorkUnit
 
 log = structlog.get_logger("mirror.sync")
 
@@ -36,7 +38,6 @@ class SyncOptions:
     blob_jobs: int = 8
     keep_going: bool = False
     dry_run: bool = False
-    assume_immutable: bool = False
     copy: CopyOptions = field(default_factory=CopyOptions)
 
 
@@ -85,7 +86,9 @@ class RunStats:
         self.blobs_skipped += record.blobs_skipped
 
 
-Producer = Callable[[MemoryObjectSendStream[Work]], Awaitable[None]]
+Producer = Callable[[MemoryObjectSendStream[WorkUnit]], Awaitable[None]]
+#: Opens a work unit into live transports for as long as the engine works on it.
+Opener = Callable[[WorkUnit], AbstractAsyncContextManager[ImagePair]]
 RecordSink = Callable[[ImageRecord], None]
 BlobSink = Callable[[Descriptor, BlobOutcome], None]
 
@@ -93,8 +96,9 @@ BlobSink = Callable[[Descriptor, BlobOutcome], None]
 class Scheduler:
     def __init__(self, options: SyncOptions, locations: KnownLocations | None = None,
                  on_record: RecordSink | None = None, stats: RunStats | None = None,
-                 on_blob: BlobSink | None = None) -> None:
+                 on_blob: BlobSink | None = None, opener: Opener | None = None) -> None:
         self.options = options
+        self.opener = opener
         self.stats = stats or RunStats()
         self.on_record = on_record or (lambda _r: None)
         self.blobs = BlobMover(anyio.CapacityLimiter(max(1, options.blob_jobs)),
@@ -105,7 +109,7 @@ class Scheduler:
 
     async def run(self, produce: Producer) -> RunStats:
         """Run every pair ``produce`` sends; fail fast unless ``keep_going``."""
-        send, receive = anyio.create_memory_object_stream[Work](max(4, self.options.jobs * 2))
+        send, receive = anyio.create_memory_object_stream[WorkUnit](max(4, self.options.jobs * 2))
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._plan, produce, send)
             for _ in range(max(1, self.options.jobs)):
@@ -113,52 +117,64 @@ class Scheduler:
             receive.close()
         return self.stats
 
-    async def _plan(self, produce: Producer, send: MemoryObjectSendStream[Work]) -> None:
+    async def _plan(self, produce: Producer, send: MemoryObjectSendStream[WorkUnit]) -> None:
         async with send:
             await produce(send)
         self.stats.planning_done = True
 
-    async def _worker(self, receive: MemoryObjectReceiveStream[Work]) -> None:
+    async def _worker(self, receive: MemoryObjectReceiveStream[WorkUnit]) -> None:
         async with receive:
-            async for pair in receive:
+            async for unit in receive:
                 self.stats.active += 1
                 try:
-                    record = await self.sync_one(pair)
+                    record = await self.sync_one(unit)
                 finally:
                     self.stats.active -= 1
                 self.stats.add(record)
                 self.on_record(record)
 
-    async def sync_one(self, pair: Work) -> ImageRecord:
+    async def sync_one(self, unit: WorkUnit) -> ImageRecord:
+        """Open ``unit`` (a local destination is published when this exits without error) and sync it."""
+        if self.opener is None:
+            raise AssertionError("Scheduler.sync_one needs an opener")
+        opener = self.opener
+
+        async def run(work: ImageWork) -> tuple[str | None, str, str]:
+            if self.options.dry_run and unit.writes_files:  # opening would create (and publish) local files
+                return None, "would-copy", "local transport (not compared)"
+            async with opener(unit) as pair:
+                return await self._sync(pair, work)
+
+        return await self._record(unit.src_name, unit.dst_name, run)
+
+    async def sync_pair(self, pair: ImagePair) -> ImageRecord:
+        """Sync an already opened pair (``copy``)."""
+        return await self._record(pair.src_name, pair.dst_name, lambda work: self._sync(pair, work))
+
+    async def _record(self, src_name: str, dst_name: str,
+                      run: Callable[[ImageWork], Awaitable[tuple[str | None, str, str]]]) -> ImageRecord:
         start = time.monotonic()
         work = ImageWork()
         digest: str | None = None
-        with structlog.contextvars.bound_contextvars(src=pair.src_name, dst=pair.dst_name):
+        with structlog.contextvars.bound_contextvars(src=src_name, dst=dst_name):
             try:
-                if not isinstance(pair, DeferredPair):
-                    digest, outcome, reason = await self._sync(pair, work)
-                elif self.options.dry_run:  # opening would create (and publish) local files
-                    digest, outcome, reason = None, "would-copy", "local transport (not compared)"
-                else:
-                    # The local destination is published only when this block exits without error.
-                    async with pair.open() as opened:
-                        digest, outcome, reason = await self._sync(opened, work)
+                digest, outcome, reason = await run(work)
             except MirrorError as exc:
                 if not (self.options.keep_going or self.options.dry_run):
                     raise
                 outcome, reason = "failed", str(exc)
                 log.warning("image_failed", error=reason)
         counters = work.counters
-        record = ImageRecord(pair.src_name, pair.dst_name, digest, outcome, reason, counters.bytes_sent,
+        record = ImageRecord(src_name, dst_name, digest, outcome, reason, counters.bytes_sent,
                              counters.uploaded, counters.mounted, counters.skipped,
                              round(time.monotonic() - start, 4))
-        log.info("image_synced", src=pair.src_name, dst=pair.dst_name, outcome=outcome, digest=digest,
+        log.info("image_synced", src=src_name, dst=dst_name, outcome=outcome, digest=digest,
                  bytes=counters.bytes_sent, duration=record.duration)
         return record
 
     async def _sync(self, pair: ImagePair, work: ImageWork) -> tuple[str | None, str, str]:
-        src_is_digest = pair.src_ref.startswith(("sha256:", "sha512:"))
-        if pair.dst_has_tag and self.options.assume_immutable and not src_is_digest:
+        src_is_digest = isinstance(pair.src_ref, Digest)
+        if pair.dst_has_tag and pair.assume_immutable and not src_is_digest:
             return None, "skipped", "tag present at destination (assume immutable tags)"
         src_desc: Descriptor | None = None
         top: Manifest | None = None
@@ -169,8 +185,8 @@ class Scheduler:
                 raise MirrorError(f"{pair.src_name}: manifest unknown at the source")
             wanted, top = await self._wanted_digest(pair, src_desc)
             dst_desc = await pair.destination.head_manifest(pair.dst_ref or wanted)
-            if dst_desc is not None and str(dst_desc.digest) == wanted:
-                return wanted, "skipped", "up to date"
+            if dst_desc is not None and dst_desc.digest == wanted:
+                return str(wanted), "skipped", "up to date"
         if self.options.dry_run:
             if src_desc is None:
                 src_desc = await pair.source.head_manifest(pair.src_ref)
@@ -190,17 +206,17 @@ class Scheduler:
             return self.options.copy
         return replace(self.options.copy, platforms=pair.platforms)
 
-    async def _wanted_digest(self, pair: ImagePair, src_desc: Descriptor) -> tuple[str, Manifest | None]:
+    async def _wanted_digest(self, pair: ImagePair, src_desc: Descriptor) -> tuple[Digest, Manifest | None]:
         """The digest the destination should end up with. For an index copied as one platform (or a
         platform subset) that needs the index itself: one extra source GET, indexes only."""
         options = self._copy_options(pair)
         if not mt.is_index(src_desc.media_type) or (options.multi_arch is MultiArch.ALL and not options.platforms) \
                 or options.multi_arch is MultiArch.INDEX_ONLY:
-            return str(src_desc.digest), None
-        index = await pair.source.get_manifest(str(src_desc.digest))
+            return src_desc.digest, None
+        index = await pair.source.get_manifest(src_desc.digest)
         if not index.is_index:
             raise ManifestError(f"{pair.src_name}: HEAD announced an index but the manifest is "
                                 f"{index.media_type}")
         if options.platforms:
-            return str(subset_index(index, options.platforms)[0].digest), index
-        return str(index.select(options.platform).digest), index
+            return subset_index(index, options.platforms)[0].digest, index
+        return index.select(options.platform).digest, index

@@ -1,4 +1,4 @@
-"""``inspect`` and ``list-tags``: skopeo's output shapes, built from the registry's raw data."""
+"""``inspect`` and ``list-tags`` for every transport: skopeo's output shapes, built from the raw data."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from typing import Any
 
 from mirror.core.descriptor import Platform
 from mirror.core.manifest import Manifest
-from mirror.core.reference import Reference, Repo
+from mirror.core.reference import ManifestRef, parse_docker
 from mirror.errors import ManifestError
-from mirror.runtime import Runtime, SideOptions
+from mirror.ops.copy import ImageName
+from mirror.runtime import Runtime
 from mirror.transports.base import ImageSource
+from mirror.transports.side import SideOptions
 
 MAX_CONFIG_SIZE = 4 << 20
 
@@ -21,12 +23,12 @@ _OCI_RUNTIME_KEYS = ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volume
 _HISTORY_KEYS = ("created", "created_by", "author", "comment", "empty_layer")
 
 
-async def image_for(src: ImageSource, ref: str, platform: Platform) -> tuple[Manifest, Manifest]:
+async def image_for(src: ImageSource, ref: ManifestRef, platform: Platform) -> tuple[Manifest, Manifest]:
     """(top-level manifest, the image manifest for ``platform``), from any transport."""
     top = await src.get_manifest(ref)
     if not top.is_index:
         return top, top
-    child = await src.get_manifest(str(top.select(platform).digest))
+    child = await src.get_manifest(top.select(platform).digest)
     if child.is_index:
         raise ManifestError(f"nested index for {platform} is not supported")
     return top, child
@@ -60,27 +62,35 @@ def config_json(data: bytes) -> dict[str, Any]:
     return config
 
 
-async def inspect_raw(rt: Runtime, ref: Reference, side: SideOptions) -> bytes:
-    return (await rt.registry_source(ref.repo, side).get_manifest(ref.ref)).raw
+async def inspect_raw(rt: Runtime, name: ImageName, side: SideOptions) -> bytes:
+    async with rt.transport(name.transport).source(name.rest, side) as (src, ref):
+        return (await src.get_manifest(ref)).raw
 
 
-async def inspect_config(rt: Runtime, ref: Reference, side: SideOptions, raw: bool) -> bytes | dict[str, Any]:
-    src = rt.registry_source(ref.repo, side)
-    _top, image = await image_for(src, ref.ref, rt.options.platform)
-    data = await config_bytes(src, image)
+async def inspect_config(rt: Runtime, name: ImageName, side: SideOptions, raw: bool) -> bytes | dict[str, Any]:
+    async with rt.transport(name.transport).source(name.rest, side) as (src, ref):
+        _top, image = await image_for(src, ref, rt.options.platform)
+        data = await config_bytes(src, image)
     return data if raw else oci_config(config_json(data))
 
 
-async def list_tags(rt: Runtime, repo: Repo, side: SideOptions) -> list[str]:
-    return [tag async for tag in rt.registry_source(repo, side).list_tags()]
+async def list_tags(rt: Runtime, name: ImageName, side: SideOptions) -> list[str]:
+    """Every tag; as skopeo, only registries and ``docker-archive:`` have tags to list."""
+    return await rt.transport(name.transport).list_tags(name.rest, side)
 
 
-async def inspect(rt: Runtime, ref: Reference, side: SideOptions, no_tags: bool) -> dict[str, Any]:
-    src = rt.registry_source(ref.repo, side)
-    top, image = await image_for(src, ref.ref, rt.options.platform)
-    config = config_json(await config_bytes(src, image)) if image.config else {}
-    tags = [] if no_tags else await list_tags(rt, ref.repo, side)
-    return summary({"Name": str(ref.repo)}, top, image, config, tags)
+async def inspect(rt: Runtime, name: ImageName, side: SideOptions, no_tags: bool) -> dict[str, Any]:
+    """skopeo's summary. As skopeo, an image outside a registry has no ``Name`` and no ``RepoTags``."""
+    transport = rt.transport(name.transport)
+    async with transport.source(name.rest, side) as (src, ref):
+        top, image = await image_for(src, ref, rt.options.platform)
+        config = config_json(await config_bytes(src, image)) if image.config else {}
+        named = src.capabilities.named
+    if not named:
+        return summary({}, top, image, config, [])
+    repo = parse_docker(name.rest).repo
+    tags = [] if no_tags else await transport.list_tags(str(repo), side)
+    return summary({"Name": str(repo)}, top, image, config, tags)
 
 
 def summary(head: dict[str, Any], top: Manifest, image: Manifest, config: dict[str, Any],

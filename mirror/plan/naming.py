@@ -10,7 +10,8 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from mirror.core.reference import Reference, parse_docker
+from mirror.core.digest import Digest
+from mirror.core.reference import ManifestRef, Reference, parse_docker
 from mirror.errors import UsageError
 
 
@@ -21,17 +22,17 @@ class Naming:
     append_suffix: str = ""
 
 
-def source_suffix(src_registry: str, src_path: str, ref: str, naming: Naming,
+def source_suffix(src_registry: str, src_path: str, ref: ManifestRef, naming: Naming,
                   mapped: str | None = None) -> str:
     """``repo:tag`` / ``host/ns/repo:tag`` / ``repo@sha256:..``; ``mapped`` replaces the repository path."""
-    sep = "@" if ref.startswith(("sha256:", "sha512:")) else ":"
+    sep = "@" if isinstance(ref, Digest) else ":"
     if mapped is not None:
         return f"{mapped}{sep}{ref}"
     full = f"{src_registry}/{src_path}{sep}{ref}"
     return full if naming.scoped else posixpath.basename(full)
 
 
-def docker_destination(src_registry: str, src_path: str, ref: str, naming: Naming,
+def docker_destination(src_registry: str, src_path: str, ref: ManifestRef, naming: Naming,
                        mapped: str | None = None) -> Reference:
     suffix = source_suffix(src_registry, src_path, ref, naming, mapped)
     text = posixpath.join(naming.destination.rstrip("/"), suffix) + naming.append_suffix
@@ -41,7 +42,7 @@ def docker_destination(src_registry: str, src_path: str, ref: str, naming: Namin
         raise UsageError(f"destination name {text!r} for {src_registry}/{src_path}: {exc}") from None
 
 
-def local_destination(src_registry: str, src_path: str, ref: str, naming: Naming,
+def local_destination(src_registry: str, src_path: str, ref: ManifestRef, naming: Naming,
                       mapped: str | None = None) -> str:
     """``--dest dir``: ``DESTINATION/repo:tag`` (or ``DESTINATION/host/ns/repo:tag`` with --scoped)."""
     suffix = source_suffix(src_registry, src_path, ref, naming, mapped)

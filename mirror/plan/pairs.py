@@ -1,41 +1,71 @@
-"""The unit of work the planner hands to the engine."""
+"""The unit of work the planner hands to the engine, and the live pair the engine copies.
+
+A ``WorkUnit`` is plain data: source and destination by skopeo image name (``docker://…``,
+``dir:…``, ``oci:…``), the source registry's resolved settings, and what the planner learnt from
+the destination's tag listing. It holds no transport object, closure or secret, so it can be
+written to a queue and run by another process (``to_json``/``from_json``). The engine opens it
+into an ``ImagePair`` (live source and destination) only while it works on it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+import json
 from dataclasses import dataclass
+from typing import Any
 
-from mirror.config.policy import ImagePolicy
+from mirror.config.settings import RegistrySettings
 from mirror.core.descriptor import Platform
+from mirror.core.reference import ManifestRef, Tag
+from mirror.errors import ConfigError
+from mirror.signing.policy import ImagePolicy
 from mirror.transports.base import ImageDestination, ImageSource
+
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class WorkUnit:
+    """One image to sync, as data."""
+
+    src: str                         # skopeo image name of the source, e.g. docker://host/repo:tag
+    dst: str                         # skopeo image name of the destination (docker://host/repo@digest: by digest)
+    settings: RegistrySettings       # the source registry's settings (TLS, credentials reference, chunk size, ...)
+    src_name: str = ""               # for reports (skopeo's style: host/repo:tag)
+    dst_name: str = ""
+    fresh_repo: bool = False         # the destination repository had no tags before the run
+    dst_has_tag: bool | None = None  # from the destination tag listing; None = unknown
+    writes_files: bool = False       # a local destination: opening it creates files (never in a dry run)
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {"v": VERSION, "src": self.src, "dst": self.dst, "settings": self.settings.to_dict(),
+                                "src_name": self.src_name, "dst_name": self.dst_name, "fresh_repo": self.fresh_repo,
+                                "dst_has_tag": self.dst_has_tag, "writes_files": self.writes_files}
+        return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> WorkUnit:
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or data.pop("v", None) != VERSION:
+                raise ValueError(f"not a version {VERSION} work unit")
+            data["settings"] = RegistrySettings.from_dict(data["settings"])
+            return cls(**data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"invalid work unit: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
 class ImagePair:
-    """One image to sync. ``dst_ref`` None means: store by digest only."""
+    """One image to sync, opened: live source and destination. ``dst_ref`` None: store by digest only."""
 
     source: ImageSource
-    src_ref: str
+    src_ref: ManifestRef
     destination: ImageDestination
-    dst_ref: str | None
-    fresh_repo: bool = False         # the destination repository had no tags before the run
-    dst_has_tag: bool | None = None  # from the destination tag listing; None = unknown
+    dst_ref: Tag | None
+    fresh_repo: bool = False
+    dst_has_tag: bool | None = None
     src_name: str = ""
     dst_name: str = ""
     platforms: tuple[Platform, ...] = ()  # copy only these platforms of an index (YAML `platforms`)
     policy: ImagePolicy | None = None     # the source's signature policy (None: --insecure-policy)
-
-
-@dataclass(frozen=True, slots=True)
-class DeferredPair:
-    """A pair whose local transports are opened only while the engine works on it (``dir:``
-    images are opened per image, and a ``dir:`` destination is published when its context exits
-    cleanly)."""
-
-    open: Callable[[], AbstractAsyncContextManager[ImagePair]]
-    src_name: str
-    dst_name: str
-
-
-Work = ImagePair | DeferredPair
+    assume_immutable: bool = False        # a tag the destination has is not compared (YAML/CLI, per registry)

@@ -11,11 +11,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast
 
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
+from mirror.core.reference import ManifestRef, Tag
+
+if TYPE_CHECKING:  # the sides carry http settings; the engine, which imports this module, never sees them
+    from mirror.transports.side import SideOptions
 
 #: Opens the source blob at a byte offset, yielding its chunks from there.
 BlobOpener = Callable[[int], AbstractAsyncContextManager[AsyncIterator[bytes]]]
@@ -23,9 +27,25 @@ BlobOpener = Callable[[int], AbstractAsyncContextManager[AsyncIterator[bytes]]]
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
+    """What a transport (or one of its sources or destinations) can do; the engine reads these fields
+    instead of checking types.
+
+    ``signatures``: a source with it implements ``SignatureSource``, a destination ``SignatureDestination``.
+    ``compressed_layers``: the transport stores only compressed layers (a registry): archive sources
+    gzip their plain-tar layers for it (``LocalOptions.compress_layers``), as skopeo does.
+    ``converts_manifests``: a destination that may store a converted manifest (Docker → OCI layout),
+    so the digest stored can differ from the source's. ``named``: images have a registry name and
+    tags (``inspect`` shows ``Name`` and ``RepoTags``).
+    """
+
     mount: bool = False
     delete: bool = False
     chunked: bool = False
+    signatures: bool = False
+    list_tags: bool = False
+    compressed_layers: bool = False
+    converts_manifests: bool = False
+    named: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +62,13 @@ class Location:
 
 class ImageSource(Protocol):
     location: Location
+    capabilities: Capabilities
 
-    async def get_manifest(self, ref: str) -> Manifest:
-        """The manifest for a tag or ``alg:hex`` digest, verified against that digest when given."""
+    async def get_manifest(self, ref: ManifestRef) -> Manifest:
+        """The manifest for a tag or digest, verified against that digest when given."""
         ...
 
-    async def head_manifest(self, ref: str) -> Descriptor | None:
+    async def head_manifest(self, ref: ManifestRef) -> Descriptor | None:
         """Digest, size and type of a manifest, or None when it does not exist."""
         ...
 
@@ -72,56 +93,66 @@ class ImageDestination(Protocol):
         """Upload a blob from ``open_source``, verifying digest and size; returns bytes sent."""
         ...
 
-    async def head_manifest(self, ref: str) -> Descriptor | None: ...
+    async def head_manifest(self, ref: ManifestRef) -> Descriptor | None: ...
 
-    async def put_manifest(self, manifest: Manifest, ref: str) -> None:
+    async def put_manifest(self, manifest: Manifest, ref: ManifestRef) -> None:
         """Store the manifest's raw bytes under ``ref`` (a tag or its digest)."""
         ...
 
 
-@runtime_checkable
 class SignatureSource(Protocol):
-    """A source that stores image signatures (skopeo's ``dir:`` ``signature-N`` files)."""
+    """A source that stores image signatures (skopeo's ``dir:`` ``signature-N`` files); its
+    ``capabilities.signatures`` is True."""
 
     async def signatures(self, instance: Digest | None) -> list[bytes]:
         """Signatures of the top-level manifest (None) or of one instance of an index, in order."""
         ...
 
 
-@runtime_checkable
 class SignatureDestination(Protocol):
-    """A destination that stores image signatures; others make a signed copy fail unless they are removed."""
+    """A destination that stores image signatures (``capabilities.signatures``); others make a signed
+    copy fail unless signatures are removed."""
 
     async def put_signatures(self, signatures: list[bytes], instance: Digest | None) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class LocalOptions:
-    """Settings local transports need from the command line."""
-
-    tmpdir: str | None = None
-    daemon_host: str | None = None       # docker-daemon: --src-daemon-host / --dest-daemon-host
-    daemon_cert_dir: str | None = None   # docker-daemon on tcp://: ca.pem, cert.pem, key.pem (--src-cert-dir)
-    daemon_tls_verify: bool = True       # docker-daemon on tcp://: --src-tls-verify / --dest-tls-verify
-    additional_tags: tuple[str, ...] = ()  # docker-archive destination: --additional-tag
-    all_images: bool = False             # dir: write per-instance manifests for --all copies
+async def source_signatures(src: ImageSource, instance: Digest | None) -> list[bytes]:
+    """The signatures ``src`` stores for ``instance`` (none unless ``capabilities.signatures``)."""
+    return await cast(SignatureSource, src).signatures(instance) if src.capabilities.signatures else []
 
 
-class LocalTransport(Protocol):
-    """A non-registry transport (``dir:``, ``oci:``, archives, daemon, containers-storage).
+async def store_signatures(dst: ImageDestination, signatures: list[bytes], instance: Digest | None) -> None:
+    """Store signatures at a destination with ``capabilities.signatures``."""
+    await cast(SignatureDestination, dst).put_signatures(signatures, instance)
 
-    ``source(rest)`` yields (ImageSource, ref to pass to ``get_manifest``); ``destination(rest)``
-    yields (ImageDestination, tag to store under or None). A destination publishes its result (rename
-    into place, index update, archive close) only when its context exits without an exception.
+
+class Deleter(Protocol):
+    """A destination with ``capabilities.delete``."""
+
+    async def delete_manifest(self, digest: Digest) -> None: ...
+
+
+class Transport(Protocol):
+    """One of skopeo's transports (``docker``, ``dir``, ``oci``, archives, daemon, containers-storage).
+
+    ``rest`` is the image name after ``TRANSPORT:`` (after ``docker://`` for registries).
+    ``source`` yields (ImageSource, the manifest to read); ``destination`` yields (ImageDestination,
+    the tag to store under, or None: by digest only). A destination publishes its result (rename into
+    place, index update, archive close) only when its context exits without an exception.
     """
 
     name: str
+    capabilities: Capabilities
 
     def validate(self, rest: str) -> None:
         """Raise InvalidReference for a malformed ``rest`` (checked before any I/O)."""
         ...
 
-    def source(self, rest: str, options: LocalOptions) -> AbstractAsyncContextManager[tuple[ImageSource, str]]: ...
+    def source(self, rest: str, side: SideOptions) -> AbstractAsyncContextManager[tuple[ImageSource, ManifestRef]]: ...
 
-    def destination(self, rest: str, options: LocalOptions
-                    ) -> AbstractAsyncContextManager[tuple[ImageDestination, str | None]]: ...
+    def destination(self, rest: str, side: SideOptions
+                    ) -> AbstractAsyncContextManager[tuple[ImageDestination, Tag | None]]: ...
+
+    async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
+        """Every tag (``capabilities.list_tags``); others raise Unsupported."""
+        ...

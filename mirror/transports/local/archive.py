@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import shutil
-import tempfile
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,8 +20,9 @@ from pathlib import Path
 
 import anyio
 
+from mirror.core.reference import ManifestRef, Tag
 from mirror.errors import MirrorError, UsageError
-from mirror.transports.base import ImageDestination, ImageSource, LocalOptions, Location
+from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location
 from mirror.transports.local import files
 from mirror.transports.local.dockerarchive import (
     GZIP_MAGIC,
@@ -32,22 +32,9 @@ from mirror.transports.local.dockerarchive import (
     split_reference,
 )
 from mirror.transports.local.dockerwriter import ArchiveDestination
-
-
-@asynccontextmanager
-async def work_dir(parent: str | Path | None) -> AsyncIterator[Path]:
-    """A private temp directory (in ``parent``, else the system's), removed on exit."""
-    try:
-        work = Path(await anyio.to_thread.run_sync(
-            lambda: tempfile.mkdtemp(prefix=files.TMP_PREFIX, dir=parent)))
-    except OSError as exc:
-        raise MirrorError(f"creating a temporary directory in {parent or tempfile.gettempdir()}: "
-                          f"{exc.strerror}") from None
-    try:
-        yield work
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(files.remove_tree, work)
+from mirror.transports.local.files import work_dir
+from mirror.transports.local.recompress import served
+from mirror.transports.side import LocalOptions, SideOptions
 
 
 @asynccontextmanager
@@ -79,8 +66,12 @@ def _gunzip(path: Path, target: Path) -> None:
         raise MirrorError(f"archive {path} is corrupt or truncated (gzip: {exc})") from None
 
 
+CAPS = Capabilities(list_tags=True)
+
+
 class DockerArchiveTransport:
     name = "docker-archive"
+    capabilities = CAPS
 
     def validate(self, rest: str) -> None:
         split_reference(self.name, rest)
@@ -96,26 +87,27 @@ class DockerArchiveTransport:
             yield work / "archive.tar"
 
     @asynccontextmanager
-    async def source(self, rest: str, options: LocalOptions) -> AsyncIterator[tuple[ImageSource, str]]:
+    async def source(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[ImageSource, ManifestRef]]:
         path, selector = split_reference(self.name, rest)
-        async with self._tarball(path, options) as tarball:
+        async with self._tarball(path, side.local) as tarball:
             src = await ArchiveSource.open(tarball, selector, Location(self.name, "", str(path)))
-            yield src, str(src.manifest.digest)
+            async with served(src, side.local) as opened:
+                yield opened
 
-    async def list_tags(self, rest: str, options: LocalOptions) -> list[str]:
+    async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
         """skopeo's ``list-tags docker-archive:PATH[:REF]`` (the REF part is ignored, as skopeo does)."""
         path, _selector = split_reference(self.name, rest)
-        async with self._tarball(path, options) as tarball:
+        async with self._tarball(path, side.local) as tarball:
             return await archive_tags(tarball)
 
     @asynccontextmanager
-    async def destination(self, rest: str, options: LocalOptions
-                          ) -> AsyncIterator[tuple[ImageDestination, str | None]]:
+    async def destination(self, rest: str, side: SideOptions
+                          ) -> AsyncIterator[tuple[ImageDestination, Tag | None]]:
         path, selector = split_reference(self.name, rest)
         if isinstance(selector, int):
             raise UsageError(f"docker-archive:{rest}: an image index (@N) cannot be a destination")
         tags = [selector] if selector else []
-        tags += [normalise_tag(t, "--additional-tag") for t in options.additional_tags if t]
+        tags += [normalise_tag(t, "--additional-tag") for t in side.local.additional_tags if t]
         target = path.absolute()
 
         def prepare() -> None:
@@ -128,5 +120,5 @@ class DockerArchiveTransport:
         except OSError as exc:
             raise MirrorError(f"preparing {target}: {exc.strerror}") from None
         async with build_archive(target, Location(self.name, "", str(target)), tags,
-                                 options.tmpdir or target.parent) as dest:
-            yield dest, selector or None
+                                 side.local.tmpdir or target.parent) as dest:
+            yield dest, Tag(selector) if selector else None

@@ -31,11 +31,15 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import anyio
 
-from mirror.errors import InvalidReference, MirrorError, NotFound, TLSError
+from mirror.core.reference import ManifestRef, Tag
+from mirror.errors import InvalidReference, MirrorError, NotFound, TLSError, Unsupported
 from mirror.http.tls import daemon_context
-from mirror.transports.base import ImageDestination, ImageSource, LocalOptions, Location
-from mirror.transports.local.archive import build_archive, work_dir
+from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location
+from mirror.transports.local.archive import build_archive
 from mirror.transports.local.dockerarchive import ArchiveSource, normalise_tag
+from mirror.transports.local.files import work_dir
+from mirror.transports.local.recompress import served
+from mirror.transports.side import LocalOptions, SideOptions
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 _ID_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
@@ -151,31 +155,39 @@ async def load(host: Daemon, archive: Path) -> None:
             raise MirrorError(f"docker daemon at {host}: load: {str(item['error']).splitlines()[0][:300]}")
 
 
+CAPS = Capabilities()
+
+
 class DockerDaemonTransport:
     name = "docker-daemon"
+    capabilities = CAPS
 
     def validate(self, rest: str) -> None:
         parse_ref(rest)
 
+    async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
+        raise Unsupported(f"list-tags is not supported for transport {self.name!r} (supported: docker, docker-archive)")
+
     @asynccontextmanager
-    async def source(self, rest: str, options: LocalOptions) -> AsyncIterator[tuple[ImageSource, str]]:
+    async def source(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[ImageSource, ManifestRef]]:
         name, _ = parse_ref(rest)
-        host = daemon(options)
-        async with work_dir(options.tmpdir) as work:
+        host = daemon(side.local)
+        async with work_dir(side.local.tmpdir) as work:
             spool = work / "image.tar"
             await save(host, name, spool)
             src = await ArchiveSource.open(spool, None, Location(self.name, host.host, name))
-            yield src, str(src.manifest.digest)
+            async with served(src, side.local) as opened:
+                yield opened
 
     @asynccontextmanager
-    async def destination(self, rest: str, options: LocalOptions
-                          ) -> AsyncIterator[tuple[ImageDestination, str | None]]:
+    async def destination(self, rest: str, side: SideOptions
+                          ) -> AsyncIterator[tuple[ImageDestination, Tag | None]]:
         name, is_id = parse_ref(rest)
         if is_id:
             raise InvalidReference(f"docker-daemon:{rest}: a destination needs a name:tag, not an image ID")
-        host = daemon(options)
-        async with work_dir(options.tmpdir) as work:
+        host = daemon(side.local)
+        async with work_dir(side.local.tmpdir) as work:
             archive = work / "image.tar"
             async with build_archive(archive, Location(self.name, host.host, name), [name], work) as dest:
-                yield dest, name
+                yield dest, Tag(name)
             await load(host, archive)

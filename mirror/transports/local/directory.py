@@ -24,9 +24,11 @@ from mirror.core import manifest as manifest_mod
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.manifest import MAX_MANIFEST_SIZE, Manifest
-from mirror.errors import InvalidReference, ManifestError, MirrorError, NotFound
-from mirror.transports.base import BlobOpener, Capabilities, ImageDestination, ImageSource, LocalOptions, Location
+from mirror.core.reference import ManifestRef, Tag
+from mirror.errors import InvalidReference, ManifestError, MirrorError, NotFound, Unsupported
+from mirror.transports.base import BlobOpener, Capabilities, ImageDestination, ImageSource, Location
 from mirror.transports.local import files
+from mirror.transports.side import SideOptions
 
 VERSION_FILE = "version"
 VERSION = b"Directory Transport Version: 1.1\n"
@@ -46,6 +48,8 @@ def _signature_file(index: int, instance: Digest | None) -> str:
 
 
 class DirSource:
+    capabilities = Capabilities(signatures=True)
+
     def __init__(self, root: Path, top: Manifest) -> None:
         self.root = root
         self.top = top
@@ -61,10 +65,12 @@ class DirSource:
         except ManifestError as exc:
             raise ManifestError(f"{root / MANIFEST}: {exc}") from None
 
-    async def get_manifest(self, ref: str) -> Manifest:
-        if ref in ("", str(self.top.digest)):
+    async def get_manifest(self, ref: ManifestRef) -> Manifest:
+        if ref == self.top.digest or ref == Tag(""):
             return self.top
-        digest = Digest.parse(ref)
+        if not isinstance(ref, Digest):
+            raise NotFound(f"{self.root}: the dir: transport has no tag {ref}")
+        digest = ref
         raw = await files.read_file(self.root / f"{_blob_file(digest)}.manifest.json", MAX_MANIFEST_SIZE, "manifest")
         if raw is None:
             raise NotFound(f"{self.root}: manifest {digest} not found")
@@ -73,7 +79,7 @@ class DirSource:
         except ManifestError as exc:
             raise ManifestError(f"{self.root}: {exc}") from None
 
-    async def head_manifest(self, ref: str) -> Descriptor | None:
+    async def head_manifest(self, ref: ManifestRef) -> Descriptor | None:
         try:
             return (await self.get_manifest(ref)).descriptor
         except NotFound:
@@ -103,7 +109,7 @@ class DirSource:
 
 
 class DirDestination:
-    capabilities = Capabilities()
+    capabilities = Capabilities(signatures=True)
 
     def __init__(self, target: Path, work: Path) -> None:
         self.target = target
@@ -120,10 +126,10 @@ class DirDestination:
     async def put_blob(self, desc: Descriptor, open_source: BlobOpener) -> int:
         return await files.write_blob(self.work, self.work / _blob_file(desc.digest), desc, open_source)
 
-    async def head_manifest(self, ref: str) -> Descriptor | None:
+    async def head_manifest(self, ref: ManifestRef) -> Descriptor | None:
         return None
 
-    async def put_manifest(self, manifest: Manifest, ref: str) -> None:
+    async def put_manifest(self, manifest: Manifest, ref: ManifestRef) -> None:
         await files.atomic_write(self.work / f"{_blob_file(manifest.digest)}.manifest.json", manifest.raw)
         self._top = manifest
 
@@ -165,22 +171,29 @@ def _check_replaceable(path: Path) -> None:
                           "(no valid version file)")
 
 
+CAPS = Capabilities(signatures=True)
+
+
 class DirTransport:
     name = "dir"
+    capabilities = CAPS
 
     def validate(self, rest: str) -> None:
         if not rest or "\x00" in rest:
             raise InvalidReference(f"invalid dir: reference {rest!r}: empty path")
 
-    @asynccontextmanager
-    async def source(self, rest: str, options: LocalOptions) -> AsyncIterator[tuple[ImageSource, str]]:
-        self.validate(rest)
-        src = await DirSource.open(Path(rest))
-        yield src, str(src.top.digest)
+    async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
+        raise Unsupported(f"list-tags is not supported for transport {self.name!r} (supported: docker, docker-archive)")
 
     @asynccontextmanager
-    async def destination(self, rest: str, options: LocalOptions
-                          ) -> AsyncIterator[tuple[ImageDestination, str | None]]:
+    async def source(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[ImageSource, ManifestRef]]:
+        self.validate(rest)
+        src = await DirSource.open(Path(rest))
+        yield src, src.top.digest
+
+    @asynccontextmanager
+    async def destination(self, rest: str, side: SideOptions
+                          ) -> AsyncIterator[tuple[ImageDestination, Tag | None]]:
         self.validate(rest)
 
         def prepare() -> tuple[Path, Path]:

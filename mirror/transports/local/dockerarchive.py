@@ -38,9 +38,9 @@ from mirror.core import mediatype as mt
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest, Hasher
 from mirror.core.manifest import Manifest
-from mirror.core.reference import parse_docker
+from mirror.core.reference import ManifestRef, Tag, parse_docker
 from mirror.errors import InvalidReference, ManifestError, MirrorError, NotFound
-from mirror.transports.base import Location
+from mirror.transports.base import Capabilities, Location
 from mirror.transports.local import files
 from mirror.transports.local.convert import _dumps
 from mirror.transports.local.tarstore import TarReader
@@ -159,6 +159,8 @@ async def archive_tags(path: Path) -> list[str]:
 class ArchiveSource:
     """``ImageSource`` over one image of a docker-archive; ``get_manifest("")`` is that image."""
 
+    capabilities = Capabilities()
+
     def __init__(self, reader: TarReader, manifest: Manifest, blobs: dict[Digest, str],
                  location: Location, repo_tags: list[str]) -> None:
         self.reader = reader
@@ -214,13 +216,13 @@ class ArchiveSource:
         manifest = manifest_mod.parse(manifest_raw, mt.DOCKER_MANIFEST)
         return cls(reader, manifest, blobs, location, list(item.get("RepoTags") or []))
 
-    async def get_manifest(self, ref: str) -> Manifest:
-        if ref in ("", str(self.manifest.digest)):
+    async def get_manifest(self, ref: ManifestRef) -> Manifest:
+        if ref in (Tag(""), self.manifest.digest):
             return self.manifest
         raise NotFound(f"{self.location}: manifest {ref} not found (the archive image is {self.manifest.digest})")
 
-    async def head_manifest(self, ref: str) -> Descriptor | None:
-        return self.manifest.descriptor if ref in ("", str(self.manifest.digest)) else None
+    async def head_manifest(self, ref: ManifestRef) -> Descriptor | None:
+        return self.manifest.descriptor if ref in (Tag(""), self.manifest.digest) else None
 
     async def list_tags(self) -> AsyncIterator[str]:
         for tag in self.repo_tags:

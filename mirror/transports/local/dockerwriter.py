@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
+from mirror.core.reference import ManifestRef
 from mirror.errors import DigestMismatch, ManifestError, MirrorError
 from mirror.transports.base import BlobOpener, Capabilities, Location
 from mirror.transports.local import files
@@ -63,10 +64,10 @@ class ArchiveDestination:
     async def put_blob(self, desc: Descriptor, open_source: BlobOpener) -> int:
         return await files.write_blob(self.work, _blob(self.work, desc.digest), desc, open_source)
 
-    async def head_manifest(self, ref: str) -> Descriptor | None:
+    async def head_manifest(self, ref: ManifestRef) -> Descriptor | None:
         return None
 
-    async def put_manifest(self, manifest: Manifest, ref: str) -> None:
+    async def put_manifest(self, manifest: Manifest, ref: ManifestRef) -> None:
         if manifest.is_index:
             raise ManifestError(f"{self.location}: a docker-archive holds one image, not a list "
                                 "(copy without --all, or pick a platform)")

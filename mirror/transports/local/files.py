@@ -200,3 +200,19 @@ async def exclusive_lock(path: Path) -> AsyncIterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+@asynccontextmanager
+async def work_dir(parent: str | Path | None) -> AsyncIterator[Path]:
+    """A private temp directory (in ``parent``, else the system's), removed on exit."""
+    try:
+        work = Path(await anyio.to_thread.run_sync(
+            lambda: tempfile.mkdtemp(prefix=TMP_PREFIX, dir=parent)))
+    except OSError as exc:
+        raise MirrorError(f"creating a temporary directory in {parent or tempfile.gettempdir()}: "
+                          f"{exc.strerror}") from None
+    try:
+        yield work
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(remove_tree, work)

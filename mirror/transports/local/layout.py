@@ -32,6 +32,7 @@ from mirror.core import mediatype as mt
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.manifest import MAX_MANIFEST_SIZE, Manifest
+from mirror.core.reference import ManifestRef
 from mirror.errors import InvalidReference, ManifestError, MirrorError, NotFound
 from mirror.transports.base import BlobOpener, Capabilities, Location
 from mirror.transports.local import convert, files
@@ -100,6 +101,8 @@ def _entries(data: dict[str, Any], where: str) -> list[Descriptor]:
 class LayoutSource:
     """``ImageSource`` over an OCI layout; ``ref`` tags resolve through index.json annotations."""
 
+    capabilities = Capabilities()
+
     def __init__(self, reader: Reader, location: Location, entries: list[Descriptor]) -> None:
         self.reader = reader
         self.location = location
@@ -124,8 +127,8 @@ class LayoutSource:
                               "name one with PATH:REFERENCE")
         return self.entries[0]
 
-    async def get_manifest(self, ref: str) -> Manifest:
-        digest = Digest.parse(ref) if is_digest(ref) else self.resolve(ref).digest
+    async def get_manifest(self, ref: ManifestRef) -> Manifest:
+        digest = ref if isinstance(ref, Digest) else self.resolve(ref.name).digest
         raw = await self.reader.read(blob_name(digest), MAX_MANIFEST_SIZE)
         if raw is None:
             raise NotFound(f"{self.reader.where}: manifest {digest} not found")
@@ -135,7 +138,7 @@ class LayoutSource:
         except ManifestError as exc:
             raise ManifestError(f"{self.reader.where}: {blob_name(digest)}: {exc}") from None
 
-    async def head_manifest(self, ref: str) -> Descriptor | None:
+    async def head_manifest(self, ref: ManifestRef) -> Descriptor | None:
         try:
             return (await self.get_manifest(ref)).descriptor
         except NotFound:
@@ -175,7 +178,7 @@ async def prepare_layout(root: Path) -> None:
 class LayoutDestination:
     """``ImageDestination`` into an OCI layout directory; ``commit`` publishes the index entry."""
 
-    capabilities = Capabilities()
+    capabilities = Capabilities(converts_manifests=True)
 
     def __init__(self, root: Path, ref: str | None, location: Location) -> None:
         self.root = root
@@ -196,25 +199,25 @@ class LayoutDestination:
             await anyio.to_thread.run_sync(lambda: final.parent.mkdir(exist_ok=True))
         return await files.write_blob(final.parent, final, desc, open_source)
 
-    async def head_manifest(self, ref: str) -> Descriptor | None:
-        if is_digest(ref):
-            raw = await files.read_file(self.root / blob_name(Digest.parse(ref)), MAX_MANIFEST_SIZE, "manifest")
-            if raw is None or Digest.of(raw, Digest.parse(ref).algorithm) != Digest.parse(ref):
+    async def head_manifest(self, ref: ManifestRef) -> Descriptor | None:
+        if isinstance(ref, Digest):
+            raw = await files.read_file(self.root / blob_name(ref), MAX_MANIFEST_SIZE, "manifest")
+            if raw is None or Digest.of(raw, ref.algorithm) != ref:
                 return None
             try:
                 return manifest_mod.parse(raw).descriptor
             except ManifestError:
                 return None
-        if self._top is not None and ref == self.ref:
+        if self._top is not None and ref.name == self.ref:
             return self._top.descriptor  # written by this destination, published on commit
         raw = await files.read_file(self.root / INDEX_FILE, MAX_INDEX_SIZE, "index.json")
         if raw is None:
             return None
         found = [e for e in _entries(parse_index(raw, str(self.root)), str(self.root))
-                 if e.annotations.get(REF_NAME) == ref]
+                 if e.annotations.get(REF_NAME) == ref.name]
         return found[0] if found else None
 
-    async def put_manifest(self, manifest: Manifest, ref: str) -> None:
+    async def put_manifest(self, manifest: Manifest, ref: ManifestRef) -> None:
         try:
             manifest = self._converter.convert(manifest, await self._oci_config(manifest))
         except ManifestError as exc:

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import anyio
 
-from mirror.errors import InvalidReference, MirrorError
-from mirror.transports.base import ImageDestination, ImageSource, LocalOptions, Location
+from mirror.core.reference import ManifestRef, Tag
+from mirror.errors import InvalidReference, MirrorError, Unsupported
+from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location
 from mirror.transports.local import files
 from mirror.transports.local.layout import DirReader, LayoutDestination, LayoutSource, prepare_layout, validate_ref
 from mirror.transports.local.tarstore import TarReader, write_tar
+from mirror.transports.side import SideOptions
 
 
 def split_reference(transport: str, rest: str) -> tuple[Path, str]:
@@ -32,43 +34,54 @@ def split_reference(transport: str, rest: str) -> tuple[Path, str]:
     return Path(path), ref
 
 
+CAPS = Capabilities()
+
+
 class OciTransport:
     name = "oci"
+    capabilities = CAPS
 
     def validate(self, rest: str) -> None:
         split_reference(self.name, rest)
 
-    @asynccontextmanager
-    async def source(self, rest: str, options: LocalOptions) -> AsyncIterator[tuple[ImageSource, str]]:
-        path, ref = split_reference(self.name, rest)
-        src = await LayoutSource.open(DirReader(path), Location(self.name, "", str(path)))
-        yield src, str(src.resolve(ref).digest)
+    async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
+        raise Unsupported(f"list-tags is not supported for transport {self.name!r} (supported: docker, docker-archive)")
 
     @asynccontextmanager
-    async def destination(self, rest: str, options: LocalOptions
-                          ) -> AsyncIterator[tuple[ImageDestination, str | None]]:
+    async def source(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[ImageSource, ManifestRef]]:
+        path, ref = split_reference(self.name, rest)
+        src = await LayoutSource.open(DirReader(path), Location(self.name, "", str(path)))
+        yield src, src.resolve(ref).digest
+
+    @asynccontextmanager
+    async def destination(self, rest: str, side: SideOptions
+                          ) -> AsyncIterator[tuple[ImageDestination, Tag | None]]:
         path, ref = split_reference(self.name, rest)
         await prepare_layout(path)
         dest = LayoutDestination(path, ref, Location(self.name, "", str(path.absolute())))
-        yield dest, ref or None
+        yield dest, Tag(ref) if ref else None
         await dest.commit()
 
 
 class OciArchiveTransport:
     name = "oci-archive"
+    capabilities = CAPS
 
     def validate(self, rest: str) -> None:
         split_reference(self.name, rest)
 
-    @asynccontextmanager
-    async def source(self, rest: str, options: LocalOptions) -> AsyncIterator[tuple[ImageSource, str]]:
-        path, ref = split_reference(self.name, rest)
-        src = await LayoutSource.open(await TarReader.load(path), Location(self.name, "", str(path)))
-        yield src, str(src.resolve(ref).digest)
+    async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
+        raise Unsupported(f"list-tags is not supported for transport {self.name!r} (supported: docker, docker-archive)")
 
     @asynccontextmanager
-    async def destination(self, rest: str, options: LocalOptions
-                          ) -> AsyncIterator[tuple[ImageDestination, str | None]]:
+    async def source(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[ImageSource, ManifestRef]]:
+        path, ref = split_reference(self.name, rest)
+        src = await LayoutSource.open(await TarReader.load(path), Location(self.name, "", str(path)))
+        yield src, src.resolve(ref).digest
+
+    @asynccontextmanager
+    async def destination(self, rest: str, side: SideOptions
+                          ) -> AsyncIterator[tuple[ImageDestination, Tag | None]]:
         path, ref = split_reference(self.name, rest)
         target = path.absolute()
 
@@ -76,7 +89,7 @@ class OciArchiveTransport:
             if target.is_dir():
                 raise MirrorError(f"refusing to write archive {target}: it is a directory")
             target.parent.mkdir(parents=True, exist_ok=True)
-            return Path(tempfile.mkdtemp(prefix=files.TMP_PREFIX, dir=options.tmpdir or target.parent))
+            return Path(tempfile.mkdtemp(prefix=files.TMP_PREFIX, dir=side.local.tmpdir or target.parent))
 
         try:
             work = await anyio.to_thread.run_sync(prepare)
@@ -85,7 +98,7 @@ class OciArchiveTransport:
         try:
             await prepare_layout(work)
             dest = LayoutDestination(work, ref, Location(self.name, "", str(target)))
-            yield dest, ref or None
+            yield dest, Tag(ref) if ref else None
             if await dest.commit() is None:
                 raise MirrorError(f"{target}: no manifest was written")
             await write_tar(work, target)

@@ -28,11 +28,13 @@ from mirror.core import mediatype as mt
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
-from mirror.transports.base import Location
+from mirror.core.reference import ManifestRef, Tag
+from mirror.transports.base import Capabilities, ImageSource, Location
 from mirror.transports.local import files
-from mirror.transports.local.archive import work_dir
 from mirror.transports.local.convert import _dumps
 from mirror.transports.local.dockerarchive import LAYER_GZIP, LAYER_TAR, ArchiveSource
+from mirror.transports.local.files import work_dir
+from mirror.transports.side import LocalOptions
 
 LEVEL = 6  # zlib's default, as Go's compress/gzip and pgzip
 
@@ -66,19 +68,21 @@ def _gzip_member(archive: Path, start: int, size: int, target: Path) -> tuple[Di
 class GzipLayersSource:
     """An ``ImageSource`` serving ``inner``'s image with its uncompressed layers gzip-compressed."""
 
+    capabilities = Capabilities()
+
     def __init__(self, inner: ArchiveSource, manifest: Manifest, compressed: dict[Digest, Path]) -> None:
         self.inner = inner
         self.manifest = manifest
         self.compressed = compressed
         self.location: Location = inner.location
 
-    async def get_manifest(self, ref: str) -> Manifest:
-        if ref in ("", str(self.manifest.digest)):
+    async def get_manifest(self, ref: ManifestRef) -> Manifest:
+        if ref in (Tag(""), self.manifest.digest):
             return self.manifest
         return await self.inner.get_manifest(ref)
 
-    async def head_manifest(self, ref: str) -> Descriptor | None:
-        if ref in ("", str(self.manifest.digest)):
+    async def head_manifest(self, ref: ManifestRef) -> Descriptor | None:
+        if ref in (Tag(""), self.manifest.digest):
             return self.manifest.descriptor
         return await self.inner.head_manifest(ref)
 
@@ -114,3 +118,14 @@ async def gzip_layers(src: ArchiveSource, tmpdir: str | None) -> AsyncIterator[G
         data["layers"] = layers
         manifest = manifest_mod.parse(_dumps(data), mt.DOCKER_MANIFEST)
         yield GzipLayersSource(src, manifest, compressed)
+
+
+@asynccontextmanager
+async def served(src: ArchiveSource, local: LocalOptions) -> AsyncIterator[tuple[ImageSource, ManifestRef]]:
+    """An archive-backed source as its transport yields it: its plain-tar layers gzipped when the
+    destination wants compressed layers (a registry: ``local.compress_layers``), as skopeo does."""
+    if not local.compress_layers:
+        yield src, src.manifest.digest
+        return
+    async with gzip_layers(src, local.tmpdir) as compressed:
+        yield compressed, compressed.manifest.digest

@@ -34,11 +34,14 @@ from dataclasses import dataclass
 
 import anyio
 
-from mirror.errors import InvalidReference, MirrorError, NotFound
-from mirror.transports.base import ImageDestination, ImageSource, LocalOptions, Location
-from mirror.transports.local.archive import work_dir
+from mirror.core.reference import ManifestRef, Tag
+from mirror.errors import InvalidReference, MirrorError, NotFound, Unsupported
+from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location
 from mirror.transports.local.directory import DirDestination
 from mirror.transports.local.dockerarchive import ArchiveSource, normalise_tag
+from mirror.transports.local.files import work_dir
+from mirror.transports.local.recompress import served
+from mirror.transports.side import SideOptions
 
 _ID_RE = re.compile(r"^(?:sha256:)?[a-f0-9]{64}$")
 _SPEC_RE = re.compile(r"^\[(?:(?P<driver>[^@\]+:]+)@)?(?P<root>[^\]+:]*)(?:\+(?P<runroot>[^\]:]*))?"
@@ -107,33 +110,41 @@ async def podman(ref: StorageRef, *args: str) -> str:
     return proc.stdout.decode("utf-8", "replace")
 
 
+CAPS = Capabilities()
+
+
 class StorageTransport:
     name = "containers-storage"
+    capabilities = CAPS
 
     def validate(self, rest: str) -> None:
         parse_ref(rest)
 
+    async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
+        raise Unsupported(f"list-tags is not supported for transport {self.name!r} (supported: docker, docker-archive)")
+
     @asynccontextmanager
-    async def source(self, rest: str, options: LocalOptions) -> AsyncIterator[tuple[ImageSource, str]]:
+    async def source(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[ImageSource, ManifestRef]]:
         ref = parse_ref(rest)
-        async with work_dir(options.tmpdir) as work:
+        async with work_dir(side.local.tmpdir) as work:
             spool = work / "image.tar"
             await podman(ref, "save", "--format", "docker-archive", "-o", str(spool), ref.name)
             src = await ArchiveSource.open(spool, None, Location(self.name, "", ref.name))
-            yield src, str(src.manifest.digest)
+            async with served(src, side.local) as opened:
+                yield opened
 
     @asynccontextmanager
-    async def destination(self, rest: str, options: LocalOptions
-                          ) -> AsyncIterator[tuple[ImageDestination, str | None]]:
+    async def destination(self, rest: str, side: SideOptions
+                          ) -> AsyncIterator[tuple[ImageDestination, Tag | None]]:
         ref = parse_ref(rest)
         if ref.is_id:
             raise InvalidReference(f"containers-storage:{rest}: a destination needs a name:tag, not an image ID")
-        async with work_dir(options.tmpdir) as work:
+        async with work_dir(side.local.tmpdir) as work:
             building = work / "building"
             await anyio.to_thread.run_sync(building.mkdir)
             dest = DirDestination(work / "image", building)
             dest.location = Location(self.name, "", ref.name)
-            yield dest, ref.name
+            yield dest, Tag(ref.name)
             await dest.commit()
             lines = (await podman(ref, "pull", "-q", f"dir:{work / 'image'}")).split()
             if not lines or not _ID_RE.match(lines[-1]):

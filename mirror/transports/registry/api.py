@@ -7,7 +7,9 @@ from urllib.parse import quote
 from mirror.core import mediatype as mt
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
+from mirror.core.reference import ManifestRef
 from mirror.errors import RegistryError
+from mirror.transports.base import Capabilities
 
 ACCEPT_MANIFESTS = ", ".join(mt.ALL_MANIFESTS)
 
@@ -25,8 +27,12 @@ def delete_scope(path: str) -> str:
     return f"repository:{path}:*"
 
 
-def manifest_path(path: str, ref: str) -> str:
-    return f"/v2/{path}/manifests/{quote(ref, safe=':')}"
+#: What registries can do (the transport, its sources and its destinations).
+CAPABILITIES = Capabilities(mount=True, delete=True, chunked=True, list_tags=True, compressed_layers=True, named=True)
+
+
+def manifest_path(path: str, ref: ManifestRef) -> str:
+    return f"/v2/{path}/manifests/{quote(str(ref), safe=':')}"
 
 
 def blob_path(path: str, digest: Digest) -> str:
@@ -41,13 +47,13 @@ def tags_path(path: str) -> str:
     return f"/v2/{path}/tags/list"
 
 
-def descriptor_from_head(headers: dict[str, str], ref: str) -> Descriptor:
+def descriptor_from_head(headers: dict[str, str], ref: ManifestRef) -> Descriptor:
     """A manifest descriptor from HEAD headers (Docker-Content-Digest and Content-Length are MUSTs;
     when asking by digest, the digest asked for wins over the header)."""
     media_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
     digest_text = headers.get("Docker-Content-Digest")
-    if ref.startswith(("sha256:", "sha512:")):
-        digest = Digest.parse(ref)
+    if isinstance(ref, Digest):
+        digest = ref
     elif digest_text:
         digest = Digest.parse(digest_text.strip())
     else:

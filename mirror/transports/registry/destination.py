@@ -8,11 +8,11 @@ from yarl import URL
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
-from mirror.core.reference import Repo
+from mirror.core.reference import ManifestRef, Repo
 from mirror.errors import DigestMismatch, MirrorError, NotFound
 from mirror.http.client import Endpoint, Reply
 from mirror.state import StateError, StateStore
-from mirror.transports.base import BlobOpener, Capabilities, Location
+from mirror.transports.base import BlobOpener, Location
 from mirror.transports.registry import api
 from mirror.transports.registry.upload import BlobUpload
 from mirror.transports.registry.upload import location_of as _location
@@ -28,7 +28,7 @@ class RegistryDestination:
     present; ``uploads`` chooses between monolithic, streamed and chunked uploads (``upload.py``).
     """
 
-    capabilities = Capabilities(mount=True, delete=True, chunked=True)
+    capabilities = api.CAPABILITIES
 
     def __init__(self, endpoint: Endpoint, repo: Repo, *, state: StateStore | None = None,
                  uploads: UploadOptions | None = None) -> None:
@@ -77,7 +77,7 @@ class RegistryDestination:
         return await BlobUpload(self.endpoint, self.repo, desc, open_source, options=self.uploads,
                                 state=self.state).run()
 
-    async def head_manifest(self, ref: str) -> Descriptor | None:
+    async def head_manifest(self, ref: ManifestRef) -> Descriptor | None:
         try:
             reply = await self.endpoint.fetch(
                 "HEAD", api.manifest_path(self.repo.path, ref), scopes=self._scopes,
@@ -86,7 +86,7 @@ class RegistryDestination:
             return None
         return api.descriptor_from_head(dict(reply.headers), ref)
 
-    async def put_manifest(self, manifest: Manifest, ref: str) -> None:
+    async def put_manifest(self, manifest: Manifest, ref: ManifestRef) -> None:
         reply = await self.endpoint.fetch(
             "PUT", api.manifest_path(self.repo.path, ref), scopes=self._scopes,
             headers={"Content-Type": manifest.media_type}, data=manifest.raw, ok=(200, 201, 202, 204),
@@ -96,7 +96,7 @@ class RegistryDestination:
             raise DigestMismatch(f"registry stored manifest {ref} as {got}, expected {manifest.digest}")
 
     async def delete_manifest(self, digest: Digest) -> None:
-        await self.endpoint.fetch("DELETE", api.manifest_path(self.repo.path, str(digest)),
+        await self.endpoint.fetch("DELETE", api.manifest_path(self.repo.path, digest),
                                   scopes=(api.delete_scope(self.repo.path),), ok=(202,),
                                   what=f"deleting {self.repo}@{digest}")
 

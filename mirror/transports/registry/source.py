@@ -14,7 +14,7 @@ from mirror.core import manifest as manifest_mod
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.manifest import MAX_MANIFEST_SIZE, Manifest
-from mirror.core.reference import Repo
+from mirror.core.reference import ManifestRef, Repo
 from mirror.errors import ManifestError, NotFound, RegistryError, TransientError
 from mirror.http.client import Endpoint
 from mirror.http.headers import parse_content_range, parse_link_next, strip_media_type
@@ -32,18 +32,20 @@ MAX_PAGES = 100_000  # pages of one listing
 class RegistrySource:
     """``ImageSource`` over the registry API for one repository."""
 
+    capabilities = api.CAPABILITIES
+
     def __init__(self, endpoint: Endpoint, repo: Repo) -> None:
         self.endpoint = endpoint
         self.repo = repo
         self.location = Location("docker", repo.registry, repo.path)
         self._scopes = (api.pull_scope(repo.path),)
 
-    async def get_manifest(self, ref: str) -> Manifest:
+    async def get_manifest(self, ref: ManifestRef) -> Manifest:
         reply = await self.endpoint.fetch(
             "GET", api.manifest_path(self.repo.path, ref), scopes=self._scopes,
             headers={"Accept": api.ACCEPT_MANIFESTS}, limit=MAX_MANIFEST_SIZE,
             what=f"reading manifest {ref} in {self.repo}")
-        expected = Digest.parse(ref) if ref.startswith(("sha256:", "sha512:")) else None
+        expected = ref if isinstance(ref, Digest) else None
         manifest = manifest_mod.parse(reply.body, strip_media_type(reply.headers.get("Content-Type")), expected)
         header = reply.headers.get("Docker-Content-Digest")
         if expected is None and header and header.startswith("sha256:") and header.strip() != str(manifest.digest):
@@ -51,7 +53,7 @@ class RegistrySource:
                                 f"does not match Docker-Content-Digest {header}")
         return manifest
 
-    async def head_manifest(self, ref: str) -> Descriptor | None:
+    async def head_manifest(self, ref: ManifestRef) -> Descriptor | None:
         try:
             reply = await self.endpoint.fetch(
                 "HEAD", api.manifest_path(self.repo.path, ref), scopes=self._scopes,

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import anyio
 
-from mirror.config.policy import Identity, ImagePolicy, Requirement
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 from mirror.core.reference import Reference, parse_docker
-from mirror.core.simplesign import manifest_digest, parse_payload
-from mirror.engine import gpg
 from mirror.errors import MirrorError, PolicyDenied, SignatureInvalid
-from mirror.transports.base import ImageSource, SignatureSource
+from mirror.signing import gpg
+from mirror.signing.policy import Identity, ImagePolicy, Requirement
+from mirror.signing.simple import manifest_digest, parse_payload
+from mirror.transports.base import ImageSource, source_signatures
 
 
 class Trust:
@@ -45,7 +45,7 @@ class Trust:
 
     async def _signed_by(self, policy: ImagePolicy, requirement: Requirement, src: ImageSource,
                          manifest: Manifest, instance: Digest | None, where: str) -> None:
-        signatures = await src.signatures(instance) if isinstance(src, SignatureSource) else []
+        signatures = await source_signatures(src, instance)
         if not signatures:
             raise PolicyDenied(f"{where}: a signature was required by the signature policy (scope {policy.scope}), "
                                "but no signature exists")

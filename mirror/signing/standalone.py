@@ -1,7 +1,7 @@
 """``standalone-sign`` and ``standalone-verify``: containers/image "simple signing" with GnuPG.
 
-The payload format is ``core/simplesign.py``; GnuPG (``$GNUPGHOME`` keyring) is driven by
-``engine/gpg.py``. Verification, as containers/image's: exactly one good signature, made by the
+The payload format is ``signing/simple.py``; GnuPG (``$GNUPGHOME`` keyring) is driven by
+``signing/gpg.py``. Verification, as containers/image's: exactly one good signature, made by the
 expected key fingerprint, whose reference names the expected image (compared normalised:
 ``app:v1`` = ``docker.io/library/app:v1``) and whose digest matches the manifest.
 
@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from mirror import __version__
 from mirror.core.digest import Digest
 from mirror.core.reference import parse_docker
-from mirror.core.simplesign import make_payload, manifest_digest, parse_payload
-from mirror.engine import gpg
 from mirror.errors import MirrorError, SignatureInvalid, UsageError
-from mirror.transports.local import files
+from mirror.signing import gpg
+from mirror.signing.simple import make_payload, manifest_digest, parse_payload
 
 MAX_SIGNATURE = 4 << 20
 MAX_MANIFEST = 4 << 20
@@ -54,15 +52,12 @@ def _normalised(reference: str, what: str) -> str:
         raise UsageError(f"invalid {what} {reference!r}: {exc}") from None
 
 
-def sign(manifest_path: str, reference: str, fingerprint: str, output: str, passphrase_file: str | None) -> None:
+def sign(manifest_path: str, reference: str, fingerprint: str, passphrase_file: str | None) -> bytes:
+    """The signature, for the caller to write out (``cli.commands`` writes it atomically)."""
     raw = _read(manifest_path, MAX_MANIFEST, "manifest")
     _normalised(reference, "docker reference")
     payload = make_payload(reference, manifest_digest(raw), f"mirror {__version__}", int(time.time()))
-    signature = gpg.sign(payload, fingerprint, passphrase_file)
-    try:
-        files.atomic_write_sync(Path(output), signature)
-    except OSError as exc:
-        raise MirrorError(f"writing signature {output}: {exc.strerror or exc}") from None
+    return gpg.sign(payload, fingerprint, passphrase_file)
 
 
 def verify(manifest_path: str, reference: str, fingerprint: str, signature_path: str) -> Verified:

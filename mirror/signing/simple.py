@@ -1,4 +1,4 @@
-"""containers/image "simple signing" payloads (pure; GnuPG itself is ``engine/gpg.py``).
+"""containers/image "simple signing" payloads (pure; GnuPG itself is ``signing/gpg.py``).
 
 A signature is an OpenPGP-signed JSON payload::
 

@@ -1,0 +1,92 @@
+"""One resolved settings value per source registry: CLI flags plus that registry's YAML entry.
+
+Built once, before planning, by :func:`resolve_settings`; every work unit carries the value of the
+registry it came from, so a YAML setting applies to the registry it is written under and nowhere
+else. The value is plain data (``to_dict``/``from_dict``): it names credentials by reference (the
+YAML key whose ``credentials`` apply) and never holds a secret, so it can be queued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from mirror.config.schema import Credentials, RateLimit, SyncConfig
+from mirror.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class SyncFlags:
+    """The run-wide command-line values that per-registry YAML keys may refine."""
+
+    tls_verify: bool = True
+    cert_dir: str | None = None
+    chunk_size: int | None = None
+    assume_immutable: bool = False
+    prune: bool = False          # --prune (report or delete)
+    digest_tags: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySettings:
+    """Everything mirror needs to know about one source registry, resolved."""
+
+    name: str                          # the YAML key (host[:port][/namespace]), or the CLI source's registry
+    tls_verify: bool = True
+    cert_dir: str | None = None
+    credentials: str | None = None     # reference: the YAML key whose ``credentials`` apply; None: CLI/auth files
+    rate_limit: RateLimit | None = None
+    chunk_size: int | None = None      # upload chunk size for this registry's images
+    assume_immutable: bool = False
+    prune: bool = False
+    platforms: tuple[str, ...] = ()    # canonical "os/arch[/variant]"; empty: every platform
+    digest_tags: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["platforms"] = list(self.platforms)
+        out["rate_limit"] = None if self.rate_limit is None else {
+            f.name: getattr(self.rate_limit, f.name) for f in fields(self.rate_limit)}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RegistrySettings:
+        try:
+            values = dict(data)
+            limit = values.pop("rate_limit", None)
+            values["platforms"] = tuple(values.get("platforms") or ())
+            return cls(**values, rate_limit=None if limit is None else RateLimit(**limit))
+        except TypeError as exc:
+            raise ConfigError(f"invalid registry settings: {exc}") from None
+
+
+def resolve_settings(config: SyncConfig | None, flags: SyncFlags,
+                     cli_registry: str = "") -> dict[str, RegistrySettings]:
+    """Settings by YAML key (``config``), or one entry for ``cli_registry`` (``--src docker``/``dir``/``oci``)."""
+    if config is None:
+        return {cli_registry: RegistrySettings(
+            name=cli_registry, tls_verify=flags.tls_verify, cert_dir=flags.cert_dir, chunk_size=flags.chunk_size,
+            assume_immutable=flags.assume_immutable, prune=flags.prune, digest_tags=flags.digest_tags)}
+    out = {}
+    for registry in config.registries:
+        out[registry.name] = RegistrySettings(
+            name=registry.name,
+            tls_verify=flags.tls_verify if registry.tls_verify is None else registry.tls_verify,
+            cert_dir=registry.cert_dir or flags.cert_dir,
+            credentials=registry.name if registry.credentials is not None else None,
+            rate_limit=registry.rate_limit,
+            chunk_size=registry.chunk_size or flags.chunk_size,
+            assume_immutable=flags.assume_immutable or registry.assume_immutable_tags,
+            prune=flags.prune or registry.prune,
+            platforms=registry.platforms,
+            digest_tags=flags.digest_tags or registry.digest_tags,
+        )
+    return out
+
+
+def yaml_credentials(config: SyncConfig | None) -> dict[str, Credentials]:
+    """The secrets settings refer to, by YAML key: held by each process, never queued."""
+    if config is None:
+        return {}
+    return {r.name: r.credentials for r in config.registries if r.credentials is not None}

@@ -1,0 +1,77 @@
+"""``docker://``: registries as one ``Transport`` among the others.
+
+Endpoints (one per registry, credential and TLS setting) come from the run's HttpClient; a side's
+credentials are resolved once per (registry, repository, flags) and kept for the run. An explicit
+credential (sync YAML ``credentials``) beats the side's flags and auth files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+from mirror.core.reference import ManifestRef, Repo, Tag, parse_docker
+from mirror.errors import UsageError
+from mirror.http.client import Endpoint, HttpClient
+from mirror.http.credentials import Credential, CredentialOptions, resolve_credential
+from mirror.state import StateStore
+from mirror.transports.registry import api
+from mirror.transports.registry.destination import RegistryDestination
+from mirror.transports.registry.source import RegistrySource, list_repositories
+from mirror.transports.registry.uploadopts import UploadOptions
+from mirror.transports.side import SideOptions
+
+
+class RegistryTransport:
+    """``Transport`` over the registry API (``docker://host/path:tag``)."""
+
+    name = "docker"
+    capabilities = api.CAPABILITIES
+
+    def __init__(self, http: HttpClient, state: StateStore, uploads: UploadOptions, env: Mapping[str, str]) -> None:
+        self.http = http
+        self.state = state
+        self.uploads = uploads
+        self.env = env
+        self._credentials: dict[tuple[str, str, CredentialOptions], Credential] = {}
+
+    def validate(self, rest: str) -> None:
+        parse_docker(rest)
+
+    def endpoint(self, repo: Repo, side: SideOptions) -> Endpoint:
+        credential = side.credential
+        if credential is None:
+            key = (repo.registry, repo.path, side.creds)
+            credential = self._credentials.get(key)
+            if credential is None:
+                credential = resolve_credential(repo.registry, repo.path, side.creds, self.env)
+                self._credentials[key] = credential
+        return self.http.endpoint(repo.api_host, credential, side.tls)
+
+    def repo_source(self, repo: Repo, side: SideOptions) -> RegistrySource:
+        return RegistrySource(self.endpoint(repo, side), repo)
+
+    def repo_destination(self, repo: Repo, side: SideOptions) -> RegistryDestination:
+        uploads = self.uploads if side.chunk_size is None else replace(self.uploads, chunk_size=side.chunk_size)
+        return RegistryDestination(self.endpoint(repo, side), repo, state=self.state, uploads=uploads)
+
+    @asynccontextmanager
+    async def source(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[RegistrySource, ManifestRef]]:
+        ref = parse_docker(rest)
+        yield self.repo_source(ref.repo, side), ref.ref
+
+    @asynccontextmanager
+    async def destination(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[RegistryDestination, Tag | None]]:
+        ref = parse_docker(rest)
+        yield self.repo_destination(ref.repo, side), None if ref.tag is None else Tag(ref.tag)
+
+    async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
+        if "@" in rest or ":" in rest.rsplit("/", 1)[-1]:
+            raise UsageError(f"tag or digest are not supported in list-tags: 'docker://{rest}'")
+        ref = parse_docker(rest)
+        return [tag async for tag in self.repo_source(ref.repo, side).list_tags()]
+
+    def repositories(self, registry: str, side: SideOptions) -> AsyncIterator[str]:
+        """Every repository the registry's catalog lists (``/v2/_catalog``)."""
+        return list_repositories(self.endpoint(Repo(registry, "x"), side))
