@@ -53,10 +53,6 @@ class RetryPolicy:
             wait = max(wait, min(retry_after, 3600.0))
         return wait
 
-    def should_retry_status(self, method: str, status: int, resendable: bool, repeatable: bool = False) -> bool:
-        """``repeatable``: a request that is safe to repeat though its method is not idempotent."""
-        return status in RETRY_STATUSES and may_retry(method, resendable, repeatable)
-
 
 def may_retry(method: str, resendable: bool, repeatable: bool = False) -> bool:
     """Whether a request may be sent again at all: idempotent (or declared ``repeatable``, such as a
