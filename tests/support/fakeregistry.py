@@ -13,7 +13,8 @@ API (what tests use)::
     fake.fault(503, times=None, match=lambda request: ..., retry_after=None)
                                   # answer the next ``times`` (None: every) matching request with that
                                   #   status; status 0: the connection fails (``send`` raises
-                                  #   ``TransientError``, as the aiohttp sender does)
+                                  #   ``TransientError``, as the aiohttp sender does); a 429 makes
+                                  #   the client's host limiter pause (2 s without ``retry_after=0``)
     fake.cut_body(after, times=1, match=...)   # serve normally, but the body breaks after ``after``
                                   #   bytes (the reader sees ``TransientError``)
     fake.has_blob(host, repo, digest), fake.tags(host, repo), fake.manifest(host, repo, ref) -> bytes
