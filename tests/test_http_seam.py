@@ -19,8 +19,9 @@ from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.reference import Repo, Tag
 from mirror.engine.image import CopyOptions
-from mirror.errors import MirrorError, RegistryError, TransientError
+from mirror.errors import MirrorError, RateLimited, RegistryError, TransientError
 from mirror.http.credentials import CredentialOptions
+from mirror.http.ratelimit import RATE_LIMITED_RETRIES
 from mirror.http.seam import Request
 from mirror.ops.copy import copy, parse_name
 from mirror.runtime import GlobalOptions
@@ -251,3 +252,15 @@ async def test_a_failed_chunk_resumes_through_the_upload_status_query_not_a_requ
             if e.method in ("PATCH", "GET")] == [
         ("PATCH", 202, chunk), ("PATCH", 503, chunk), ("GET", 204, 0), ("PATCH", 202, chunk), ("PATCH", 202, chunk)]
     assert fake.has_blob("dst.test", "big", digest_of(big))
+
+
+async def test_429s_have_their_own_budget_in_the_same_loop() -> None:
+    """429s are retried RATE_LIMITED_RETRIES times whatever --retry-times says (the host's limiter has
+    already paused every request to that host), then reported as rate limited."""
+    fake = FakeRegistry()
+    await push_image(fake, "r.test", "app", random_image(16), "v1")
+    fake.fault(429, match=lambda r: "/manifests/" in r.url.path, retry_after=0)
+    async with fake_runtime(fake, GlobalOptions(retry_times=1)) as rt:
+        with pytest.raises(RateLimited):
+            await rt.registry.repo_source(Repo("r.test", "app"), SIDE).get_manifest(Tag("v1"))
+    assert len(manifest_gets(fake, "r.test")) == RATE_LIMITED_RETRIES + 1
