@@ -6,28 +6,25 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.client
 import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trustme
 from support.images import PushedImage, SeededImages, get_blob, get_manifest
 from support.mirror_cli import assert_one_line_error, run_mirror
+from support.podman import PODMAN, Podman, start_podman
+from support.podman import api as daemon_api
 from support.registry import Registry
 from support.tlsforward import tls_forwarder, write_client_dir
 
 Skopeo = Callable[..., subprocess.CompletedProcess[str]]
-PODMAN = shutil.which("podman")
 needs_podman = pytest.mark.skipif(PODMAN is None, reason="podman is not installed (scripts/test installs it)")
 
 
@@ -211,74 +208,12 @@ def test_malicious_and_broken_archives_are_refused(seeded_images: SeededImages, 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".mirror-tmp")]
 
 
-@dataclass(frozen=True)
-class Podman:
-    """A podman API service on a private store (``--root``/``--runroot``, vfs driver)."""
-
-    socket: str        # unix:///.../podman.sock
-    flags: tuple[str, ...]
-    spec: str          # containers-storage:[vfs@ROOT+RUNROOT]
-
-    def run(self, *args: str) -> str:
-        assert PODMAN is not None
-        proc = subprocess.run([PODMAN, *self.flags, *args], capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=30)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(30)
-        self.sock.connect(self.path)
-
-
-def _api(socket_url: str, path: str) -> tuple[int, bytes]:
-    conn = _UnixConnection(socket_url.removeprefix("unix://"))
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def _ping(socket_url: str) -> bool:
-    try:
-        return _api(socket_url, "/_ping")[0] == 200
-    except (OSError, http.client.HTTPException):
-        return False
-
-
 @pytest.fixture(scope="module")
 def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
     if PODMAN is None:
         pytest.skip("podman is not installed")
-    base = tmp_path_factory.mktemp("podman")
-    root, runroot, sock = base / "root", base / "runroot", base / "podman.sock"
-    flags = ("--root", str(root), "--runroot", str(runroot), "--storage-driver", "vfs")
-    log = open(base / "service.log", "wb")
-    proc = subprocess.Popen([PODMAN, *flags, "system", "service", "--time=0", f"unix://{sock}"],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while not _ping(f"unix://{sock}"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"podman service did not start: {(base / 'service.log').read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield Podman(f"unix://{sock}", flags, f"containers-storage:[vfs@{root}+{runroot}]")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with start_podman(tmp_path_factory.mktemp("podman")) as service:
+        yield service
 
 
 def _podman_image(podman: Podman, name: str) -> dict[str, object]:
@@ -295,7 +230,7 @@ def test_docker_daemon_both_ways_with_podman_service(podman: Podman, seeded_imag
     _copy(seeded_images.registry.ref(image.repo, "v1"), "docker-daemon:daemon/loaded:v1",
           "--dest-daemon-host", podman.socket)
     # The image shows up through the API and in podman's own listing, with the config digest as ID.
-    status, body = _api(podman.socket, "/images/daemon%2Floaded:v1/json")
+    status, body = daemon_api(podman.socket, "/images/daemon%2Floaded:v1/json")
     assert status == 200 and json.loads(body)["Id"] == image.config_digest
     listed = podman.run("images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
     assert f"docker.io/daemon/loaded:v1 {image.config_digest}" in listed
@@ -349,7 +284,7 @@ def test_docker_daemon_over_tls_with_client_certificates(podman: Podman, seeded_
     with tls_forwarder(ca, podman.socket.removeprefix("unix://")) as host:
         run_mirror("copy", "--src-tls-verify=false", "--dest-daemon-host", host, "--dest-cert-dir", str(certs),
                    seeded_images.registry.ref(image.repo, "v1"), "docker-daemon:tls/loaded:v1")
-        status, body = _api(podman.socket, "/images/tls%2Floaded:v1/json")
+        status, body = daemon_api(podman.socket, "/images/tls%2Floaded:v1/json")
         assert status == 200 and json.loads(body)["Id"] == image.config_digest
         info = json.loads(run_mirror("inspect", "--daemon-host", host, "--cert-dir", str(certs),
                                      "docker-daemon:tls/loaded:v1").stdout)

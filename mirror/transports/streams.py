@@ -26,15 +26,38 @@ async def hashed_stream(open_source: BlobOpener, hasher: Hasher, offset: int = 0
     """An iterator over the source's bytes from ``offset`` in blocks of about ``block`` bytes.
 
     Every byte is fed to ``hasher`` before it is handed out, so once the iterator is exhausted the
-    caller can check the hasher. Leaving the context early cancels the reader.
+    caller can check the hasher. Leaving the context early cancels the reader. Errors, the caller's
+    (a ``DigestMismatch`` raised in the block) and the source's, come out as themselves, not as an
+    exception group (as ``registry.feed.running``).
     """
     send, receive = anyio.create_memory_object_stream[bytes](depth)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_produce, open_source, offset, hasher, block, send)
-        try:
-            yield _drain(receive)
-        finally:
-            tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_produce, open_source, offset, hasher, block, send)
+            try:
+                yield _drain(receive)
+            finally:
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        sole = _sole_error(group)
+        if sole is None:
+            raise
+        raise sole from sole.__cause__
+
+
+def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one real error in ``group`` (cancellations aside), or None when there are several."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    cancelled = anyio.get_cancelled_exc_class()
+    real = [e for e in leaves if not isinstance(e, cancelled)] or leaves
+    return real[0] if len(real) == 1 else None
 
 
 async def _drain(receive: MemoryObjectReceiveStream[bytes]) -> AsyncIterator[bytes]:

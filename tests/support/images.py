@@ -243,6 +243,88 @@ def _diff_id(layer: bytes) -> tuple[str, bool]:
     return sha256_digest(layer), False
 
 
+@dataclass(frozen=True)
+class BuiltImage:
+    """A generated single-platform image, not pushed anywhere: manifest, config and layers as bytes."""
+
+    manifest: bytes
+    media_type: str
+    config: bytes
+    config_digest: str
+    config_media_type: str
+    layers: tuple[Blob, ...]
+    layer_data: tuple[bytes, ...] = field(repr=False)
+    platform: Platform
+
+    @property
+    def digest(self) -> str:
+        return sha256_digest(self.manifest)
+
+    @property
+    def diff_ids(self) -> tuple[str, ...]:
+        return tuple(_diff_id(layer)[0] for layer in self.layer_data)
+
+    def blobs(self) -> dict[str, bytes]:
+        """Every blob by digest: the config first, then the layers."""
+        out = {self.config_digest: self.config}
+        out.update((blob.digest, data) for blob, data in zip(self.layers, self.layer_data, strict=True))
+        return out
+
+
+def build_image(
+    *,
+    fmt: Format = "oci",
+    layers: list[bytes] | None = None,
+    seed: int = 0,
+    arch: str = "amd64",
+    os: str = "linux",
+    variant: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    env: list[str] | None = None,
+    layer_count: int = 2,
+    layer_size: int = 2048,
+) -> BuiltImage:
+    """The bytes :func:`push_image` pushes: a deterministic config and manifest over ``layers``."""
+    if layers is None:
+        layers = [make_layer(seed * 1000 + i, layer_size + 512 * i) for i in range(layer_count)]
+    diff = [_diff_id(layer) for layer in layers]
+    config_obj: dict[str, object] = {
+        "created": CREATED,
+        "architecture": arch,
+        "os": os,
+        "config": {
+            "Env": list(env) if env is not None else ["PATH=/usr/local/bin:/usr/bin:/bin"],
+            "Labels": dict(labels or {"org.example.seed": str(seed)}),
+            "Cmd": ["/bin/sh"],
+        },
+        "rootfs": {"type": "layers", "diff_ids": [d for d, _ in diff]},
+        "history": [{"created": CREATED, "created_by": f"testbed layer {i}"} for i in range(len(layers))],
+    }
+    if variant is not None:
+        config_obj["variant"] = variant
+    config = json.dumps(config_obj, separators=(",", ":"), sort_keys=True).encode()
+    config_digest = sha256_digest(config)
+    blobs: list[Blob] = []
+    for layer, (_, gz) in zip(layers, diff, strict=True):
+        if fmt == "docker":
+            mt = DOCKER_LAYER_GZIP
+        else:
+            mt = OCI_LAYER_GZIP if gz else OCI_LAYER_TAR
+        blobs.append(Blob(sha256_digest(layer), len(layer), mt))
+    media_type = OCI_MANIFEST if fmt == "oci" else DOCKER_MANIFEST
+    config_media_type = OCI_CONFIG if fmt == "oci" else DOCKER_CONFIG
+    manifest_obj = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {"mediaType": config_media_type, "size": len(config), "digest": config_digest},
+        "layers": [{"mediaType": b.media_type, "size": b.size, "digest": b.digest} for b in blobs],
+    }
+    # Docker writes schema2 manifests with 3-space indentation; keep OCI compact: byte-exactness matters.
+    manifest = (json.dumps(manifest_obj, indent=3) if fmt == "docker" else json.dumps(manifest_obj)).encode()
+    return BuiltImage(manifest, media_type, config, config_digest, config_media_type, tuple(blobs), tuple(layers),
+                      (os, arch, variant))
+
+
 def push_image(
     reg: Registry,
     repo: str,
@@ -262,57 +344,23 @@ def push_image(
 ) -> PushedImage:
     """Push blobs + an image manifest; by tag, or by digest only when ``tag`` is ``None``."""
     c = client or Client(reg)
-    if layers is None:
-        layers = [make_layer(seed * 1000 + i, layer_size + 512 * i) for i in range(layer_count)]
-    diff = [_diff_id(layer) for layer in layers]
-    config_obj: dict[str, object] = {
-        "created": CREATED,
-        "architecture": arch,
-        "os": os,
-        "config": {
-            "Env": list(env) if env is not None else ["PATH=/usr/local/bin:/usr/bin:/bin"],
-            "Labels": dict(labels or {"org.example.seed": str(seed)}),
-            "Cmd": ["/bin/sh"],
-        },
-        "rootfs": {"type": "layers", "diff_ids": [d for d, _ in diff]},
-        "history": [{"created": CREATED, "created_by": f"testbed layer {i}"} for i in range(len(layers))],
-    }
-    if variant is not None:
-        config_obj["variant"] = variant
-    config = json.dumps(config_obj, separators=(",", ":"), sort_keys=True).encode()
-    config_digest = c.push_blob(repo, config)
-    blobs: list[Blob] = []
-    for layer, (_, gz) in zip(layers, diff, strict=True):
-        if fmt == "docker":
-            mt = DOCKER_LAYER_GZIP
-        else:
-            mt = OCI_LAYER_GZIP if gz else OCI_LAYER_TAR
-        blobs.append(Blob(c.push_blob(repo, layer), len(layer), mt))
-    media_type = OCI_MANIFEST if fmt == "oci" else DOCKER_MANIFEST
-    manifest_obj = {
-        "schemaVersion": 2,
-        "mediaType": media_type,
-        "config": {
-            "mediaType": OCI_CONFIG if fmt == "oci" else DOCKER_CONFIG,
-            "size": len(config),
-            "digest": config_digest,
-        },
-        "layers": [{"mediaType": b.media_type, "size": b.size, "digest": b.digest} for b in blobs],
-    }
-    # Docker writes schema2 manifests with 3-space indentation; keep OCI compact: byte-exactness matters.
-    manifest = (json.dumps(manifest_obj, indent=3) if fmt == "docker" else json.dumps(manifest_obj)).encode()
-    digest = c.put_manifest(repo, tag or sha256_digest(manifest), manifest, media_type)
+    built = build_image(fmt=fmt, layers=layers, seed=seed, arch=arch, os=os, variant=variant, labels=labels,
+                        env=env, layer_count=layer_count, layer_size=layer_size)
+    c.push_blob(repo, built.config)
+    for data in built.layer_data:
+        c.push_blob(repo, data)
+    digest = c.put_manifest(repo, tag or built.digest, built.manifest, built.media_type)
     return PushedImage(
         repo,
         tag,
         digest,
-        manifest,
-        media_type,
-        config,
-        config_digest,
-        tuple(blobs),
-        tuple(layers),
-        (os, arch, variant),
+        built.manifest,
+        built.media_type,
+        built.config,
+        built.config_digest,
+        built.layers,
+        built.layer_data,
+        built.platform,
     )
 
 

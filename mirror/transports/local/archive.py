@@ -66,7 +66,7 @@ def _gunzip(path: Path, target: Path) -> None:
         raise MirrorError(f"archive {path} is corrupt or truncated (gzip: {exc})") from None
 
 
-CAPS = Capabilities(list_tags=True)
+CAPS = Capabilities(list_tags=True, converts_manifests=True)  # as ArchiveDestination
 
 
 class DockerArchiveTransport:

@@ -155,7 +155,7 @@ async def load(host: Daemon, archive: Path) -> None:
             raise MirrorError(f"docker daemon at {host}: load: {str(item['error']).splitlines()[0][:300]}")
 
 
-CAPS = Capabilities()
+CAPS = Capabilities(converts_manifests=True)  # the daemon loads a docker-archive (ArchiveDestination)
 
 
 class DockerDaemonTransport:

@@ -45,9 +45,12 @@ def _blob(work: Path, digest: Digest) -> Path:
 
 
 class ArchiveDestination:
-    """``ImageDestination`` for one single-platform image; ``finish`` writes the archive."""
+    """``ImageDestination`` for one single-platform image; ``finish`` writes the archive.
 
-    capabilities = Capabilities()
+    An archive keeps no manifest (readers regenerate one, with plain-tar layers), so the digest read
+    back differs from the one put: ``converts_manifests``."""
+
+    capabilities = Capabilities(converts_manifests=True)
 
     def __init__(self, work: Path, location: Location, repo_tags: list[str]) -> None:
         self.work = work

@@ -34,7 +34,7 @@ def split_reference(transport: str, rest: str) -> tuple[Path, str]:
     return Path(path), ref
 
 
-CAPS = Capabilities()
+CAPS = Capabilities(converts_manifests=True)  # as its destinations: Docker schema2 is stored converted to OCI
 
 
 class OciTransport:

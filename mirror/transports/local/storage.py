@@ -144,6 +144,9 @@ class StorageTransport:
             await anyio.to_thread.run_sync(building.mkdir)
             dest = DirDestination(work / "image", building)
             dest.location = Location(self.name, "", ref.name)
+            # Not a dir: destination's capabilities: podman refuses signatures that are not OpenPGP
+            # (dir: carries any), and this transport's source (podman save) cannot read them back.
+            dest.capabilities = CAPS
             yield dest, Tag(ref.name)
             await dest.commit()
             lines = (await podman(ref, "pull", "-q", f"dir:{work / 'image'}")).split()
