@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mirror.config.filters import compile_regex, parse_platform, platform_matches, select_tags
-from mirror.config.load import load_sync_config, parse_size, parse_sync_config
+from mirror.config.load import load_sync_config, parse_sync_config
 from mirror.config.schema import Catalog, Credentials, RateLimit, RegistryConfig, RepoSpec, SyncConfig
+from mirror.core.size import parse_size
 from mirror.errors import ConfigError
 
 DIGEST = "sha256:0000000000000000000000000000000011111111111111111111111111111111"
@@ -302,17 +303,17 @@ def test_rate_limit_partial_and_int_rps() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(1024, 1024), ("1KiB", 1024), ("5MB", 5_000_000), ("16MiB", 16 << 20), ("1.5 MiB", 1572864), ("2k", 2000),
+    [(1024, 1024), ("1KiB", 1024), ("5MB", 5 << 20), ("16MiB", 16 << 20), ("1.5 MiB", 1572864), ("2k", 2048),
      ("1gib", 1 << 30), (" 4096 ", 4096), ("100b", 100), (0, 0)],
 )
 def test_parse_size(value: int | str, expected: int) -> None:
-    assert parse_size(value) == expected
+    assert parse_size(value, "chunk-size") == expected
 
 
 @pytest.mark.parametrize("value", ["", "MiB", "1 parsec", "-5", "1e6", "1.2.3k", True, -1, 1.5])
 def test_parse_size_rejects(value: object) -> None:
     with pytest.raises(ConfigError):
-        parse_size(value)  # type: ignore[arg-type]
+        parse_size(value, "chunk-size")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("value", "expected"), [("1024", 1024), ("1_048_576", 1 << 20), ("'64KiB'", 65536),
