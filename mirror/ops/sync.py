@@ -38,6 +38,8 @@ class RegistryEndpoints:
         self.src_side = src_side
         self.dst_side = dst_side
         self.local = LocalOptions(tmpdir=rt.options.tmpdir)
+        # One set for the run: destinations into one OCI layout share its Docker config conversions.
+        self._local = local_transports()
         # Reused per repository while it is planned and synced; bounded so a catalog of any size
         # keeps a fixed number (an evicted one is simply made again).
         self._sources: LRU[tuple[str, str], ImageSource] = LRU(TRANSPORT_CACHE)
@@ -81,11 +83,11 @@ class RegistryEndpoints:
             yield repo
 
     def local_source(self, transport: str, rest: str) -> AbstractAsyncContextManager[tuple[ImageSource, str]]:
-        return local_transports()[transport].source(rest, self.local)
+        return self._local[transport].source(rest, self.local)
 
     def local_destination(self, transport: str, rest: str
                           ) -> AbstractAsyncContextManager[tuple[ImageDestination, str | None]]:
-        return local_transports()[transport].destination(rest, self.local)
+        return self._local[transport].destination(rest, self.local)
 
     async def image_directories(self, root: str) -> list[str]:
         return await anyio.to_thread.run_sync(_image_directories, root)

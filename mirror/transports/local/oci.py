@@ -19,7 +19,14 @@ import anyio
 from mirror.errors import InvalidReference, MirrorError
 from mirror.transports.base import ImageDestination, ImageSource, LocalOptions, Location
 from mirror.transports.local import files
-from mirror.transports.local.layout import DirReader, LayoutDestination, LayoutSource, prepare_layout, validate_ref
+from mirror.transports.local.layout import (
+    ConvertedConfigs,
+    DirReader,
+    LayoutDestination,
+    LayoutSource,
+    prepare_layout,
+    validate_ref,
+)
 from mirror.transports.local.tarstore import TarReader, write_tar
 
 
@@ -33,7 +40,13 @@ def split_reference(transport: str, rest: str) -> tuple[Path, str]:
 
 
 class OciTransport:
+    """``oci:``. One instance serves a whole run: its destinations into one layout share the
+    Docker → OCI config conversions (:class:`ConvertedConfigs`)."""
+
     name = "oci"
+
+    def __init__(self) -> None:
+        self._configs: dict[Path, ConvertedConfigs] = {}
 
     def validate(self, rest: str) -> None:
         split_reference(self.name, rest)
@@ -49,7 +62,8 @@ class OciTransport:
                           ) -> AsyncIterator[tuple[ImageDestination, str | None]]:
         path, ref = split_reference(self.name, rest)
         await prepare_layout(path)
-        dest = LayoutDestination(path, ref, Location(self.name, "", str(path.absolute())))
+        configs = self._configs.setdefault(path.absolute(), ConvertedConfigs())
+        dest = LayoutDestination(path, ref, Location(self.name, "", str(path.absolute())), configs)
         yield dest, ref or None
         await dest.commit()
 
