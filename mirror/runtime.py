@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from mirror import __version__
+from mirror.aio import SingleFlight
 from mirror.core.descriptor import Platform, host_platform
 from mirror.core.reference import Repo
 from mirror.engine.blobs import KnownLocations
@@ -25,6 +26,7 @@ from mirror.http.retry import RetryPolicy
 from mirror.http.tls import TLSOptions, default_certs_roots
 from mirror.state import StateStore
 from mirror.transports.registry.destination import RegistryDestination
+from mirror.transports.registry.endpoint import DeferredEndpoint, RegistryEndpoint
 from mirror.transports.registry.source import RegistrySource
 from mirror.transports.registry.uploadopts import UploadOptions, resume_settings
 
@@ -73,15 +75,25 @@ class Runtime:
         self.state = state or StateStore.memory()
         self.uploads = uploads or UploadOptions()
         self._credentials: dict[tuple[str, str, CredentialOptions], Credential] = {}
+        self._lookups: SingleFlight[Credential] = SingleFlight(remember=0)
 
-    def endpoint(self, repo: Repo, side: SideOptions, credential: Credential | None = None) -> Endpoint:
-        """The endpoint for ``repo``; an explicit ``credential`` (sync YAML) beats the side's."""
+    def endpoint(self, repo: Repo, side: SideOptions, credential: Credential | None = None) -> RegistryEndpoint:
+        """The endpoint for ``repo``; an explicit ``credential`` (sync YAML) beats the side's. A side's
+        credential not looked up yet is looked up on the endpoint's first request (auth files and
+        credential helpers are awaited there, off the event loop)."""
         if credential is None:
-            key = (repo.registry, repo.path, side.creds)
-            credential = self._credentials.get(key)
-            if credential is None:
-                credential = resolve_credential(repo.registry, repo.path, side.creds, self.env)
-                self._credentials[key] = credential
+            credential = self._credentials.get((repo.registry, repo.path, side.creds))
+        if credential is None:
+            return DeferredEndpoint(repo.api_host, lambda: self._connect(repo, side))
+        return self.http.endpoint(repo.api_host, credential, side.tls)
+
+    async def _connect(self, repo: Repo, side: SideOptions) -> Endpoint:
+        key = (repo.registry, repo.path, side.creds)
+        credential = self._credentials.get(key)
+        if credential is None:
+            credential, _ = await self._lookups.do(
+                key, lambda: resolve_credential(repo.registry, repo.path, side.creds, self.env))
+            self._credentials[key] = credential
         return self.http.endpoint(repo.api_host, credential, side.tls)
 
     def registry_source(self, repo: Repo, side: SideOptions, credential: Credential | None = None) -> RegistrySource:

@@ -47,11 +47,12 @@ from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.reference import Repo
 from mirror.errors import DigestMismatch, MirrorError, NotFound, RegistryError, TransientError
-from mirror.http.client import Endpoint, Reply
+from mirror.http.client import Reply
 from mirror.http.headers import parse_upload_range
 from mirror.state import StateError, StateStore, UploadRecord
 from mirror.transports.base import BlobOpener
 from mirror.transports.registry import api
+from mirror.transports.registry.endpoint import RegistryEndpoint
 from mirror.transports.registry.feed import Feed, Hash, running
 from mirror.transports.registry.uploadopts import UploadOptions
 
@@ -76,7 +77,7 @@ class _Session:
 class BlobUpload:
     """One blob into one repository; :meth:`run` returns the bytes sent (re-sent ones included)."""
 
-    def __init__(self, endpoint: Endpoint, repo: Repo, desc: Descriptor, open_source: BlobOpener, *,
+    def __init__(self, endpoint: RegistryEndpoint, repo: Repo, desc: Descriptor, open_source: BlobOpener, *,
                  options: UploadOptions, state: StateStore | None) -> None:
         self.endpoint = endpoint
         self.repo = repo
