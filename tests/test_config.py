@@ -340,9 +340,9 @@ ERRORS = [
     ("q.io:\n  tls-verify: maybe\n", ["q.io.tls-verify: expected true or false, got 'maybe'"]),
     ("q.io:\n  tls-verify: 1\n", ["q.io.tls-verify: expected true or false"]),
     ("q.io:\n  prune: [true]\n", ["q.io.prune: expected true or false, got a list"]),
-    ("q.io:\n  images-by-tag-regex: {a: '(?=v)'}\n", ["q.io.images-by-tag-regex.a:", "RE2 doesn't support look-ahead"]),
-    ("q.io:\n  images-by-tag-regex: {a: '(?<!v)1'}\n", ["RE2 doesn't support negative look-behind"]),
-    ("q.io:\n  images-by-tag-regex: {a: '(a)\\1'}\n", ["RE2 doesn't support backreferences"]),
+    ("q.io:\n  images-by-tag-regex: {a: '(?=v)'}\n", ["q.io.images-by-tag-regex.a:", "look-ahead is not supported"]),
+    ("q.io:\n  images-by-tag-regex: {a: '(?<!v)1'}\n", ["look-behind is not supported"]),
+    ("q.io:\n  images-by-tag-regex: {a: '(a)\\1'}\n", ["backreferences are not supported"]),
     ("q.io:\n  images-by-tag-regex: {a: '[v'}\n", ["q.io.images-by-tag-regex.a: invalid regular expression '[v'"]),
     ("q.io:\n  images-by-tag-regex: {a: [x, y]}\n", ["q.io.images-by-tag-regex.a: expected a string, got a list"]),
     ("q.io:\n  images-by-semver: {a: '>= banana'}\n", ["q.io.images-by-semver.a: improper constraint"]),
@@ -535,8 +535,7 @@ def test_compile_regex_go_dialect(pattern: str, tag: str, matches: bool) -> None
 @pytest.mark.parametrize(
     "pattern",
     ["(?=a)", "(?!a)", "(?<=a)b", "(?<!a)b", r"(a)\1", "(?P<n>a)(?P=n)", r"(?<n>a)\k<n>", "(?>a)", "a*+", "a++",
-     "a?+", "(?(1)a|b)", "(?#c)", r"a\Z", "(?x) a", "(?U)a+", r"\pL", "[[:^alpha:]]", "[[:nope:]]", "a{1001}", "(",
-     "\\"],
+     "a?+", "(?(1)a|b)", "(?#c)", r"a\Z", "(?x) a", "[[:nope:]]", "a{1001}", "(", "\\", r"\C"],
 )
 def test_compile_regex_refuses(pattern: str) -> None:
     with pytest.raises(ConfigError, match=r"^where: invalid regular expression"):
