@@ -3,13 +3,20 @@ unanchored search, linear-time matching."""
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
+from support.images import Client, push_image
+from support.registry import Registry
 
 from mirror.config.filters import compile_regex, select_tags
 from mirror.config.load import parse_sync_config
 from mirror.config.schema import RepoSpec
 from mirror.errors import ConfigError
 
+Skopeo = Callable[..., subprocess.CompletedProcess[str]]
 PATHOLOGICAL = "(a+)+$"
 VICTIM = "a" * 40 + "b"  # Python's backtracking re needs ~2**40 steps to say "no match"
 
@@ -92,3 +99,28 @@ def test_yaml_accepts_go_syntax() -> None:
     config = parse_sync_config("q.io:\n  images-by-tag-regex: {app: '^\\pL+-[[:^alpha:]]+$'}\n", "sync.yaml")
     spec = config.registries[0].repos[0]
     assert select_tags(["latest-1", "v1", "edge-2", "x-y"], spec) == ["latest-1", "edge-2"]
+
+
+ORACLE_TAGS = ["v1", "va", "1b", "latest", "Edge", "v1.0"]
+
+
+@pytest.mark.parametrize("pattern", [r"^\pL+$", r"(?U)^v.+", r"^[[:^alpha:]]", r"(?i)^LATEST$", r"\Qv1.\E",
+                                     r"^v\d$", "(?=x)", r"\C", r"(a)\1", "a{1001}"])
+def test_skopeo_selects_and_refuses_the_same(pattern: str, registry: Registry, skopeo: Skopeo, tmp_path: Path) -> None:
+    """skopeo (Go's regexp) as the oracle: the tags its sync selects, or its refusal of the pattern."""
+    client = Client(registry)
+    image = push_image(registry, "team/app", ORACLE_TAGS[0], layer_count=1, layer_size=256, client=client)
+    for tag in ORACLE_TAGS[1:]:
+        client.put_manifest("team/app", tag, image.manifest, image.media_type)
+    config = tmp_path / "sync.yml"
+    config.write_text(f"{registry.host}:\n  tls-verify: false\n  images-by-tag-regex:\n    team/app: '{pattern}'\n")
+    out = tmp_path / "out"
+    proc = skopeo("sync", "--src", "yaml", "--dest", "dir", str(config), str(out))
+    copied = sorted(p.name.removeprefix("app:") for p in out.iterdir()) if out.exists() else []  # out/app:TAG
+    if "Error parsing regex" in proc.stderr:  # skopeo logs and skips the entry
+        with pytest.raises(ConfigError, match="invalid regular expression"):
+            compile_regex(pattern, "where")
+        assert copied == []
+    else:
+        assert copied == sorted(select_tags(ORACLE_TAGS, RepoSpec("team/app", regex=pattern)))
+        assert copied  # each accepted pattern selects something, so agreement is not vacuous
