@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -97,7 +98,7 @@ class Box:
         script.chmod(0o755)
 
     def resolve(self, host: str, repo: str | None = None, opts: CredentialOptions = NO_OPTS) -> Credential:
-        return resolve_credential(host, repo, opts, self.env)
+        return anyio.run(partial(resolve_credential, host, repo, opts, self.env))
 
 
 @pytest.fixture
@@ -514,7 +515,7 @@ def test_cred_helper_failures(box: Box, name: str, body: str | None, match: str)
 def test_cred_helper_timeout(box: Box) -> None:
     box.helper("mirrorslow", HELPER_SLOW)
     with pytest.raises(CredentialError, match=r"timed out after 0\.5s"):
-        run_credential_helper("mirrorslow", "quay.io", box.env, timeout=0.5)
+        anyio.run(partial(run_credential_helper, "mirrorslow", "quay.io", box.env, helper_timeout=0.5))
 
 
 def test_cred_helper_name_cannot_escape(box: Box) -> None:

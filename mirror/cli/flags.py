@@ -7,6 +7,7 @@ import re
 import sys
 from typing import Any, NoReturn
 
+from mirror.core.size import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, SizeError, parse_size
 from mirror.errors import UsageError
 
 _TRUE = ("true", "True", "TRUE", "t", "T", "1")
@@ -65,13 +66,8 @@ def get(args: Any, name: str, default: Any = None) -> Any:
 
 
 def size_arg(text: str) -> int:
-    """A byte size: ``16777216``, ``16MiB``, ``5MB``, ``512k``."""
-    match = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)(i?[bB])?\s*", text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r} (use e.g. 16MiB)")
-    number, unit, suffix = match.groups()
-    base = 1024 if (suffix or "").lower().startswith("i") or not suffix else 1000
-    value: int = int(number) * base ** " kmg".index(unit.lower() or " ")
-    if not 1024 <= value <= 1 << 30:
-        raise argparse.ArgumentTypeError(f"size {text!r} out of range (1KiB to 1GiB)")
-    return value
+    """``--chunk-size``: a byte size read by :func:`mirror.core.size.parse_size` (binary units)."""
+    try:
+        return parse_size(text, "--chunk-size", minimum=CHUNK_SIZE_MIN, maximum=CHUNK_SIZE_MAX)
+    except SizeError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mirror import __version__
 from mirror.cli import commands, synccmd
@@ -71,19 +71,18 @@ def _state_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
                         help="chunk size for resumable uploads of large blobs (default 16MiB)")
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog="mirror", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", "-v", action="version", version=f"mirror version {__version__}")
-    _globals(parser, suppress=False)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+Subparsers = argparse._SubParsersAction  # the type of add_subparsers()' result
 
-    def cmd(name: str, help_text: str, usage_args: str) -> Parser:
-        p: Parser = sub.add_parser(name, help=help_text, description=help_text,
-                                   usage=f"mirror {name} [flags] {usage_args}")
-        _globals(p, suppress=True)
-        return p
 
-    p = cmd("inspect", "Inspect an image in a registry: digest, tags, config, layers", "IMAGE-NAME")
+def _command(sub: Subparsers[Parser], name: str, help_text: str, usage_args: str) -> Parser:
+    """A subcommand parser, with the global flags also accepted after the command."""
+    p: Parser = sub.add_parser(name, help=help_text, description=help_text, usage=f"mirror {name} [flags] {usage_args}")
+    _globals(p, suppress=True)
+    return p
+
+
+def _inspect(sub: Subparsers[Parser]) -> None:
+    p = _command(sub, "inspect", "Inspect an image in a registry: digest, tags, config, layers", "IMAGE-NAME")
     p.add_argument("image", metavar="IMAGE-NAME", help="e.g. docker://registry.example.com/app:1.0")
     add_bool(p, "--raw", "print the raw manifest (or config with --config)")
     add_bool(p, "--config", "print the image config instead of the summary")
@@ -94,15 +93,19 @@ def build_parser() -> Parser:
     _retry_flags(p)
     p.set_defaults(func=commands.inspect)
 
-    p = cmd("list-tags", "List the tags of a repository or of a docker-archive file",
-            "docker://REPOSITORY | docker-archive:PATH")
+
+def _list_tags(sub: Subparsers[Parser]) -> None:
+    p = _command(sub, "list-tags", "List the tags of a repository or of a docker-archive file",
+                 "docker://REPOSITORY | docker-archive:PATH")
     p.add_argument("image", metavar="REPOSITORY-NAME",
                    help="e.g. docker://registry.example.com/app or docker-archive:images.tar")
     _auth_flags(p)
     _retry_flags(p)
     p.set_defaults(func=commands.list_tags)
 
-    p = cmd("copy", "Copy an image from one location to another", "SOURCE-IMAGE DESTINATION-IMAGE")
+
+def _copy(sub: Subparsers[Parser]) -> None:
+    p = _command(sub, "copy", "Copy an image from one location to another", "SOURCE-IMAGE DESTINATION-IMAGE")
     p.add_argument("source", metavar="SOURCE-IMAGE")
     p.add_argument("destination", metavar="DESTINATION-IMAGE")
     add_bool(p, "--all", "copy all images of a list (same as --multi-arch=all)", short="-a")
@@ -128,8 +131,10 @@ def build_parser() -> Parser:
     _state_flags(p)
     p.set_defaults(func=commands.copy)
 
-    p = cmd("sync", "Synchronize images between registries, directories and OCI layouts",
-            "--src TRANSPORT --dest TRANSPORT SOURCE DESTINATION")
+
+def _sync(sub: Subparsers[Parser]) -> None:
+    p = _command(sub, "sync", "Synchronize images between registries, directories and OCI layouts",
+                 "--src TRANSPORT --dest TRANSPORT SOURCE DESTINATION")
     p.add_argument("source", metavar="SOURCE",
                    help="docker: registry/repo[:tag]; yaml: a sync YAML file; dir: a directory of dir: images; "
                         "oci: an OCI layout (its named images)")
@@ -153,7 +158,11 @@ def build_parser() -> Parser:
     _auth_flags(p, "src-", "the source")
     _auth_flags(p, "dest-", "the destination")
     _retry_flags(p)
-    e = p.add_argument_group("mirror extensions")
+    _sync_extensions(p.add_argument_group("mirror extensions"))
+    p.set_defaults(func=synccmd.sync)
+
+
+def _sync_extensions(e: argparse._ArgumentGroup) -> None:
     _state_flags(e)
     e.add_argument("--jobs", "-j", type=int, default=32, metavar="N", help="images in flight at once (default 32)")
     e.add_argument("--blob-jobs", type=int, default=16, metavar="N", help="blob transfers at once (default 16)")
@@ -169,20 +178,25 @@ def build_parser() -> Parser:
     e.add_argument("--platform", action="append", default=[], metavar="OS/ARCH[/VARIANT]",
                    help="copy only these platforms of multi-arch images (repeatable)")
     add_bool(e, "--quiet", "no progress display and no summary line", short="-q")
-    p.set_defaults(func=synccmd.sync)
 
-    p = cmd("delete", "Delete an image's manifest from a registry (all tags pointing at it)", "IMAGE-NAME")
+
+def _delete(sub: Subparsers[Parser]) -> None:
+    p = _command(sub, "delete", "Delete an image's manifest from a registry (all tags pointing at it)", "IMAGE-NAME")
     p.add_argument("image", metavar="IMAGE-NAME")
     _auth_flags(p)
     _retry_flags(p)
     p.set_defaults(func=commands.delete)
 
-    p = cmd("manifest-digest", "Compute the digest of a manifest file", "MANIFEST")
+
+def _manifest_digest(sub: Subparsers[Parser]) -> None:
+    p = _command(sub, "manifest-digest", "Compute the digest of a manifest file", "MANIFEST")
     p.add_argument("manifest", metavar="MANIFEST")
     p.set_defaults(func=commands.manifest_digest)
 
-    p = cmd("standalone-sign", "Sign a manifest file with GnuPG (containers/image simple signing)",
-            "MANIFEST DOCKER-REFERENCE KEY-FINGERPRINT --output|-o SIGNATURE")
+
+def _standalone_sign(sub: Subparsers[Parser]) -> None:
+    p = _command(sub, "standalone-sign", "Sign a manifest file with GnuPG (containers/image simple signing)",
+                 "MANIFEST DOCKER-REFERENCE KEY-FINGERPRINT --output|-o SIGNATURE")
     p.add_argument("manifest", metavar="MANIFEST")
     p.add_argument("reference", metavar="DOCKER-REFERENCE", help="the image name the signature vouches for")
     p.add_argument("fingerprint", metavar="KEY-FINGERPRINT", help="the GnuPG key to sign with ($GNUPGHOME keyring)")
@@ -190,15 +204,19 @@ def build_parser() -> Parser:
     p.add_argument("--passphrase-file", metavar="PATH", help="file holding the passphrase of the key")
     p.set_defaults(func=commands.standalone_sign)
 
-    p = cmd("standalone-verify", "Verify a signature of a manifest file with GnuPG",
-            "MANIFEST DOCKER-REFERENCE KEY-FINGERPRINT SIGNATURE")
+
+def _standalone_verify(sub: Subparsers[Parser]) -> None:
+    p = _command(sub, "standalone-verify", "Verify a signature of a manifest file with GnuPG",
+                 "MANIFEST DOCKER-REFERENCE KEY-FINGERPRINT SIGNATURE")
     p.add_argument("manifest", metavar="MANIFEST")
     p.add_argument("reference", metavar="DOCKER-REFERENCE", help="the image name the signature must name")
     p.add_argument("fingerprint", metavar="KEY-FINGERPRINT", help="the key that must have made the signature")
     p.add_argument("signature", metavar="SIGNATURE")
     p.set_defaults(func=commands.standalone_verify)
 
-    p = cmd("login", "Log in to a registry and store the credentials", "REGISTRY")
+
+def _login(sub: Subparsers[Parser]) -> None:
+    p = _command(sub, "login", "Log in to a registry and store the credentials", "REGISTRY")
     p.add_argument("registry", metavar="REGISTRY", nargs="?")
     p.add_argument("--username", "-u", metavar="USER")
     p.add_argument("--password", "-p", metavar="PASS")
@@ -210,11 +228,29 @@ def build_parser() -> Parser:
     add_bool(p, "--tls-verify", "require HTTPS and verify certificates (default true)")
     p.set_defaults(func=commands.login)
 
-    p = cmd("logout", "Remove stored credentials for a registry", "REGISTRY")
+
+def _logout(sub: Subparsers[Parser]) -> None:
+    p = _command(sub, "logout", "Remove stored credentials for a registry", "REGISTRY")
     p.add_argument("registry", metavar="REGISTRY", nargs="?")
     add_bool(p, "--all", "remove the credentials of every registry", short="-a")
     p.add_argument("--authfile", metavar="PATH")
     p.set_defaults(func=commands.logout)
+
+
+#: The subcommands, in the order ``mirror --help`` lists them.
+COMMANDS: tuple[Callable[[Subparsers[Parser]], None], ...] = (
+    _inspect, _list_tags, _copy, _sync, _delete, _manifest_digest, _standalone_sign, _standalone_verify,
+    _login, _logout,
+)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="mirror", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", "-v", action="version", version=f"mirror version {__version__}")
+    _globals(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for add_command in COMMANDS:
+        add_command(sub)
     return parser
 
 

@@ -1,17 +1,15 @@
 """Tag selection and the regex dialect of the sync YAML.
 
-skopeo compiles ``images-by-tag-regex`` with Go's RE2 (``regexp.Compile``) and matches with
-``MatchString``, i.e. a search anywhere in the tag, not a full match. We use Python's ``re`` with
-``search`` and ``re.ASCII`` (Go's ``\\d \\w \\s \\b`` are ASCII-only), after a cheap translation:
+skopeo compiles ``images-by-tag-regex`` with Go's ``regexp`` (RE2 syntax) and matches with
+``MatchString``, i.e. a search anywhere in the tag, not a full match. mirror compiles every YAML
+pattern (``images-by-tag-regex``, ``exclude-tags``/``images-exclude-tags``, catalog ``exclude`` and
+``tags``) with RE2 itself, through the ``google-re2`` binding, and searches the same way. So the
+syntax skopeo accepts is accepted (``\\pL``, ``[[:^alpha:]]``, ``(?U)``, ``\\Q..\\E``, ``\\z``),
+what it refuses is refused (look-around, backreferences, atomic groups, possessive quantifiers,
+``\\Z``, repeat counts over 1000), ``\\d \\w \\s \\b`` are ASCII-only as in Go, and matching
+takes linear time whatever the pattern (no catastrophic backtracking on ``(a+)+$``).
 
-* refused, because RE2 has no such thing (a pattern skopeo would reject too): look-around
-  ``(?= (?! (?<= (?<!``, backreferences ``\\1`` ``(?P=n)`` ``\\k<n>``, atomic groups ``(?>``,
-  possessive quantifiers ``a*+``, conditionals ``(?(``, comments ``(?#``, ``\\Z``, Python-only
-  flags ``x a L u``, repeat counts over 1000;
-* translated to the Python spelling: ``(?<name>`` → ``(?P<name>``, ``\\z`` → ``\\Z``, POSIX classes
-  ``[[:alpha:]]``, a ``{`` that does not start a Go repeat (a literal in Go);
-* refused because Python cannot evaluate them (rare in tags): ``\\p{..}``, ``[[:^alpha:]]``,
-  ``(?U)``; others (``\\Q..\\E``, ``\\x{..}``, flags in mid-pattern) fail in ``re`` with its message.
+RE2 C++ and Go's package differ in one accepted escape: ``\\C`` (any byte), which Go refuses; so do we.
 """
 
 from __future__ import annotations
@@ -19,6 +17,9 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Sequence
+from typing import Protocol, cast
+
+import re2
 
 from mirror.config.schema import RepoSpec
 from mirror.config.semver import cached_constraint, parse_version
@@ -26,141 +27,55 @@ from mirror.core.descriptor import Platform, matches
 from mirror.core.reference import TAG_RE
 from mirror.errors import ConfigError
 
-MAX_REPEAT = 1000
-_REPEAT_RE = re.compile(r"\{(\d+)(,(\d*))?\}")
-_POSIX = {
-    "alnum": "0-9A-Za-z", "alpha": "A-Za-z", "ascii": "\\x00-\\x7f", "blank": "\\t ",
-    "cntrl": "\\x00-\\x1f\\x7f", "digit": "0-9", "graph": "!-~", "lower": "a-z", "print": " -~",
-    "punct": "!-/:-@\\[-`{-~", "space": "\\t\\n\\v\\f\\r ", "upper": "A-Z", "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
-}
-_GROUP_REFUSED = (
-    ("=", "look-ahead (?=...)"), ("!", "negative look-ahead (?!...)"), ("<=", "look-behind (?<=...)"),
-    ("<!", "negative look-behind (?<!...)"), ("P=", "backreferences (?P=name)"), (">", "atomic groups (?>...)"),
-    ("(", "conditionals (?(...)"), ("#", "comments (?#...)"),
+_ANY_BYTE = re.compile(r"(?<!\\)(?:\\\\)*\\C")  # \C not itself escaped
+_HINTS = (
+    ("invalid perl operator: (?=", "look-ahead is not supported"),
+    ("invalid perl operator: (?!", "look-ahead is not supported"),
+    ("invalid perl operator: (?<=", "look-behind is not supported"),
+    ("invalid perl operator: (?<!", "look-behind is not supported"),
+    ("invalid escape sequence: \\k", "backreferences are not supported"),
 )
-_GO_FLAGS = frozenset("imsU-")
 
 
-class _Refused(Exception):
-    pass
+class TagPattern(Protocol):
+    """A compiled pattern; ``search`` finds a match anywhere in the text (Go's ``MatchString``)."""
+
+    def search(self, text: str) -> object | None: ...
 
 
-def _escape(pattern: str, i: int, in_class: bool) -> tuple[str, int]:
-    if i + 1 >= len(pattern):
-        raise _Refused("trailing backslash")
-    d = pattern[i + 1]
-    if d in "123456789":
-        raise _Refused("RE2 doesn't support backreferences (\\1)")
-    if d == "k" and not in_class:
-        raise _Refused("RE2 doesn't support backreferences (\\k<name>)")
-    if d == "Z":
-        raise _Refused("RE2 doesn't support \\Z (use \\z or $)")
-    if d in "pP":
-        raise _Refused("Unicode classes \\p{...} are not supported (tags are ASCII)")
-    if d == "z" and not in_class:
-        return "\\Z", i + 2
-    return pattern[i : i + 2], i + 2
-
-
-def _group(pattern: str, i: int) -> tuple[str, int]:
-    rest = pattern[i + 2 :]
-    for prefix, what in _GROUP_REFUSED:
-        if rest.startswith(prefix):
-            raise _Refused(f"RE2 doesn't support {what}")
-    if rest.startswith("<"):
-        return "(?P<", i + 3
-    if rest.startswith("P<"):
-        return "(?P<", i + 4
-    flags = re.match(r"[^:)]*", rest)
-    text = flags[0] if flags else ""
-    bad = sorted(set(text) - _GO_FLAGS)
-    if bad:
-        raise _Refused(f"RE2 doesn't support the flag {bad[0]!r} in (?{text}...)")
-    if "U" in text:
-        raise _Refused("the ungreedy flag (?U) is not supported (use lazy quantifiers like *?)")
-    return "(?", i + 2
-
-
-def _class_item(pattern: str, i: int) -> tuple[str, int] | None:
-    if not pattern.startswith("[:", i):
-        return None
-    end = pattern.find(":]", i + 2)
-    if end == -1:
-        return None
-    name = pattern[i + 2 : end]
-    if name.startswith("^"):
-        raise _Refused(f"negated POSIX classes [:{name}:] are not supported")
-    if name not in _POSIX:
-        raise _Refused(f"unknown POSIX class [:{name}:]")
-    return _POSIX[name], end + 2
-
-
-def _translate(pattern: str) -> str:
-    """Go RE2 syntax -> Python ``re`` syntax; raises _Refused for what RE2 or we can't do."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    class_start = -1  # index of the first member of the current [...] or -1 outside
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            piece, i = _escape(pattern, i, class_start >= 0)
-            out.append(piece)
-            continue
-        if class_start >= 0:
-            item = _class_item(pattern, i) if c == "[" else None
-            if item is not None:
-                out.append(item[0])
-                i = item[1]
-                continue
-            if c == "]" and i != class_start:
-                class_start = -1
-            elif c in "[&~|":
-                c = "\\" + c  # literals in Go; Python warns about nested sets and set operations
-            out.append(c)
-            i += 1
-            continue
-        if c == "[":
-            class_start = i + 1 + (pattern.startswith("^", i + 1))
-            out.append(pattern[i:class_start])
-            i = class_start
-            continue
-        if c == "(" and pattern.startswith("(?", i):
-            piece, i = _group(pattern, i)
-            out.append(piece)
-            continue
-        if c == "{":
-            m = _REPEAT_RE.match(pattern, i)
-            if m is None:
-                out.append("\\{")
-                i += 1
-                continue
-            if any(g and int(g) > MAX_REPEAT for g in (m[1], m[3])):
-                raise _Refused(f"RE2 doesn't support repeat counts over {MAX_REPEAT}")
-            out.append(m[0])
-            i = m.end()
-            quantifier = True
-        else:
-            out.append(c)
-            i += 1
-            quantifier = c in "*+?"
-        if quantifier and pattern.startswith("+", i):
-            raise _Refused("RE2 doesn't support possessive quantifiers (a*+)")
-    return "".join(out)
+def _options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # the error is raised (and reported once, on one line), not logged
+    return options
 
 
 @functools.lru_cache(maxsize=1024)
-def _compile(pattern: str) -> re.Pattern[str]:
-    return re.compile(_translate(pattern), re.ASCII)
+def _compile(pattern: str) -> TagPattern:
+    if _ANY_BYTE.search(pattern):
+        raise ValueError("invalid escape sequence: \\C")
+    try:
+        return cast(TagPattern, re2.compile(pattern, _options()))
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else b""
+        raise ValueError(detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)) from None
 
 
-def compile_regex(pattern: str, where: str = "") -> re.Pattern[str]:
-    """Compile a Go RE2 pattern for ``search``; ConfigError naming ``where`` when it is refused."""
+def _reason(message: str) -> str:
+    if message.startswith("invalid escape sequence: \\") and message[-1:].isdigit():
+        return f"{message} (backreferences are not supported: RE2 syntax, as Go's regexp)"
+    for prefix, hint in _HINTS:
+        if message.startswith(prefix):
+            return f"{message} ({hint}: RE2 syntax, as Go's regexp)"
+    return message
+
+
+def compile_regex(pattern: str, where: str = "") -> TagPattern:
+    """Compile a Go RE2 pattern for ``search``; a one-line ConfigError naming ``where`` when RE2 refuses it."""
     try:
         return _compile(pattern)
-    except (_Refused, re.error, RecursionError, OverflowError) as exc:
+    except ValueError as exc:
         prefix = f"{where}: " if where else ""
-        reason = str(exc).split("\n", 1)[0]
+        reason = _reason(str(exc).split("\n", 1)[0])
         raise ConfigError(f"{prefix}invalid regular expression {pattern[:200]!r}: {reason}") from None
 
 

@@ -21,7 +21,6 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,6 +40,7 @@ from mirror.config.yamlnodes import (
 )
 from mirror.core.digest import Digest
 from mirror.core.reference import TAG_RE, parse_repo
+from mirror.core.size import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, SizeError, parse_size
 from mirror.errors import ConfigError, InvalidReference
 
 SKOPEO_KEYS = ("images", "images-by-tag-regex", "images-by-semver", "credentials", "tls-verify", "cert-dir")
@@ -52,37 +52,10 @@ REGISTRY_KEYS = SKOPEO_KEYS + EXTENSION_KEYS
 CREDENTIAL_KEYS = ("username", "password", "identitytoken")
 RATE_LIMIT_KEYS = ("requests-per-second", "burst", "max-connections")
 CATALOG_KEYS = ("prefixes", "exclude", "tags")
-MIN_CHUNK_SIZE = 1024
-MAX_CHUNK_SIZE = 1 << 30
 
-_SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*")
-_SIZE_UNITS = {
-    "": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-    "ki": 1 << 10, "kib": 1 << 10, "mi": 1 << 20, "mib": 1 << 20, "gi": 1 << 30, "gib": 1 << 30,
-}
 _PREFIX_RE = re.compile(r"[a-z0-9][a-z0-9._/-]*")
 T = TypeVar("T")
 A = TypeVar("A")
-
-
-def parse_size(value: int | str) -> int:
-    """Bytes from an int or a string like ``16MiB``, ``5MB``, ``512k``: ``K/M/G[B]`` are powers of
-    1000, ``Ki/Mi/Gi[B]`` powers of 1024 (case-insensitive); fractions are rounded down."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ConfigError(f"invalid size {value!r} (expected bytes or a string like 16MiB)")
-    if isinstance(value, int):
-        number = value
-    else:
-        m = _SIZE_RE.fullmatch(value)
-        unit = _SIZE_UNITS.get(m[2].lower()) if m else None
-        if m is None or unit is None:
-            raise ConfigError(f"invalid size {value[:40]!r} (expected bytes or a string like 16MiB, 5MB)")
-        if len(m[1]) > 30:
-            raise ConfigError(f"invalid size {value[:40]!r}: too large")
-        number = int(Decimal(m[1]) * unit)
-    if number < 0:
-        raise ConfigError(f"invalid size {value!r}: negative")
-    return number
 
 
 def load_sync_config(path: str | Path) -> SyncConfig:
@@ -319,11 +292,11 @@ def _chunk_size(ctx: NodeReader, path: str, node: Node | None) -> int | None:
     value = ctx.construct(path, node)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    size = ctx.guard(path, node, parse_size, value if isinstance(value, int | str) else str(node.value))
-    if not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE:
-        shown = f"{size} bytes" if size < 1 << 64 else "the size"
-        ctx.fail(path, node, f"{shown} is out of range (1KiB to 1GiB)")
-    return size
+    try:
+        return parse_size(value if isinstance(value, int | str) else str(node.value), "chunk-size",
+                          minimum=CHUNK_SIZE_MIN, maximum=CHUNK_SIZE_MAX)
+    except SizeError as exc:
+        ctx.fail(path, node, exc.problem)
 
 
 def _platforms(ctx: NodeReader, path: str, node: Node | None) -> tuple[str, ...]:

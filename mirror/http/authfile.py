@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 from mirror.errors import ConfigError, CredentialError
 from mirror.http.credentials import (
@@ -176,9 +179,12 @@ def remove_all(path: Path) -> None:
 def get_login(key: str, authfile: str | None, env: Mapping[str, str]) -> str | None:
     """``login --get-login``: the username stored for ``key``, searching what :func:`resolve_credential` does.
 
-    ``None`` when not logged in, or when only a token (no username) is stored.
+    ``None`` when not logged in, or when only a token (no username) is stored. Runs the (async) lookup
+    in an event loop of its own, so it is for callers outside one (the CLI); async code awaits
+    :func:`resolve_credential` instead.
     """
     key = normalize_login_key(key)
     host, _, repository = key.partition("/")
-    cred = resolve_credential(host, repository or None, CredentialOptions(authfile=authfile), env)
+    lookup = functools.partial(resolve_credential, host, repository or None, CredentialOptions(authfile=authfile), env)
+    cred = anyio.run(lookup, backend="asyncio")
     return cred.username or None

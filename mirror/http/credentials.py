@@ -12,9 +12,9 @@ Inside a file: a ``credHelpers`` entry for the host decides alone; else ``auths`
 specific (``host/ns/repo`` .. ``host``); else keys normalised (URL scheme and path dropped, Docker Hub aliases
 unified). The first file that yields credentials wins. ``credsStore`` is ignored, as c/image does.
 
-Every environment lookup goes through the ``env`` mapping (tests pass a fake one). Lookups are blocking
-(file reads, credential-helper subprocesses): async callers run them in a worker thread.
-Secrets never appear in a repr or an error message.
+Every environment lookup goes through the ``env`` mapping (tests pass a fake one). Lookups are async and
+never block the event loop: auth files are read in a worker thread, credential helpers run as awaited
+child processes (``credhelper.py``). Secrets never appear in a repr or an error message.
 """
 
 from __future__ import annotations
@@ -24,22 +24,20 @@ import binascii
 import json
 import os
 import pwd
-import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from mirror.errors import ConfigError, CredentialError
+from mirror.http.credhelper import DEFAULT_HELPER_TIMEOUT, TOKEN_USER, run_helper
 
 DOCKER_HUB = "docker.io"
 """The canonical name of Docker Hub, as references and podman/skopeo auth files spell it."""
 
 HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-DEFAULT_HELPER_TIMEOUT = 30.0
-_NOT_FOUND = "credentials not found"
-_TOKEN_USER = "<token>"
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -241,54 +239,29 @@ def lookup_keys(host: str, repository: str | None) -> tuple[str, ...]:
     return tuple(reversed(keys))
 
 
-def run_credential_helper(
-    helper: str, server: str, env: Mapping[str, str], timeout: float = DEFAULT_HELPER_TIMEOUT
+async def run_credential_helper(
+    helper: str, server: str, env: Mapping[str, str], helper_timeout: float = DEFAULT_HELPER_TIMEOUT
 ) -> Credential:
-    """``docker-credential-<helper> get`` with ``server`` on stdin, found on ``env["PATH"]``.
+    """``docker-credential-<helper> get`` for ``server`` (see :func:`credhelper.run_helper`).
 
     ``Username == "<token>"`` means the secret is an identity (refresh) token; a "credentials not found"
-    answer means anonymous. Anything else unexpected is a :class:`CredentialError`.
+    answer means anonymous.
     """
-    if not helper or "/" in helper or helper in (".", ".."):
-        raise ConfigError(f"invalid credential helper name {helper!r}")
-    program = f"docker-credential-{helper}"
-    executable = shutil.which(program, path=env.get("PATH", os.defpath))
-    if executable is None:
-        raise CredentialError(f"credential helper {program} not found in PATH")
-    try:
-        proc = subprocess.run(
-            [executable, "get"],
-            input=server.encode(),
-            capture_output=True,
-            timeout=timeout,
-            env=dict(env),
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise CredentialError(f"credential helper {program} timed out after {timeout:g}s") from None
-    except OSError as exc:
-        raise CredentialError(f"cannot run credential helper {program}: {exc.strerror or exc}") from None
-    out = proc.stdout.decode("utf-8", "replace").strip()
-    err = proc.stderr.decode("utf-8", "replace").strip()
-    if _NOT_FOUND in out.lower() or (proc.returncode != 0 and _NOT_FOUND in err.lower()):
+    answer = await run_helper(helper, server, env, helper_timeout)
+    if answer is None:
         return ANONYMOUS
-    if proc.returncode != 0:
-        # Failure output is the helper's error text (c/image shows it too); never its stdout on success.
-        detail = (out or err or "no output").splitlines()[0][:200]
-        raise CredentialError(
-            f"credential helper {program} failed for {server} (exit {proc.returncode}): {detail}"
-        )
-    try:
-        payload = json.loads(out)
-    except (ValueError, RecursionError):
-        raise CredentialError(f"credential helper {program} returned invalid JSON for {server}") from None
-    username = payload.get("Username", "") if isinstance(payload, dict) else None
-    secret = payload.get("Secret", "") if isinstance(payload, dict) else None
-    if not isinstance(username, str) or not isinstance(secret, str):
-        raise CredentialError(f"credential helper {program} returned a malformed answer for {server}")
-    if username == _TOKEN_USER:
+    username, secret = answer
+    if username == TOKEN_USER:
         return Credential(identity_token=secret)
     return Credential(username=username, password=secret)
+
+
+@dataclass(frozen=True, slots=True)
+class HelperCall:
+    """An auth file's verdict that a credential helper decides: ``docker-credential-<helper>`` for ``server``."""
+
+    helper: str
+    server: str
 
 
 def _decode_entry(path: Path, key: str, entry: object) -> Credential:
@@ -320,14 +293,9 @@ def _mapping(path: Path, data: Mapping[str, Any], field: str) -> Mapping[str, An
     return value
 
 
-def find_in_file(
-    source: AuthFile,
-    host: str,
-    repository: str | None,
-    env: Mapping[str, str],
-    helper_timeout: float = DEFAULT_HELPER_TIMEOUT,
-) -> Credential:
-    """Credentials for ``host``/``repository`` in one file; anonymous when the file has none."""
+def lookup_in_file(source: AuthFile, host: str, repository: str | None) -> Credential | HelperCall:
+    """Credentials for ``host``/``repository`` in one file (anonymous when it has none), or the helper
+    call that decides. Blocking (reads the file): run it in a worker thread."""
     data = load_auth_json(source.path)
     if data is None:
         return ANONYMOUS
@@ -349,7 +317,7 @@ def find_in_file(
         name = helpers[helper_key]
         if not isinstance(name, str):
             raise ConfigError(f"auth file {source.path}: credHelpers entry {helper_key!r} is not a string")
-        return run_credential_helper(name, helper_key, env, helper_timeout)
+        return HelperCall(name, helper_key)
 
     for key in (registry,) if source.legacy else lookup_keys(registry, repository):
         if key in auths:
@@ -364,7 +332,21 @@ def find_in_file(
     return ANONYMOUS
 
 
-def resolve_credential(
+async def find_in_file(
+    source: AuthFile,
+    host: str,
+    repository: str | None,
+    env: Mapping[str, str],
+    helper_timeout: float = DEFAULT_HELPER_TIMEOUT,
+) -> Credential:
+    """Credentials for ``host``/``repository`` in one file, running its credential helper if it names one."""
+    found = await anyio.to_thread.run_sync(lookup_in_file, source, host, repository)
+    if isinstance(found, HelperCall):
+        return await run_credential_helper(found.helper, found.server, env, helper_timeout)
+    return found
+
+
+async def resolve_credential(
     host: str,
     repository: str | None,
     opts: CredentialOptions,
@@ -375,13 +357,13 @@ def resolve_credential(
     """The credential for ``repository`` (path inside the registry, e.g. ``library/busybox``) on ``host``.
 
     ``host`` is ``host[:port]`` as in the reference; Hub aliases are treated as ``docker.io``.
-    Blocking (may run a credential helper); returns :data:`ANONYMOUS` when nothing matches.
+    Returns :data:`ANONYMOUS` when nothing matches. Never blocks the event loop.
     """
     imposed = opts.flag_credential()
     if imposed is not None:
         return imposed
-    for source in auth_file_paths(opts.authfile, env):
-        cred = find_in_file(source, host, repository, env, helper_timeout)
+    for source in await anyio.to_thread.run_sync(auth_file_paths, opts.authfile, env):
+        cred = await find_in_file(source, host, repository, env, helper_timeout)
         if not cred.is_anonymous:
             return cred
     return ANONYMOUS

@@ -13,8 +13,9 @@ tests/test_transports_layout.py):
   and sizes change; each child must have been converted first, which the copy order guarantees).
 
 Every converted manifest therefore has a new digest. Unknown descriptor fields (urls, annotations)
-are kept. Schema1 manifests are refused. The Docker-format config blob stays in the layout,
-unreferenced. Known difference: ``created`` timestamps are kept as written (Go would re-format
+are kept. Schema1 manifests are refused. As with skopeo, only the converted config is stored: the
+layout destination converts a Docker config blob as it arrives (``layout.py``), so the layout holds no
+unreferenced Docker config. Known difference: ``created`` timestamps are kept as written (Go would re-format
 fractional seconds).
 """
 
@@ -94,10 +95,12 @@ def _descriptor(data: Any, media_type: str) -> dict[str, Any]:
 
 
 class OciConverter:
-    """Converts Docker-format manifests to OCI for one destination; remembers converted children."""
+    """Converts Docker-format manifests to OCI; remembers converted children in ``children`` (pass
+    one mapping to every converter writing into the same layout, so a list whose instances another
+    image of the run converted still converts)."""
 
-    def __init__(self) -> None:
-        self._children: dict[Digest, Manifest] = {}
+    def __init__(self, children: dict[Digest, Manifest] | None = None) -> None:
+        self._children: dict[Digest, Manifest] = {} if children is None else children
 
     def convert(self, manifest: Manifest, config: tuple[Digest, int] | None = None) -> Manifest:
         """The OCI form of ``manifest``; ``config``: digest and size of the converted config blob

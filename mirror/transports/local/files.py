@@ -123,6 +123,22 @@ async def write_blob(directory: Path, final: Path, desc: Descriptor, open_source
     return hasher.size
 
 
+async def read_blob(desc: Descriptor, open_source: BlobOpener, limit: int) -> bytes:
+    """A small blob read into memory, every byte hashed; DigestMismatch unless digest and size match,
+    MirrorError when it is over ``limit`` bytes."""
+    hasher = desc.digest.hasher()
+    parts: list[bytes] = []
+    async with hashed_stream(open_source, hasher) as chunks:
+        async for chunk in chunks:
+            if desc.size >= 0 and hasher.size > desc.size:
+                raise DigestMismatch(f"blob {desc.digest}: source sent more than {desc.size} bytes")
+            if hasher.size > limit:
+                raise MirrorError(f"blob {desc.digest} is larger than {limit} bytes")
+            parts.append(chunk)
+    hasher.check(desc.digest, desc.size)
+    return b"".join(parts)
+
+
 async def file_matches(path: Path, desc: Descriptor) -> bool:
     """True when ``path`` exists and holds exactly the blob ``desc`` names (size and digest)."""
     def run() -> bool:

@@ -13,7 +13,9 @@ one layout keep every entry. As containers/image does, an entry carrying the sam
 (the previous image under that ref is replaced); an unnamed entry of the same digest is replaced.
 
 Docker-format manifests are converted to OCI on the way in, as skopeo does (``convert.py`` says how
-and where mirror's conversion differs); OCI manifests are stored byte for byte.
+and where mirror's conversion differs); OCI manifests are stored byte for byte. A Docker image config
+is converted as it arrives and only its OCI form is stored, so the layout holds no blob that nothing
+references (skopeo's layout has none either).
 """
 
 from __future__ import annotations
@@ -175,25 +177,62 @@ async def prepare_layout(root: Path) -> None:
     await anyio.to_thread.run_sync(run)
 
 
+class ConvertedConfigs:
+    """Docker → OCI conversions done in one layout: config digest -> stored OCI config, and Docker
+    image manifest digest -> its OCI form (``children``, for converting lists).
+
+    Shared by every destination writing into the same layout during a run: in a sync, an image whose
+    config (or list instance) another image already brought in is not handed the blob (or instance)
+    again, since the engine remembers it as done, yet its manifest still needs the conversion.
+    """
+
+    def __init__(self) -> None:
+        self._stored: dict[Digest, Descriptor] = {}
+        self.children: dict[Digest, Manifest] = {}
+
+    def get(self, docker: Digest) -> Descriptor | None:
+        return self._stored.get(docker)
+
+    def add(self, docker: Digest, oci: Descriptor) -> None:
+        self._stored[docker] = oci
+
+
 class LayoutDestination:
-    """``ImageDestination`` into an OCI layout directory; ``commit`` publishes the index entry."""
+    """``ImageDestination`` into an OCI layout directory; ``commit`` publishes the index entry.
+
+    ``configs``: the conversions of the layout's other destinations in this run (see
+    :class:`ConvertedConfigs`); a private one when None."""
 
     capabilities = Capabilities(converts_manifests=True)
 
-    def __init__(self, root: Path, ref: str | None, location: Location) -> None:
+    def __init__(self, root: Path, ref: str | None, location: Location,
+                 configs: ConvertedConfigs | None = None) -> None:
         self.root = root
         self.ref = ref or None
         self.location = location
         self._top: Manifest | None = None
-        self._converter = convert.OciConverter()
+        self._configs = configs if configs is not None else ConvertedConfigs()
+        self._converter = convert.OciConverter(self._configs.children)
 
     async def has_blob(self, desc: Descriptor) -> bool:
+        if desc.media_type == mt.DOCKER_CONFIG:
+            stored = self._configs.get(desc.digest)
+            if stored is not None and await files.file_matches(self.root / blob_name(stored.digest), stored):
+                return True
         return await files.file_matches(self.root / blob_name(desc.digest), desc)
 
     async def mount_blob(self, desc: Descriptor, source: Location) -> bool:
         return False
 
     async def put_blob(self, desc: Descriptor, open_source: BlobOpener) -> int:
+        if desc.media_type == mt.DOCKER_CONFIG and desc.digest.algorithm == "sha256":
+            # Only the OCI form is stored (see _oci_config); the Docker bytes would be referenced by nothing.
+            raw = await files.read_blob(desc, open_source, MAX_MANIFEST_SIZE)
+            try:
+                await self._store_oci_config(desc.digest, raw)
+            except ManifestError:  # not an image config after all: kept as it is
+                await files.atomic_write(self.root / blob_name(desc.digest), raw)
+            return len(raw)
         final = self.root / blob_name(desc.digest)
         if desc.digest.algorithm != "sha256":
             await anyio.to_thread.run_sync(lambda: final.parent.mkdir(exist_ok=True))
@@ -230,18 +269,28 @@ class LayoutDestination:
         self._top = manifest
 
     async def _oci_config(self, manifest: Manifest) -> tuple[Digest, int] | None:
-        """For a Docker image: store its config converted to OCI (already verified on the way in)."""
+        """For a Docker image: the digest and size of its config's OCI form, stored by ``put_blob``
+        (this run) or converted now from a Docker config an older layout holds as a blob."""
         if manifest.media_type != mt.DOCKER_MANIFEST or manifest.config is None:
             return None
-        raw = await files.read_file(self.root / blob_name(manifest.config.digest), MAX_MANIFEST_SIZE, "config")
-        if raw is None or Digest.of(raw, manifest.config.digest.algorithm) != manifest.config.digest:
-            raise ManifestError(f"config {manifest.config.digest} is missing or corrupt")
+        docker = manifest.config.digest
+        stored = self._configs.get(docker)
+        if stored is None:
+            raw = await files.read_file(self.root / blob_name(docker), MAX_MANIFEST_SIZE, "config")
+            if raw is None or Digest.of(raw, docker.algorithm) != docker:
+                raise ManifestError(f"config {docker} is missing or corrupt")
+            stored = await self._store_oci_config(docker, raw)
+        return stored.digest, stored.size
+
+    async def _store_oci_config(self, docker: Digest, raw: bytes) -> Descriptor:
+        """Store the OCI form of the (verified) Docker config ``raw`` and remember it for the layout."""
         converted = convert.oci_config(raw)
-        digest = Digest.of(converted)
-        path = self.root / blob_name(digest)
-        if not await files.file_matches(path, Descriptor(mt.OCI_CONFIG, digest, len(converted))):
+        stored = Descriptor(mt.OCI_CONFIG, Digest.of(converted), len(converted))
+        path = self.root / blob_name(stored.digest)
+        if not await files.file_matches(path, stored):
             await files.atomic_write(path, converted)
-        return digest, len(converted)
+        self._configs.add(docker, stored)
+        return stored
 
     async def commit(self) -> Manifest | None:
         """Add the top-level manifest to index.json (atomically, under the layout's lock)."""

@@ -20,7 +20,14 @@ from mirror.core.reference import ManifestRef, Tag
 from mirror.errors import InvalidReference, MirrorError, Unsupported
 from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location
 from mirror.transports.local import files
-from mirror.transports.local.layout import DirReader, LayoutDestination, LayoutSource, prepare_layout, validate_ref
+from mirror.transports.local.layout import (
+    ConvertedConfigs,
+    DirReader,
+    LayoutDestination,
+    LayoutSource,
+    prepare_layout,
+    validate_ref,
+)
 from mirror.transports.local.tarstore import TarReader, write_tar
 from mirror.transports.side import SideOptions
 
@@ -38,8 +45,14 @@ CAPS = Capabilities(converts_manifests=True)  # as its destinations: Docker sche
 
 
 class OciTransport:
+    """``oci:``. One instance serves a whole run: its destinations into one layout share the
+    Docker → OCI config conversions (:class:`ConvertedConfigs`)."""
+
     name = "oci"
     capabilities = CAPS
+
+    def __init__(self) -> None:
+        self._configs: dict[Path, ConvertedConfigs] = {}
 
     def validate(self, rest: str) -> None:
         split_reference(self.name, rest)
@@ -58,7 +71,8 @@ class OciTransport:
                           ) -> AsyncIterator[tuple[ImageDestination, Tag | None]]:
         path, ref = split_reference(self.name, rest)
         await prepare_layout(path)
-        dest = LayoutDestination(path, ref, Location(self.name, "", str(path.absolute())))
+        configs = self._configs.setdefault(path.absolute(), ConvertedConfigs())
+        dest = LayoutDestination(path, ref, Location(self.name, "", str(path.absolute())), configs)
         yield dest, Tag(ref) if ref else None
         await dest.commit()
 

@@ -10,10 +10,11 @@ from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 from mirror.core.reference import ManifestRef, Repo
 from mirror.errors import DigestMismatch, MirrorError, NotFound
-from mirror.http.client import Endpoint, Reply
+from mirror.http.client import Reply
 from mirror.state import StateError, StateStore
 from mirror.transports.base import BlobOpener, Location
 from mirror.transports.registry import api
+from mirror.transports.registry.endpoint import RegistryEndpoint
 from mirror.transports.registry.upload import BlobUpload
 from mirror.transports.registry.upload import location_of as _location
 from mirror.transports.registry.uploadopts import UploadOptions
@@ -30,7 +31,7 @@ class RegistryDestination:
 
     capabilities = api.CAPABILITIES
 
-    def __init__(self, endpoint: Endpoint, repo: Repo, *, state: StateStore | None = None,
+    def __init__(self, endpoint: RegistryEndpoint, repo: Repo, *, state: StateStore | None = None,
                  uploads: UploadOptions | None = None) -> None:
         self.endpoint = endpoint
         self.repo = repo

@@ -16,11 +16,11 @@ from mirror.core.digest import Digest
 from mirror.core.manifest import MAX_MANIFEST_SIZE, Manifest
 from mirror.core.reference import ManifestRef, Repo
 from mirror.errors import ManifestError, NotFound, RegistryError, TransientError
-from mirror.http.client import Endpoint
 from mirror.http.headers import parse_content_range, parse_link_next, strip_media_type
 from mirror.http.seam import Response
 from mirror.transports.base import Location
 from mirror.transports.registry import api
+from mirror.transports.registry.endpoint import RegistryEndpoint
 
 log = structlog.get_logger("mirror.registry")
 
@@ -34,7 +34,7 @@ class RegistrySource:
 
     capabilities = api.CAPABILITIES
 
-    def __init__(self, endpoint: Endpoint, repo: Repo) -> None:
+    def __init__(self, endpoint: RegistryEndpoint, repo: Repo) -> None:
         self.endpoint = endpoint
         self.repo = repo
         self.location = Location("docker", repo.registry, repo.path)
@@ -119,13 +119,13 @@ def _bytes_to_skip(resp: Response, position: int, desc: Descriptor) -> int:
     return 0
 
 
-def list_repositories(endpoint: Endpoint, page_size: int = 1000) -> AsyncIterator[str]:
+def list_repositories(endpoint: RegistryEndpoint, page_size: int = 1000) -> AsyncIterator[str]:
     """Every repository in ``/v2/_catalog``, following ``Link`` pages (not offered by Docker Hub)."""
     return _names(endpoint, f"/v2/_catalog?n={page_size}", ("registry:catalog:*",),
                   f"listing repositories of {endpoint.registry}", "repositories", ("catalog", "repositories"))
 
 
-async def _names(endpoint: Endpoint, first: str, scopes: tuple[str, ...], what: str, key: str,
+async def _names(endpoint: RegistryEndpoint, first: str, scopes: tuple[str, ...], what: str, key: str,
                  nouns: tuple[str, str]) -> AsyncIterator[str]:
     """The strings under ``key`` on every page of a listing (tags or repositories), capped at
     MAX_LISTED; a page whose ``key`` is not a list is malformed, non-string entries are skipped."""
@@ -142,7 +142,8 @@ async def _names(endpoint: Endpoint, first: str, scopes: tuple[str, ...], what: 
             raise RegistryError(f"{what}: more than {MAX_LISTED} {nouns[1]}")
 
 
-async def _pages(endpoint: Endpoint, first: str, scopes: tuple[str, ...], what: str) -> AsyncIterator[dict[str, Any]]:
+async def _pages(endpoint: RegistryEndpoint, first: str, scopes: tuple[str, ...],
+                 what: str) -> AsyncIterator[dict[str, Any]]:
     """The JSON object of every page of a listing, following ``Link: <...>; rel="next"``.
 
     A hostile or broken registry cannot make this loop forever: a next link to a page already read

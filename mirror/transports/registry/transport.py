@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
+from mirror.aio import SingleFlight
 from mirror.core.reference import ManifestRef, Repo, Tag, parse_docker
 from mirror.errors import UsageError
 from mirror.http.client import Endpoint, HttpClient
@@ -18,6 +19,7 @@ from mirror.http.credentials import Credential, CredentialOptions, resolve_crede
 from mirror.state import StateStore
 from mirror.transports.registry import api
 from mirror.transports.registry.destination import RegistryDestination
+from mirror.transports.registry.endpoint import DeferredEndpoint, RegistryEndpoint
 from mirror.transports.registry.source import RegistrySource, list_repositories
 from mirror.transports.registry.uploadopts import UploadOptions
 from mirror.transports.side import SideOptions
@@ -35,18 +37,26 @@ class RegistryTransport:
         self.uploads = uploads
         self.env = env
         self._credentials: dict[tuple[str, str, CredentialOptions], Credential] = {}
+        self._lookups: SingleFlight[Credential] = SingleFlight(remember=0)
 
     def validate(self, rest: str) -> None:
         parse_docker(rest)
 
-    def endpoint(self, repo: Repo, side: SideOptions) -> Endpoint:
-        credential = side.credential
+    def endpoint(self, repo: Repo, side: SideOptions) -> RegistryEndpoint:
+        """The endpoint for ``repo``. A side's credential not looked up yet is looked up on the
+        endpoint's first request: auth files and credential helpers are awaited there, off the loop."""
+        credential = side.credential or self._credentials.get((repo.registry, repo.path, side.creds))
         if credential is None:
-            key = (repo.registry, repo.path, side.creds)
-            credential = self._credentials.get(key)
-            if credential is None:
-                credential = resolve_credential(repo.registry, repo.path, side.creds, self.env)
-                self._credentials[key] = credential
+            return DeferredEndpoint(repo.api_host, lambda: self._connect(repo, side))
+        return self.http.endpoint(repo.api_host, credential, side.tls)
+
+    async def _connect(self, repo: Repo, side: SideOptions) -> Endpoint:
+        key = (repo.registry, repo.path, side.creds)
+        credential = self._credentials.get(key)
+        if credential is None:
+            credential, _ = await self._lookups.do(
+                key, lambda: resolve_credential(repo.registry, repo.path, side.creds, self.env))
+            self._credentials[key] = credential
         return self.http.endpoint(repo.api_host, credential, side.tls)
 
     def repo_source(self, repo: Repo, side: SideOptions) -> RegistrySource:

@@ -37,7 +37,6 @@ offset: a SIGKILL mid-chunk cannot be resumed on distribution, a cancellation ca
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 
 import anyio
 import structlog
@@ -47,12 +46,14 @@ from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.reference import Repo
 from mirror.errors import DigestMismatch, MirrorError, NotFound, RegistryError, TransientError
-from mirror.http.client import Endpoint, Reply
+from mirror.http.client import Reply
 from mirror.http.headers import parse_upload_range
-from mirror.state import StateError, StateStore, UploadRecord
+from mirror.state import StateStore
 from mirror.transports.base import BlobOpener
 from mirror.transports.registry import api
+from mirror.transports.registry.endpoint import RegistryEndpoint
 from mirror.transports.registry.feed import Feed, Hash, running
+from mirror.transports.registry.uploadjournal import UploadJournal, UploadSession
 from mirror.transports.registry.uploadopts import UploadOptions
 
 log = structlog.get_logger("mirror.upload")
@@ -66,28 +67,20 @@ class _Stopped(Exception):
     """A cancelled resumable upload stopped at a chunk boundary."""
 
 
-@dataclass(slots=True)
-class _Session:
-    location: URL
-    offset: int  # bytes the registry holds
-    chunk: int
-
-
 class BlobUpload:
     """One blob into one repository; :meth:`run` returns the bytes sent (re-sent ones included)."""
 
-    def __init__(self, endpoint: Endpoint, repo: Repo, desc: Descriptor, open_source: BlobOpener, *,
+    def __init__(self, endpoint: RegistryEndpoint, repo: Repo, desc: Descriptor, open_source: BlobOpener, *,
                  options: UploadOptions, state: StateStore | None) -> None:
         self.endpoint = endpoint
         self.repo = repo
         self.desc = desc
         self.open_source = open_source
         self.options = options
-        self.state = state
         self.sent = 0
         self._scopes = (api.push_scope(repo.path),)
-        self._key: tuple[str, str, str] = (repo.registry, repo.path, str(desc.digest))
         self._chunked = desc.size >= options.threshold
+        self.journal = UploadJournal(state, (repo.registry, repo.path, str(desc.digest)), self._chunked)
         self._min_chunk = 0  # OCI-Chunk-Min-Length of the last POST
         self._in_patch = False  # a PATCH body is on its way: stopping now would break the session
         self._stopping = False  # cancelled: stop at the next acknowledged chunk
@@ -98,7 +91,7 @@ class BlobUpload:
             await self._monolithic()
         else:
             await self._streamed()
-        self._record_present()
+        self.journal.record_present()
         return self.sent
 
     # -- small blobs: verified in memory, one PUT with the body -----------------------------
@@ -133,7 +126,7 @@ class BlobUpload:
 
     # -- PATCH uploads (one streamed body, or chunks) -----------------------------------------
     async def _streamed(self) -> None:
-        if self._chunked and self.state is not None:
+        if self.journal.resumable:
             await self._stop_at_chunk_boundary(self._patched)
         else:
             await self._patched()
@@ -198,15 +191,15 @@ class BlobUpload:
         except DigestMismatch:
             with anyio.CancelScope(shield=True):
                 await self._delete(session.location)
-            self._forget_session()
+            self.journal.forget()
             raise
         except BaseException:
-            if not (self._chunked and self.state is not None):  # nobody could resume it later
+            if not self.journal.resumable:  # nobody could resume it later
                 with anyio.CancelScope(shield=True):
                     await self._delete(session.location)
             raise
 
-    async def _send(self, session: _Session, feed: Feed) -> None:
+    async def _send(self, session: UploadSession, feed: Feed) -> None:
         """PATCH from ``session.offset`` to the end: chunk by chunk, or as one streamed body."""
         size = self.desc.size
         while size <= 0 or session.offset < size:
@@ -234,7 +227,7 @@ class BlobUpload:
             _note_range(reply, end, self.desc.digest)
             session.offset = end
             feed.acknowledged(end)
-            self._save(session)
+            self.journal.save(session)
             if self._stopping:
                 log.info("upload_stopped", digest=str(self.desc.digest), repo=str(self.repo), offset=end)
                 raise _Stopped(f"upload of {self.desc.digest} stopped at {end} bytes")
@@ -244,7 +237,7 @@ class BlobUpload:
             self.sent += len(block)
             yield block
 
-    async def _recover(self, session: _Session, feed: Feed, exc: MirrorError) -> tuple[_Session, Hash]:
+    async def _recover(self, session: UploadSession, feed: Feed, exc: MirrorError) -> tuple[UploadSession, Hash]:
         """After a failed PATCH: continue where the registry is, or in a new session."""
         status = await self._status(session)
         if status is not None and isinstance(exc, RegistryError) and exc.status == 416 \
@@ -255,7 +248,7 @@ class BlobUpload:
             return await self._open_session(), Hash(self.desc.digest.algorithm)
         log.info("upload_resumed", digest=str(self.desc.digest), repo=str(self.repo), offset=status.offset,
                  was=session.offset, reason=str(exc))
-        self._save(status)
+        self.journal.save(status)
         return status, feed.snapshot(status.offset) or Hash(self.desc.digest.algorithm)
 
     # -- sessions -----------------------------------------------------------------------------
@@ -266,28 +259,27 @@ class BlobUpload:
         self._min_chunk = _chunk_min(reply)
         return location_of(reply)
 
-    async def _open_session(self) -> _Session:
+    async def _open_session(self) -> UploadSession:
         location = await self._post()
-        session = _Session(location, 0, max(self.options.chunk_size, self._min_chunk))
-        self._save(session)
+        session = UploadSession(location, 0, max(self.options.chunk_size, self._min_chunk))
+        self.journal.save(session)
         return session
 
-    async def _from_state(self) -> _Session | None:
+    async def _from_state(self) -> UploadSession | None:
         """The saved session, if the registry still has it (at the offset it reports)."""
-        record = self._load()
-        if record is None:
+        saved = self.journal.load()
+        if saved is None:
             return None
-        session = _Session(URL(record.location, encoded=True), record.offset, record.chunk_size)
-        status = await self._status(session)
+        status = await self._status(saved)
         if status is None:
             log.info("upload_session_expired", digest=str(self.desc.digest), repo=str(self.repo))
-            self._forget_session()
+            self.journal.forget()
             return None
         log.info("upload_resumed", digest=str(self.desc.digest), repo=str(self.repo), offset=status.offset,
-                 saved=record.offset, source="state")
+                 saved=saved.offset, source="state")
         return status
 
-    async def _status(self, session: _Session) -> _Session | None:
+    async def _status(self, session: UploadSession) -> UploadSession | None:
         """``GET <location>``: the registry's offset and latest Location; None if the session is gone
         or its offset unusable (no Range, or more bytes than the blob has)."""
         try:
@@ -304,7 +296,7 @@ class BlobUpload:
         if offset is None or offset > self.desc.size:
             await self._delete(location)
             return None
-        return _Session(location, offset, session.chunk)
+        return UploadSession(location, offset, session.chunk)
 
     async def _complete(self, location: URL, body: bytes) -> None:
         headers = {"Content-Length": str(len(body))}
@@ -318,7 +310,7 @@ class BlobUpload:
             # A retried PUT finds the session consumed when the first one did commit.
             if not await self._present():
                 raise
-        self._forget_session()
+        self.journal.forget()
 
     async def _present(self) -> bool:
         try:
@@ -337,7 +329,7 @@ class BlobUpload:
         except MirrorError:
             log.debug("upload_cancel_failed", repo=str(self.repo), digest=str(self.desc.digest))
 
-    # -- checks and state ---------------------------------------------------------------------
+    # -- checks -------------------------------------------------------------------------------
     def _check(self, hasher: Hash) -> None:
         size, digest = self.desc.size, self.desc.digest
         if size > 0 and hasher.size != size:
@@ -345,36 +337,6 @@ class BlobUpload:
         actual = Digest(digest.algorithm, hasher.h.hexdigest())
         if actual != digest:
             raise DigestMismatch(f"blob digest mismatch: expected {digest}, got {actual}")
-
-    def _load(self) -> UploadRecord | None:
-        if self.state is None:
-            return None
-        try:
-            return self.state.get_upload(*self._key)
-        except StateError as exc:
-            log.warning("state_unavailable", error=str(exc))
-            return None
-
-    def _save(self, session: _Session) -> None:
-        if self.state is None or not self._chunked:
-            return
-        self._state_call(self.state.save_upload, UploadRecord(*self._key, str(session.location),
-                                                              session.offset, session.chunk))
-
-    def _forget_session(self) -> None:
-        if self.state is not None and self._chunked:
-            self._state_call(self.state.drop_upload, *self._key)
-
-    def _record_present(self) -> None:
-        if self.state is not None:
-            self._state_call(self.state.record_blob, *self._key)
-
-    def _state_call(self, fn: Callable[..., None], *args: object) -> None:
-        """State is an optimisation: a failed write costs resumability, never the upload."""
-        try:
-            fn(*args)
-        except StateError as exc:
-            log.warning("state_write_failed", error=str(exc), digest=str(self.desc.digest))
 
 
 def _chunk_min(reply: Reply) -> int:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mirror.core.size import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, MiB, parse_size
 from mirror.errors import ConfigError
 from mirror.state import default_state_path
-
-MiB = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,19 +33,11 @@ class ResumeSettings:
     state_path: Path | None  # None: no persistent state
 
 
-_SIZE = re.compile(r"([0-9]{1,15})\s*([kmg]?)(?:i?b)?", re.IGNORECASE)
-
-
-def parse_size(text: str, what: str) -> int:
-    """``16777216``, ``16M``, ``16MiB``, ``512k`` (binary units) -> bytes; ConfigError otherwise."""
-    found = _SIZE.fullmatch(text.strip())
-    if found is None or int(found.group(1)) <= 0:
-        raise ConfigError(f"{what}: invalid size {text!r} (a positive number of bytes, or with K, M or G)")
-    return int(found.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[found.group(2).lower()]
-
-
 def resume_settings(env: Mapping[str, str]) -> ResumeSettings:
     """The one place that reads ``MIRROR_CHUNK_SIZE``, ``MIRROR_CHUNK_THRESHOLD`` and ``MIRROR_STATE``.
+
+    Sizes are read by :func:`mirror.core.size.parse_size` (binary units, as ``--chunk-size`` and the
+    YAML ``chunk-size``).
 
     ``MIRROR_STATE``: a path, or ``none`` for no persistent state; unset or empty: the default path
     (:func:`mirror.state.default_state_path`).
@@ -56,8 +46,9 @@ def resume_settings(env: Mapping[str, str]) -> ResumeSettings:
     chunk = env.get("MIRROR_CHUNK_SIZE", "").strip()
     threshold = env.get("MIRROR_CHUNK_THRESHOLD", "").strip()
     uploads = UploadOptions(
-        chunk_size=parse_size(chunk, "MIRROR_CHUNK_SIZE") if chunk else defaults.chunk_size,
-        threshold=parse_size(threshold, "MIRROR_CHUNK_THRESHOLD") if threshold else defaults.threshold)
+        chunk_size=parse_size(chunk, "MIRROR_CHUNK_SIZE", minimum=CHUNK_SIZE_MIN, maximum=CHUNK_SIZE_MAX)
+        if chunk else defaults.chunk_size,
+        threshold=parse_size(threshold, "MIRROR_CHUNK_THRESHOLD", minimum=1) if threshold else defaults.threshold)
     state = env.get("MIRROR_STATE", "").strip()
     if state.lower() == "none":
         return ResumeSettings(uploads, None)
