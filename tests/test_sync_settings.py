@@ -89,7 +89,7 @@ def test_chunk_size_applies_only_to_its_registry(registry: Registry, registry2: 
 
 
 _RUN_UNITS = textwrap.dedent("""
-    import sys, anyio
+    import sys, anyio, structlog
     from mirror.config.schema import Credentials
     from mirror.engine.sync import Scheduler, SyncOptions
     from mirror.http.tls import TLSOptions
@@ -97,6 +97,8 @@ _RUN_UNITS = textwrap.dedent("""
     from mirror.plan.pairs import WorkUnit
     from mirror.runtime import GlobalOptions, open_runtime
     from mirror.transports.side import SideOptions
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
     async def main() -> None:
         units = [WorkUnit.from_json(line) for line in sys.stdin.read().splitlines()]
