@@ -159,10 +159,12 @@ class Scheduler:
         with structlog.contextvars.bound_contextvars(src=src_name, dst=dst_name):
             try:
                 digest, outcome, reason = await run(work)
-            except MirrorError as exc:
-                if not (self.options.keep_going or self.options.dry_run):
+            except (MirrorError, BaseExceptionGroup) as exc:
+                # A blob or child that failed inside the copier's task groups arrives as a group.
+                error = _image_error(exc)
+                if error is None or not (self.options.keep_going or self.options.dry_run):
                     raise
-                outcome, reason = "failed", str(exc)
+                outcome, reason = "failed", str(error)
                 log.warning("image_failed", error=reason)
         counters = work.counters
         record = ImageRecord(src_name, dst_name, digest, outcome, reason, counters.bytes_sent,
@@ -220,3 +222,21 @@ class Scheduler:
         if options.platforms:
             return subset_index(index, options.platforms)[0].digest, index
         return index.select(options.platform).digest, index
+
+
+def _image_error(exc: BaseException) -> MirrorError | None:
+    """The image's failure: ``exc`` itself, or the first error of a group made only of MirrorErrors
+    (a group holding anything else, cancellation included, is not one image's failure)."""
+    leaves: list[BaseException] = []
+    stack = [exc]
+    while stack:
+        item = stack.pop(0)
+        if isinstance(item, BaseExceptionGroup):
+            stack[:0] = list(item.exceptions)
+        else:
+            leaves.append(item)
+    if not leaves or not all(isinstance(leaf, MirrorError) for leaf in leaves):
+        return None
+    first = leaves[0]
+    assert isinstance(first, MirrorError)
+    return first

@@ -9,9 +9,11 @@ API::
     await push_image(fake, "registry.test", "repo", image, tag="v1")
         # through the fake's own API (monolithic POST ?digest= per blob, manifest PUT), and then
         # removed from ``fake.log`` so tests see only their own requests
-    async with fake_runtime(fake, GlobalOptions(retry_delay=0)) as rt: ...
+    async with fake_runtime(fake, GlobalOptions(retry_delay=0), uploads=UploadOptions(...)) as rt: ...
         # ``mirror.runtime.Runtime`` whose HttpClient sends through ``fake``; no state file, an
-        # environment without credential files; ``retry_delay`` defaults to 0 (no real sleeping)
+        # environment without credential files; ``retry_delay`` defaults to 0 (no real sleeping);
+        # ``uploads`` replaces the upload options (what MIRROR_CHUNK_SIZE/_THRESHOLD set), e.g. to
+        # chunk KiB-sized blobs
 
 Unlike the rest of ``tests/support`` (the real-registry test bed, which never imports ``mirror``), the
 fake modules implement mirror's own seam, so they import ``mirror``; they are helpers, not conftest
@@ -31,6 +33,7 @@ from yarl import URL
 
 from mirror.http.seam import Request
 from mirror.runtime import GlobalOptions, Runtime, open_runtime
+from mirror.transports.registry.uploadopts import UploadOptions
 
 from .fakeregistry import FakeRegistry, digest_of
 
@@ -85,9 +88,10 @@ async def push_image(fake: FakeRegistry, host: str, repo: str, image: FakeImage,
 
 
 @asynccontextmanager
-async def fake_runtime(fake: FakeRegistry, options: GlobalOptions | None = None) -> AsyncIterator[Runtime]:
+async def fake_runtime(fake: FakeRegistry, options: GlobalOptions | None = None,
+                       uploads: UploadOptions | None = None) -> AsyncIterator[Runtime]:
     """A whole ``Runtime`` over ``fake``: no state file, no credential files, no retry sleeps."""
     options = options or GlobalOptions()
     options = replace(options, state="none", retry_delay=0.0 if options.retry_delay is None else options.retry_delay)
     async with open_runtime(options, env=FAKE_ENV, sender=fake) as rt:
-        yield rt
+        yield rt if uploads is None else Runtime(rt.http, rt.options, rt.env, rt.state, uploads)

@@ -8,7 +8,7 @@ API (what tests use)::
     fake = FakeRegistry(auth=False, users=None, page_size=100, blob_redirect=None)
     fake.log                      # list[Logged]: method, host, path, query, status, sent, received,
                                   #   authorized, kind ("ping", "manifest", "blob", "upload", "tags",
-                                  #   "token", "cdn"); one entry per request, faults included
+                                  #   "catalog", "token", "cdn"); one entry per request, faults included
     fake.requests(kind=None, method=None, host=None)   # the log, filtered
     fake.fault(503, times=None, match=lambda request: ..., retry_after=None)
                                   # answer the next ``times`` (None: every) matching request with that
@@ -27,7 +27,8 @@ Served: ``/v2/`` ping; manifests GET/HEAD/PUT/DELETE by tag or digest (PUT verif
 and that referenced blobs/children exist); blobs HEAD/GET (``Range: bytes=N-`` → 206); uploads POST
 (``?mount=&from=`` cross-repository mount, ``?digest=`` monolithic), PATCH (``Content-Range`` checked:
 416 when it does not start at the session's size), PUT ``?digest=`` (verified), GET status (204 +
-Range), DELETE; ``tags/list`` with ``n``/``last`` and a relative ``Link`` header.
+Range), DELETE; ``tags/list`` and ``/v2/_catalog`` (the host's repositories that have tags; at most
+``page_size`` a page, whatever ``n`` asks) with ``n``/``last`` and a relative ``Link`` header.
 
 With ``auth=True`` every registry request needs ``Authorization: Bearer <token>`` from the token server
 (401 + ``WWW-Authenticate: Bearer realm="https://auth.test/token",service="fake",scope=...`` otherwise);
@@ -222,6 +223,8 @@ class FakeRegistry:
         if url.path == "/v2/":
             return FakeResponse(200, url, b"{}")
         host = url.host or ""
+        if url.path == "/v2/_catalog" and method == "GET":
+            return self._catalog(url, host)
         if (m := _UPLOAD.match(url.path)) is not None:
             if m["uuid"]:
                 return self._upload(method, url, m["uuid"], request.headers, body)
@@ -326,6 +329,17 @@ class FakeRegistry:
             headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={quote(page[-1])}>; rel="next"'
         return FakeResponse(200, url, json.dumps({"name": name, "tags": page}).encode(), headers)
 
+    def _catalog(self, url: URL, host: str) -> FakeResponse:
+        names = sorted(name for (h, name), repo in self._repos.items() if h == host and repo.tags)
+        n = min(int(url.query.get("n", self.page_size)), self.page_size)  # a registry may cap ``n``
+        last = url.query.get("last")
+        remaining = [name for name in names if last is None or name > last]
+        page = remaining[:n]
+        headers = {"Content-Type": "application/json"}
+        if len(remaining) > n and page:
+            headers["Link"] = f'</v2/_catalog?n={n}&last={quote(page[-1])}>; rel="next"'
+        return FakeResponse(200, url, json.dumps({"repositories": page}).encode(), headers)
+
     # -- uploads -----------------------------------------------------------------------------------
     def _start_upload(self, host: str, name: str, url: URL, body: bytes) -> FakeResponse:
         repo = self._repo(host, name)
@@ -388,6 +402,8 @@ def _kind(url: URL) -> str:
         return "cdn"
     if url.path == "/v2/":
         return "ping"
+    if url.path == "/v2/_catalog":
+        return "catalog"
     if _UPLOAD.match(url.path):
         return "upload"
     m = _ROUTE.match(url.path)
