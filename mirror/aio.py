@@ -96,3 +96,24 @@ class SingleFlight(Generic[T]):
     def held(self) -> int:
         """Keys held: calls in flight and remembered successes."""
         return len(self._flights) + len(self._done)
+
+
+def leaf_errors(exc: BaseException) -> list[BaseException]:
+    """The errors inside ``exc``, task-group nesting flattened, in the order they were raised."""
+    leaves: list[BaseException] = []
+    stack = [exc]
+    while stack:
+        item = stack.pop(0)
+        if isinstance(item, BaseExceptionGroup):
+            stack[:0] = list(item.exceptions)
+        else:
+            leaves.append(item)
+    return leaves
+
+
+def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one real error in ``group`` (cancellations aside), or None when there are several."""
+    leaves = leaf_errors(group)
+    cancelled = anyio.get_cancelled_exc_class()
+    real = [e for e in leaves if not isinstance(e, cancelled)] or leaves
+    return real[0] if len(real) == 1 else None

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mirror import __version__
+from mirror.aio import leaf_errors
 from mirror.cli import commands, synccmd
 from mirror.cli.flags import Parser, add_bool, duration, size_arg
 from mirror.errors import MirrorError
@@ -291,18 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error to report from a task group: the first MirrorError, else the first error."""
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        exc = stack.pop(0)
-        if isinstance(exc, BaseExceptionGroup):
-            stack[:0] = list(exc.exceptions)
-        else:
-            leaves.append(exc)
-    for exc in leaves:
-        if isinstance(exc, MirrorError):
-            return exc
-    return leaves[0]
+    leaves = leaf_errors(group)
+    return next((exc for exc in leaves if isinstance(exc, MirrorError)), leaves[0])
 
 
 def _line(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from mirror.aio import leaf_errors
 from mirror.core import mediatype as mt
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
@@ -227,14 +228,7 @@ class Scheduler:
 def _image_error(exc: BaseException) -> MirrorError | None:
     """The image's failure: ``exc`` itself, or the first error of a group made only of MirrorErrors
     (a group holding anything else, cancellation included, is not one image's failure)."""
-    leaves: list[BaseException] = []
-    stack = [exc]
-    while stack:
-        item = stack.pop(0)
-        if isinstance(item, BaseExceptionGroup):
-            stack[:0] = list(item.exceptions)
-        else:
-            leaves.append(item)
+    leaves = leaf_errors(exc)
     if not leaves or not all(isinstance(leaf, MirrorError) for leaf in leaves):
         return None
     first = leaves[0]

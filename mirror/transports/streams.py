@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from mirror.aio import sole_error
 from mirror.core.digest import Hasher
 from mirror.transports.base import BlobOpener
 
@@ -39,25 +40,10 @@ async def hashed_stream(open_source: BlobOpener, hasher: Hasher, offset: int = 0
             finally:
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        sole = _sole_error(group)
+        sole = sole_error(group)
         if sole is None:
             raise
         raise sole from sole.__cause__
-
-
-def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one real error in ``group`` (cancellations aside), or None when there are several."""
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        exc = stack.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            stack.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    cancelled = anyio.get_cancelled_exc_class()
-    real = [e for e in leaves if not isinstance(e, cancelled)] or leaves
-    return real[0] if len(real) == 1 else None
 
 
 async def _drain(receive: MemoryObjectReceiveStream[bytes]) -> AsyncIterator[bytes]:

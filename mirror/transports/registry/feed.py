@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from mirror.aio import sole_error
 from mirror.core.descriptor import Descriptor
 from mirror.errors import DigestMismatch
 from mirror.transports.base import BlobOpener
@@ -197,17 +198,3 @@ async def running(feed: Feed) -> AsyncIterator[Feed]:
         if sole is None:
             raise
         raise sole from sole.__cause__
-
-
-def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        exc = stack.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            stack.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    cancelled = anyio.get_cancelled_exc_class()
-    real = [e for e in leaves if not isinstance(e, cancelled)] or leaves
-    return real[0] if len(real) == 1 else None
