@@ -332,20 +332,6 @@ def lookup_in_file(source: AuthFile, host: str, repository: str | None) -> Crede
     return ANONYMOUS
 
 
-async def find_in_file(
-    source: AuthFile,
-    host: str,
-    repository: str | None,
-    env: Mapping[str, str],
-    helper_timeout: float = DEFAULT_HELPER_TIMEOUT,
-) -> Credential:
-    """Credentials for ``host``/``repository`` in one file, running its credential helper if it names one."""
-    found = await anyio.to_thread.run_sync(lookup_in_file, source, host, repository)
-    if isinstance(found, HelperCall):
-        return await run_credential_helper(found.helper, found.server, env, helper_timeout)
-    return found
-
-
 async def resolve_credential(
     host: str,
     repository: str | None,
@@ -362,8 +348,22 @@ async def resolve_credential(
     imposed = opts.flag_credential()
     if imposed is not None:
         return imposed
-    for source in await anyio.to_thread.run_sync(auth_file_paths, opts.authfile, env):
-        cred = await find_in_file(source, host, repository, env, helper_timeout)
+    # Every file is read in one worker-thread hop; only a credential helper is run from here.
+    for found in await anyio.to_thread.run_sync(_lookup_files, opts.authfile, env, host, repository):
+        cred = await run_credential_helper(found.helper, found.server, env, helper_timeout) \
+            if isinstance(found, HelperCall) else found
         if not cred.is_anonymous:
             return cred
     return ANONYMOUS
+
+
+def _lookup_files(authfile: str | None, env: Mapping[str, str], host: str,
+                  repository: str | None) -> list[Credential | HelperCall]:
+    """What each auth file says, in search order, up to the first file that names a credential."""
+    out: list[Credential | HelperCall] = []
+    for source in auth_file_paths(authfile, env):
+        found = lookup_in_file(source, host, repository)
+        out.append(found)
+        if isinstance(found, Credential) and not found.is_anonymous:
+            break
+    return out

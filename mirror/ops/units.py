@@ -18,7 +18,7 @@ import anyio
 from mirror.config.filters import parse_platform
 from mirror.config.schema import Credentials
 from mirror.config.settings import RegistrySettings
-from mirror.core.reference import Repo
+from mirror.core.reference import Repo, split_transport
 from mirror.errors import ConfigError, NotFound, UsageError
 from mirror.http.credentials import Credential
 from mirror.http.tls import TLSOptions
@@ -27,7 +27,6 @@ from mirror.plan.pairs import ImagePair, WorkUnit
 from mirror.runtime import Runtime
 from mirror.signing.policy import Policy
 from mirror.transports.base import ImageSource, Location
-from mirror.transports.catalog import validate_name
 from mirror.transports.local.layout import DirReader, LayoutSource
 from mirror.transports.side import SideOptions
 
@@ -65,7 +64,8 @@ class Resolver:
     @asynccontextmanager
     async def open(self, unit: WorkUnit) -> AsyncIterator[ImagePair]:
         """Open ``unit``'s transports; a local destination is published when this exits cleanly."""
-        src, dst = ImageName(*validate_name(unit.src)), ImageName(*validate_name(unit.dst))
+        # The transports parse (and refuse) the names as they open them: no second parse per unit.
+        src, dst = ImageName(*split_transport(unit.src)), ImageName(*split_transport(unit.dst))
         src_transport, dst_transport = self.rt.transport(src.transport), self.rt.transport(dst.transport)
         src_side = self.source_side(unit.settings)
         if dst_transport.capabilities.compressed_layers:

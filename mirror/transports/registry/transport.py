@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
-from mirror.aio import SingleFlight
+from mirror.aio import LRU, SingleFlight
 from mirror.core.reference import ManifestRef, Repo, Tag, parse_docker
 from mirror.errors import UsageError
 from mirror.http.client import Endpoint, HttpClient
 from mirror.http.credentials import Credential, CredentialOptions, resolve_credential
+from mirror.http.tls import TLSOptions
 from mirror.state import StateStore
 from mirror.transports.registry import api
 from mirror.transports.registry.destination import RegistryDestination
@@ -23,6 +24,8 @@ from mirror.transports.registry.endpoint import DeferredEndpoint, RegistryEndpoi
 from mirror.transports.registry.source import RegistrySource, list_repositories
 from mirror.transports.registry.uploadopts import UploadOptions
 from mirror.transports.side import SideOptions
+
+ENDPOINTS = 512
 
 
 class RegistryTransport:
@@ -38,6 +41,9 @@ class RegistryTransport:
         self.env = env
         self._credentials: dict[tuple[str, str, CredentialOptions], Credential] = {}
         self._lookups: SingleFlight[Credential] = SingleFlight(remember=0)
+        # Reused while a repository is planned and synced (a deferred one looks its credential up once);
+        # bounded, so a catalog of any size keeps a fixed number (an evicted one is simply made again).
+        self._endpoints: LRU[tuple[str, str, CredentialOptions, TLSOptions], RegistryEndpoint] = LRU(ENDPOINTS)
 
     def validate(self, rest: str) -> None:
         parse_docker(rest)
@@ -45,10 +51,16 @@ class RegistryTransport:
     def endpoint(self, repo: Repo, side: SideOptions) -> RegistryEndpoint:
         """The endpoint for ``repo``. A side's credential not looked up yet is looked up on the
         endpoint's first request: auth files and credential helpers are awaited there, off the loop."""
-        credential = side.credential or self._credentials.get((repo.registry, repo.path, side.creds))
-        if credential is None:
-            return DeferredEndpoint(repo.api_host, lambda: self._connect(repo, side))
-        return self.http.endpoint(repo.api_host, credential, side.tls)
+        if side.credential is not None:
+            return self.http.endpoint(repo.api_host, side.credential, side.tls)
+        key = (repo.registry, repo.path, side.creds, side.tls)
+        found = self._endpoints.get(key)
+        if found is None:
+            credential = self._credentials.get((repo.registry, repo.path, side.creds))
+            found = DeferredEndpoint(repo.api_host, lambda: self._connect(repo, side)) if credential is None \
+                else self.http.endpoint(repo.api_host, credential, side.tls)
+            self._endpoints.put(key, found)
+        return found
 
     async def _connect(self, repo: Repo, side: SideOptions) -> Endpoint:
         key = (repo.registry, repo.path, side.creds)
