@@ -193,12 +193,12 @@ WORKLOADS = {
 }
 
 
-def measure(w: Workload, src: Registry, tmp: Path, reps: int, tool: str,
+def measure(w: Workload, src: Registry, tmp: Path, reps: range, tool: str,
             extra_resync: list[str] | None = None, cwd: Path = ROOT) -> tuple[list[Run], list[Run]]:
     """``tool``: skopeo, or mirror run from ``cwd`` (``python -m mirror`` imports the tree it runs in)."""
     first: list[Run] = []
     resync: list[Run] = []
-    for rep in range(reps):
+    for rep in reps:
         with start_registry(tmp / f"{tool}-dst-{rep}-{len(extra_resync or [])}") as dst:
             build = w.skopeo_cmd if tool == "skopeo" else w.mirror_cmd
             cmd = build(src, dst, tmp)
@@ -274,11 +274,20 @@ def run_workload(key: str, tools: list[str], base: Path | None, reps: int) -> li
         with start_registry(tmp / "src") as src:
             print(f"== {w.name}: seeding ...", flush=True)
             w.seed(src)
-            results = {tool: measure(w, src, tmp, reps, tool, cwd=base if tool == "base" and base else ROOT)
-                       for tool in tools}
-            extra = {tuple(e): {tool: measure(w, src, tmp, reps, tool, e, cwd=base if tool == "base" and base
-                                              else ROOT)[1] for tool in tools if tool != "skopeo"}
-                     for e in w.resync_extra}
+            results: dict[str, tuple[list[Run], list[Run]]] = {tool: ([], []) for tool in tools}
+            extra: dict[tuple[str, ...], dict[str, list[Run]]] = {
+                tuple(e): {tool: [] for tool in tools if tool != "skopeo"} for e in w.resync_extra}
+            # Repetition-major, alternating which tool goes first, so no tool always runs on a
+            # warmer (or fuller) machine than another.
+            for rep in range(reps):
+                for tool in (tools if rep % 2 == 0 else tools[::-1]):
+                    cwd = base if tool == "base" and base else ROOT
+                    first, resync = measure(w, src, tmp, range(rep, rep + 1), tool, cwd=cwd)
+                    results[tool][0].extend(first)
+                    results[tool][1].extend(resync)
+                    for flags in extra:
+                        if tool in extra[flags]:
+                            extra[flags][tool] += measure(w, src, tmp, range(rep, rep + 1), tool, list(flags), cwd)[1]
     for phase, i in (("first copy", 0), ("no-op resync", 1)):
         rows.append(ratio_row(key, phase, results, i, w.images))
     for flags, runs in extra.items():
