@@ -93,13 +93,14 @@ async def test_a_yaml_plan_is_the_exact_units_with_each_registrys_settings() -> 
                          rate_limit=RateLimit(5.0, 10, None), chunk_size=4096)
     cat = RegistrySettings(name="cat.test", tls_verify=False, chunk_size=2048)  # the CLI flags stand
 
-    def unit(settings: RegistrySettings, src: str, dst: str, fresh: bool, has: bool | None) -> WorkUnit:
+    def unit(settings: RegistrySettings, src: str, dst: str, fresh: bool, has: bool | None,
+             assumed: bool = False) -> WorkUnit:
         return WorkUnit(src=f"docker://{src}", dst=f"docker://dst.test/m/{dst}", settings=settings, src_name=src,
-                        dst_name=f"dst.test/m/{dst}", fresh_repo=fresh, dst_has_tag=has)
+                        dst_name=f"dst.test/m/{dst}", fresh_repo=fresh, dst_has_tag=has, assumed_present=assumed)
 
     sig1, att2 = f"sha256-{v1.digest[7:]}.sig", f"sha256-{v2.digest[7:]}.att"
     expected = [
-        unit(a, "src.test/a/app:v1", "app:v1", False, True),
+        unit(a, "src.test/a/app:v1", "app:v1", False, True, assumed=True),  # a assumes immutable tags
         unit(a, f"src.test/a/app@{v2.digest}", f"app@{v2.digest}", False, None),
         unit(a, f"src.test/a/app:{sig1}", f"app:{sig1}", False, False),
         unit(a, f"src.test/a/app:{att2}", f"app:{att2}", False, False),

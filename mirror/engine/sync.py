@@ -32,6 +32,8 @@ from mirror.plan.pairs import ImagePair, WorkUnit
 
 log = structlog.get_logger("mirror.sync")
 
+ASSUMED = "tag present at destination (assume immutable tags)"
+
 
 @dataclass(frozen=True, slots=True)
 class SyncOptions:
@@ -141,6 +143,8 @@ class Scheduler:
         opener = self.opener
 
         async def run(work: ImageWork) -> tuple[str | None, str, str]:
+            if unit.assumed_present:  # decided by the plan: nothing to open, no request
+                return None, "skipped", ASSUMED
             if self.options.dry_run and unit.writes_files:  # opening would create (and publish) local files
                 return None, "would-copy", "local transport (not compared)"
             async with opener(unit) as pair:
@@ -178,7 +182,7 @@ class Scheduler:
     async def _sync(self, pair: ImagePair, work: ImageWork) -> tuple[str | None, str, str]:
         src_is_digest = isinstance(pair.src_ref, Digest)
         if pair.dst_has_tag and pair.assume_immutable and not src_is_digest:
-            return None, "skipped", "tag present at destination (assume immutable tags)"
+            return None, "skipped", ASSUMED
         src_desc: Descriptor | None = None
         top: Manifest | None = None
         if pair.dst_has_tag is not False or src_is_digest:

@@ -23,7 +23,7 @@ from mirror.config.filters import compile_regex, select_tags
 from mirror.config.schema import RegistryConfig, RepoSpec, SyncConfig
 from mirror.config.settings import RegistrySettings
 from mirror.core.digest import Digest
-from mirror.core.reference import ManifestRef, Reference, manifest_ref, parse_docker
+from mirror.core.reference import ManifestRef, Reference, Tag, manifest_ref, parse_docker
 from mirror.errors import UsageError
 from mirror.plan.digesttags import with_digest_tags
 from mirror.plan.naming import Naming, dir_image_suffix, docker_destination, layout_image_suffix, local_destination
@@ -162,11 +162,12 @@ class Planner:
         dst = docker_destination(registry, spec.path, ref, self.options.naming, spec.destination)
         existing = await self._destination_tags(dst.repo.registry, dst.repo.path)
         src = _source_name(registry, spec.path, ref)
+        has_tag = None if dst.tag is None else (existing is not None and dst.tag in existing)
         self.on_planned(1)  # units go out as they are made: nothing per tag is held here
         await send.send(WorkUnit(
             src=f"docker://{src}", dst=f"docker://{dst}", settings=settings, src_name=src, dst_name=str(dst),
-            fresh_repo=existing is None or not existing,
-            dst_has_tag=None if dst.tag is None else (existing is not None and dst.tag in existing)))
+            fresh_repo=existing is None or not existing, dst_has_tag=has_tag,
+            assumed_present=bool(has_tag and settings.assume_immutable and isinstance(ref, Tag))))
 
     async def _to_directories(self, registry: str, spec: RepoSpec, settings: RegistrySettings,
                               refs: list[ManifestRef], send: Send) -> None:
@@ -208,9 +209,11 @@ class Planner:
         naming = self.options.naming
         dst = parse_docker(posixpath.join(naming.destination.rstrip("/"), suffix) + naming.append_suffix)
         existing = await self._destination_tags(dst.repo.registry, dst.repo.path)
+        settings = self._settings("")
+        has_tag = None if dst.tag is None else bool(existing and dst.tag in existing)
         await send.send(WorkUnit(
-            src=src, dst=f"docker://{dst}", settings=self._settings(""), src_name=src, dst_name=str(dst),
-            fresh_repo=not existing, dst_has_tag=None if dst.tag is None else bool(existing and dst.tag in existing)))
+            src=src, dst=f"docker://{dst}", settings=settings, src_name=src, dst_name=str(dst),
+            fresh_repo=not existing, dst_has_tag=has_tag, assumed_present=bool(has_tag and settings.assume_immutable)))
 
     async def _prune(self, registry: str, spec: RepoSpec, available: set[str]) -> None:
         naming = self.options.naming

@@ -35,11 +35,14 @@ class WorkUnit:
     fresh_repo: bool = False         # the destination repository had no tags before the run
     dst_has_tag: bool | None = None  # from the destination tag listing; None = unknown
     writes_files: bool = False       # a local destination: opening it creates files (never in a dry run)
+    assumed_present: bool = False    # the destination has the tag and its registry's tags are immutable:
+                                     # skipped without opening anything (``assume-immutable-tags``)
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"v": VERSION, "src": self.src, "dst": self.dst, "settings": self.settings.to_dict(),
                                 "src_name": self.src_name, "dst_name": self.dst_name, "fresh_repo": self.fresh_repo,
-                                "dst_has_tag": self.dst_has_tag, "writes_files": self.writes_files}
+                                "dst_has_tag": self.dst_has_tag, "writes_files": self.writes_files,
+                                "assumed_present": self.assumed_present}
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
     @classmethod
