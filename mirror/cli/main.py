@@ -179,6 +179,10 @@ def _sync_extensions(e: argparse._ArgumentGroup) -> None:
     e.add_argument("--platform", action="append", default=[], metavar="OS/ARCH[/VARIANT]",
                    help="copy only these platforms of multi-arch images (repeatable)")
     add_bool(e, "--quiet", "no progress display and no summary line", short="-q")
+    e.add_argument("--shard", metavar="K/N",
+                   help="run only shard K (0 to N-1) of N: the destination repositories it owns (static sharding)")
+    e.add_argument("--shard-count", type=int, metavar="N",
+                   help="shard count, K from $JOB_COMPLETION_INDEX (a Kubernetes Indexed Job)")
 
 
 def _delete(sub: Subparsers[Parser]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from mirror.engine.sync import ImageRecord, RunStats, SyncOptions
 from mirror.errors import UsageError
 from mirror.ops import sync as sync_ops
 from mirror.plan.naming import Naming
+from mirror.plan.shard import parse_shard
 from mirror.transports.local import files
 
 #: Exit status when --keep-going finished but some images failed (0: all synced, 1: fatal error).
@@ -66,7 +68,7 @@ def sync(args: argparse.Namespace) -> int:
         naming=Naming(args.destination.removeprefix("docker://"), bool(args.scoped), args.append_suffix),
         src_side=src_side, dst_side=side_options(args, "dest-", args.authfile), options=sync_options,
         settings=settings, secrets=yaml_credentials(config), delete_pruned=args.prune == "delete", dest=args.dest,
-        policy=signature_policy(args))
+        policy=signature_policy(args), shard=parse_shard(args.shard, args.shard_count, os.environ))
     plan = _plan(args, config, reference)
     stats = RunStats()
     result: sync_ops.SyncResult | None = None

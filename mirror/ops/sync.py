@@ -17,6 +17,7 @@ from mirror.http.ratelimit import HostPolicy
 from mirror.ops.units import Resolver, SyncEndpoints
 from mirror.plan.expand import Planner, PlanOptions, PruneCandidate
 from mirror.plan.naming import Naming
+from mirror.plan.shard import Shard
 from mirror.runtime import Runtime
 from mirror.signing.policy import Policy
 from mirror.transports.side import SideOptions
@@ -53,6 +54,7 @@ class SyncRequest:
     delete_pruned: bool = False   # --prune=delete
     dest: str = "docker"          # docker | dir | oci
     policy: Policy | None = None  # the signature policy (None: --insecure-policy)
+    shard: Shard | None = None    # --shard K/N: only the destination repositories this shard owns
 
 
 Plan = Callable[[Planner], Producer]
@@ -67,8 +69,8 @@ async def sync(rt: Runtime, request: SyncRequest, plan: Plan, on_record: Callabl
     def planned(n: int) -> None:
         stats.planned += n
 
-    planner = Planner(SyncEndpoints(resolver), PlanOptions(request.naming, dest=request.dest), request.settings,
-                      result.prune.append, planned)
+    planner = Planner(SyncEndpoints(resolver), PlanOptions(request.naming, dest=request.dest, shard=request.shard),
+                      request.settings, result.prune.append, planned)
     scheduler = Scheduler(request.options, rt.known_locations(), on_record, stats, opener=resolver.open)
     await scheduler.run(plan(planner))
     if request.delete_pruned and not request.options.dry_run:

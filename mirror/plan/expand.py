@@ -28,6 +28,7 @@ from mirror.errors import UsageError
 from mirror.plan.digesttags import with_digest_tags
 from mirror.plan.naming import Naming, dir_image_suffix, docker_destination, layout_image_suffix, local_destination
 from mirror.plan.pairs import WorkUnit
+from mirror.plan.shard import Shard
 from mirror.transports.base import ImageSource
 
 LIST_CONCURRENCY = 16
@@ -66,6 +67,7 @@ class PruneCandidate:
 class PlanOptions:
     naming: Naming
     dest: str = "docker"  # docker | dir | oci
+    shard: Shard | None = None  # plan only the destination repositories this shard owns (--shard K/N)
 
 
 PruneSink = Callable[[PruneCandidate], None]
@@ -137,7 +139,21 @@ class Planner:
                 continue
             yield RepoSpec(path=path, all_tags=catalog.tags is None, regex=catalog.tags, exclude=registry.exclude_tags)
 
+    def _owns(self, registry: str, spec: RepoSpec) -> bool:
+        """Whether this shard plans ``spec``: sharding is by destination repository."""
+        shard = self.options.shard
+        if shard is None:
+            return True
+        naming, probe = self.options.naming, manifest_ref("latest")
+        if self.options.dest == "docker":
+            key = str(docker_destination(registry, spec.path, probe, naming, spec.destination).repo)
+        else:
+            key = local_destination(registry, spec.path, probe, naming, spec.destination).rsplit(":", 1)[0]
+        return shard.owns(key)
+
     async def _repo(self, registry: str, spec: RepoSpec, send: Send) -> None:
+        if not self._owns(registry, spec):
+            return
         settings = self._settings(registry)
         source = self.endpoints.source(registry, spec.path, settings)
         prune = settings.prune and self.options.dest == "docker"
@@ -188,11 +204,9 @@ class Planner:
 
     async def directory(self, root: str, send: Send) -> None:
         """``--src dir``: every image directory below ``root`` to ``DESTINATION/<name>`` (docker)."""
-        images = await self.endpoints.image_directories(root)
-        self.on_planned(len(images))
-        for image_dir in images:
-            await self._local_to_registry(f"dir:{image_dir}", dir_image_suffix(root, image_dir, self.options.naming),
-                                          send)
+        images = [(f"dir:{image_dir}", self._local_destination(dir_image_suffix(root, image_dir, self.options.naming)))
+                  for image_dir in await self.endpoints.image_directories(root)]
+        await self._local_to_registry(images, send)
 
     async def layout(self, root: str, send: Send) -> None:
         """``--src oci`` (extension): every named image of one OCI layout to ``DESTINATION/<repo>:<tag>``
@@ -200,20 +214,27 @@ class Planner:
         names = await self.endpoints.layout_names(root)
         if not names:
             raise UsageError(f"--src oci: the layout {root!r} has no named images (org.opencontainers.image.ref.name)")
-        self.on_planned(len(names))
-        for name in names:
-            await self._local_to_registry(f"oci:{root}:{name}", layout_image_suffix(root, name, self.options.naming),
-                                          send)
+        images = [(f"oci:{root}:{name}", self._local_destination(layout_image_suffix(root, name, self.options.naming)))
+                  for name in names]
+        await self._local_to_registry(images, send)
 
-    async def _local_to_registry(self, src: str, suffix: str, send: Send) -> None:
+    def _local_destination(self, suffix: str) -> Reference:
         naming = self.options.naming
-        dst = parse_docker(posixpath.join(naming.destination.rstrip("/"), suffix) + naming.append_suffix)
-        existing = await self._destination_tags(dst.repo.registry, dst.repo.path)
+        return parse_docker(posixpath.join(naming.destination.rstrip("/"), suffix) + naming.append_suffix)
+
+    async def _local_to_registry(self, images: list[tuple[str, Reference]], send: Send) -> None:
+        """Local images (``--src dir`` / ``--src oci``) to their destination references."""
+        shard = self.options.shard
+        mine = [(src, dst) for src, dst in images if shard is None or shard.owns(str(dst.repo))]
+        self.on_planned(len(mine))
         settings = self._settings("")
-        has_tag = None if dst.tag is None else bool(existing and dst.tag in existing)
-        await send.send(WorkUnit(
-            src=src, dst=f"docker://{dst}", settings=settings, src_name=src, dst_name=str(dst),
-            fresh_repo=not existing, dst_has_tag=has_tag, assumed_present=bool(has_tag and settings.assume_immutable)))
+        for src, dst in mine:
+            existing = await self._destination_tags(dst.repo.registry, dst.repo.path)
+            has_tag = None if dst.tag is None else bool(existing and dst.tag in existing)
+            await send.send(WorkUnit(
+                src=src, dst=f"docker://{dst}", settings=settings, src_name=src, dst_name=str(dst),
+                fresh_repo=not existing, dst_has_tag=has_tag,
+                assumed_present=bool(has_tag and settings.assume_immutable)))
 
     async def _prune(self, registry: str, spec: RepoSpec, available: set[str]) -> None:
         naming = self.options.naming

@@ -4,6 +4,7 @@ API::
 
     config = yaml_config('''src.test/a: {images: {app: [v1]}}''')   # parsed and validated as a file would be
     units, prune = await plan(fake, config, "dst.test/m")             # the planner's WorkUnits and prune candidates
+        # (``shard=Shard(k, n)``: only that shard's share)
     run = await sync_run(fake, config, "dst.test/m", options=SyncOptions(keep_going=True),
                          uploads=UploadOptions(...), delete_pruned=True)
     run.records, run.stats, run.result.prune, run.result.pruned
@@ -35,6 +36,7 @@ from mirror.ops.units import Resolver, SyncEndpoints
 from mirror.plan.expand import Planner, PlanOptions, PruneCandidate
 from mirror.plan.naming import Naming
 from mirror.plan.pairs import WorkUnit
+from mirror.plan.shard import Shard
 from mirror.transports.registry.uploadopts import UploadOptions
 from mirror.transports.side import SideOptions
 
@@ -49,15 +51,15 @@ def yaml_config(text: str) -> SyncConfig:
     return parse_sync_config(textwrap.dedent(text), "sync.yaml")
 
 
-async def plan(fake: FakeRegistry, config: SyncConfig, destination: str,
-               flags: SyncFlags | None = None) -> tuple[list[WorkUnit], list[PruneCandidate]]:
+async def plan(fake: FakeRegistry, config: SyncConfig, destination: str, flags: SyncFlags | None = None,
+               shard: Shard | None = None) -> tuple[list[WorkUnit], list[PruneCandidate]]:
     """Run the planner alone (listings through the fake); every unit it sends, and the prune candidates."""
     settings = resolve_settings(config, flags or SyncFlags())
     prune: list[PruneCandidate] = []
     send, receive = anyio.create_memory_object_stream[WorkUnit](1000)
     async with fake_runtime(fake) as rt:
         planner = Planner(SyncEndpoints(Resolver(rt, SIDE, SIDE, yaml_credentials(config))),
-                          PlanOptions(Naming(destination)), settings, prune.append)
+                          PlanOptions(Naming(destination), shard=shard), settings, prune.append)
         async with send:
             await planner.yaml(config, send)
     async with receive:
