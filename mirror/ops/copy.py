@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import cast
 
-from mirror.core.reference import parse_docker
+from mirror.core.reference import ManifestRef, Tag, parse_docker
 from mirror.engine.image import CopyOptions
 from mirror.engine.sync import BlobSink, ImageRecord, Scheduler, SyncOptions
 from mirror.errors import DigestMismatch, Unsupported
 from mirror.plan.pairs import ImagePair
 from mirror.runtime import Runtime
 from mirror.signing.policy import ImagePolicy, Policy
-from mirror.transports.base import Deleter
+from mirror.transports.base import Deleter, ImageDestination, ImageSource
 from mirror.transports.catalog import validate_name
 from mirror.transports.local import oci
 from mirror.transports.side import SideOptions
@@ -34,17 +36,26 @@ def parse_name(text: str) -> ImageName:
     return ImageName(*validate_name(text))
 
 
+@asynccontextmanager
+async def open_ends(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideOptions, dst_side: SideOptions
+                    ) -> AsyncIterator[tuple[ImageSource, ManifestRef, ImageDestination, Tag | None]]:
+    """Source and destination of one image, by name, for ``copy`` and for sync's work units alike.
+    A local destination is published when this exits without an exception."""
+    source_transport, dest_transport = rt.transport(src.transport), rt.transport(dst.transport)
+    if dest_transport.capabilities.compressed_layers:  # docker save's plain tar layers get gzipped, as skopeo
+        src_side = replace(src_side, local=replace(src_side.local, compress_layers=True))
+    async with source_transport.source(src.rest, src_side) as (source, src_ref), \
+            dest_transport.destination(dst.rest, dst_side) as (destination, dst_ref):
+        yield source, src_ref, destination, dst_ref
+
+
 async def copy(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideOptions, dst_side: SideOptions,
                options: CopyOptions, jobs: int = 6, on_blob: BlobSink | None = None,
                policy: Policy | None = None) -> ImageRecord:
     """Copy one image between any two transports. A local destination is published only if the
     copy succeeds. An image already at a registry destination with the same digest costs two HEADs.
     Retries happen per request, in the HTTP client (``--retry-times``), and nowhere else."""
-    source_transport, dest_transport = rt.transport(src.transport), rt.transport(dst.transport)
-    if dest_transport.capabilities.compressed_layers:  # docker save's plain tar layers get gzipped, as skopeo
-        src_side = replace(src_side, local=replace(src_side.local, compress_layers=True))
-    async with source_transport.source(src.rest, src_side) as (source, src_ref), \
-            dest_transport.destination(dst.rest, dst_side) as (destination, dst_ref):
+    async with open_ends(rt, src, dst, src_side, dst_side) as (source, src_ref, destination, dst_ref):
         pair = ImagePair(source=source, src_ref=src_ref, destination=destination, dst_ref=dst_ref,
                          src_name=str(src), dst_name=str(dst), policy=image_policy(policy, src))
         scheduler = Scheduler(SyncOptions(jobs=1, blob_jobs=jobs, copy=options), rt.known_locations(),

@@ -22,7 +22,7 @@ from mirror.core.reference import Repo, split_transport
 from mirror.errors import ConfigError, NotFound, UsageError
 from mirror.http.credentials import Credential
 from mirror.http.tls import TLSOptions
-from mirror.ops.copy import ImageName, image_policy
+from mirror.ops.copy import ImageName, image_policy, open_ends
 from mirror.plan.pairs import ImagePair, WorkUnit
 from mirror.runtime import Runtime
 from mirror.signing.policy import Policy
@@ -66,17 +66,12 @@ class Resolver:
         """Open ``unit``'s transports; a local destination is published when this exits cleanly."""
         # The transports parse (and refuse) the names as they open them: no second parse per unit.
         src, dst = ImageName(*split_transport(unit.src)), ImageName(*split_transport(unit.dst))
-        src_transport, dst_transport = self.rt.transport(src.transport), self.rt.transport(dst.transport)
-        src_side = self.source_side(unit.settings)
-        if dst_transport.capabilities.compressed_layers:
-            src_side = replace(src_side, local=replace(src_side.local, compress_layers=True))
         platforms = tuple(parse_platform(p) for p in unit.settings.platforms)
-        async with src_transport.source(src.rest, src_side) as (source, src_ref), \
-                dst_transport.destination(dst.rest, self.destination_side(unit.settings)) as (destination, dst_ref):
+        async with open_ends(self.rt, src, dst, self.source_side(unit.settings),
+                             self.destination_side(unit.settings)) as (source, src_ref, destination, dst_ref):
             yield ImagePair(source=source, src_ref=src_ref, destination=destination, dst_ref=dst_ref,
                             fresh_repo=unit.fresh_repo, dst_has_tag=unit.dst_has_tag, src_name=unit.src_name,
-                            dst_name=unit.dst_name, platforms=platforms,
-                            policy=image_policy(self.policy, src), assume_immutable=unit.settings.assume_immutable)
+                            dst_name=unit.dst_name, platforms=platforms, policy=image_policy(self.policy, src))
 
 
 class SyncEndpoints:
