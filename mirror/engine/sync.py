@@ -6,7 +6,8 @@ repository. The planner streams pairs in through a bounded channel, so memory do
 the size of the catalog.
 
 No-op fast path: a tag the destination listing shows present costs one source HEAD and one
-destination HEAD (digests equal → skipped); with ``assume_immutable`` it costs nothing at all.
+destination HEAD (digests equal → skipped); a tag the plan marks ``assumed_present`` (its registry
+assumes immutable tags) costs nothing at all: its unit is not even opened.
 """
 
 from __future__ import annotations
@@ -181,8 +182,6 @@ class Scheduler:
 
     async def _sync(self, pair: ImagePair, work: ImageWork) -> tuple[str | None, str, str]:
         src_is_digest = isinstance(pair.src_ref, Digest)
-        if pair.dst_has_tag and pair.assume_immutable and not src_is_digest:
-            return None, "skipped", ASSUMED
         src_desc: Descriptor | None = None
         top: Manifest | None = None
         if pair.dst_has_tag is not False or src_is_digest:

@@ -176,14 +176,20 @@ class Planner:
     async def _to_registry(self, registry: str, spec: RepoSpec, settings: RegistrySettings, ref: ManifestRef,
                            send: Send) -> None:
         dst = docker_destination(registry, spec.path, ref, self.options.naming, spec.destination)
-        existing = await self._destination_tags(dst.repo.registry, dst.repo.path)
         src = _source_name(registry, spec.path, ref)
-        has_tag = None if dst.tag is None else (existing is not None and dst.tag in existing)
+        unit = await self._registry_unit(f"docker://{src}", src, dst, settings, by_tag=isinstance(ref, Tag))
         self.on_planned(1)  # units go out as they are made: nothing per tag is held here
-        await send.send(WorkUnit(
-            src=f"docker://{src}", dst=f"docker://{dst}", settings=settings, src_name=src, dst_name=str(dst),
-            fresh_repo=existing is None or not existing, dst_has_tag=has_tag,
-            assumed_present=bool(has_tag and settings.assume_immutable and isinstance(ref, Tag))))
+        await send.send(unit)
+
+    async def _registry_unit(self, src: str, src_name: str, dst: Reference, settings: RegistrySettings, *,
+                             by_tag: bool) -> WorkUnit:
+        """A unit into a registry, with what the destination's tag listing says about it. ``by_tag``: the
+        source names its image by tag (a digest is always compared, never assumed present)."""
+        existing = await self._destination_tags(dst.repo.registry, dst.repo.path)
+        has_tag = None if dst.tag is None else bool(existing and dst.tag in existing)
+        return WorkUnit(src=src, dst=f"docker://{dst}", settings=settings, src_name=src_name, dst_name=str(dst),
+                        fresh_repo=not existing, dst_has_tag=has_tag,
+                        assumed_present=bool(has_tag and by_tag and settings.assume_immutable))
 
     async def _to_directories(self, registry: str, spec: RepoSpec, settings: RegistrySettings,
                               refs: list[ManifestRef], send: Send) -> None:
@@ -229,12 +235,7 @@ class Planner:
         self.on_planned(len(mine))
         settings = self._settings("")
         for src, dst in mine:
-            existing = await self._destination_tags(dst.repo.registry, dst.repo.path)
-            has_tag = None if dst.tag is None else bool(existing and dst.tag in existing)
-            await send.send(WorkUnit(
-                src=src, dst=f"docker://{dst}", settings=settings, src_name=src, dst_name=str(dst),
-                fresh_repo=not existing, dst_has_tag=has_tag,
-                assumed_present=bool(has_tag and settings.assume_immutable)))
+            await send.send(await self._registry_unit(src, src, dst, settings, by_tag=True))
 
     async def _prune(self, registry: str, spec: RepoSpec, available: set[str]) -> None:
         naming = self.options.naming

@@ -71,4 +71,3 @@ class ImagePair:
     dst_name: str = ""
     platforms: tuple[Platform, ...] = ()  # copy only these platforms of an index (YAML `platforms`)
     policy: ImagePolicy | None = None     # the source's signature policy (None: --insecure-policy)
-    assume_immutable: bool = False        # a tag the destination has is not compared (YAML/CLI, per registry)
