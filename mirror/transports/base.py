@@ -17,6 +17,7 @@ from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 from mirror.core.reference import ManifestRef, Tag
+from mirror.errors import Unsupported
 
 if TYPE_CHECKING:  # the sides carry http settings; the engine, which imports this module, never sees them
     from mirror.transports.side import SideOptions
@@ -156,3 +157,13 @@ class Transport(Protocol):
     async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
         """Every tag (``capabilities.list_tags``); others raise Unsupported."""
         ...
+
+
+class Untagged:
+    """For transports whose images have no tag list (``capabilities.list_tags`` False): ``list-tags``
+    is refused, as skopeo refuses it."""
+
+    name: str
+
+    async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
+        raise Unsupported(f"list-tags is not supported for transport {self.name!r} (supported: docker, docker-archive)")

@@ -32,9 +32,9 @@ import aiohttp
 import anyio
 
 from mirror.core.reference import ManifestRef, Tag
-from mirror.errors import InvalidReference, MirrorError, NotFound, TLSError, Unsupported
+from mirror.errors import InvalidReference, MirrorError, NotFound, TLSError
 from mirror.http.tls import daemon_context
-from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location
+from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location, Untagged
 from mirror.transports.local.archive import build_archive
 from mirror.transports.local.dockerarchive import ArchiveSource, normalise_tag
 from mirror.transports.local.files import work_dir
@@ -158,15 +158,12 @@ async def load(host: Daemon, archive: Path) -> None:
 CAPS = Capabilities(converts_manifests=True)  # the daemon loads a docker-archive (ArchiveDestination)
 
 
-class DockerDaemonTransport:
+class DockerDaemonTransport(Untagged):
     name = "docker-daemon"
     capabilities = CAPS
 
     def validate(self, rest: str) -> None:
         parse_ref(rest)
-
-    async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
-        raise Unsupported(f"list-tags is not supported for transport {self.name!r} (supported: docker, docker-archive)")
 
     @asynccontextmanager
     async def source(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[ImageSource, ManifestRef]]:

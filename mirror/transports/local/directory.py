@@ -25,8 +25,8 @@ from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.manifest import MAX_MANIFEST_SIZE, Manifest
 from mirror.core.reference import ManifestRef, Tag
-from mirror.errors import InvalidReference, ManifestError, MirrorError, NotFound, Unsupported
-from mirror.transports.base import BlobOpener, Capabilities, ImageDestination, ImageSource, Location
+from mirror.errors import InvalidReference, ManifestError, MirrorError, NotFound
+from mirror.transports.base import BlobOpener, Capabilities, ImageDestination, ImageSource, Location, Untagged
 from mirror.transports.local import files
 from mirror.transports.side import SideOptions
 
@@ -174,16 +174,13 @@ def _check_replaceable(path: Path) -> None:
 CAPS = Capabilities(signatures=True)
 
 
-class DirTransport:
+class DirTransport(Untagged):
     name = "dir"
     capabilities = CAPS
 
     def validate(self, rest: str) -> None:
         if not rest or "\x00" in rest:
             raise InvalidReference(f"invalid dir: reference {rest!r}: empty path")
-
-    async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
-        raise Unsupported(f"list-tags is not supported for transport {self.name!r} (supported: docker, docker-archive)")
 
     @asynccontextmanager
     async def source(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[ImageSource, ManifestRef]]:

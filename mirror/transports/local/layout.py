@@ -60,10 +60,6 @@ def blob_name(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.hex}"
 
 
-def is_digest(ref: str) -> bool:
-    return ref.startswith(("sha256:", "sha512:"))
-
-
 class Reader(Protocol):
     """Read-only access to the files of a layout."""
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import anyio
 
 from mirror.core.reference import ManifestRef, Tag
-from mirror.errors import InvalidReference, MirrorError, Unsupported
-from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location
+from mirror.errors import InvalidReference, MirrorError
+from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location, Untagged
 from mirror.transports.local import files
 from mirror.transports.local.layout import (
     ConvertedConfigs,
@@ -44,7 +44,7 @@ def split_reference(transport: str, rest: str) -> tuple[Path, str]:
 CAPS = Capabilities(converts_manifests=True)  # as its destinations: Docker schema2 is stored converted to OCI
 
 
-class OciTransport:
+class OciTransport(Untagged):
     """``oci:``. One instance serves a whole run: its destinations into one layout share the
     Docker → OCI config conversions (:class:`ConvertedConfigs`)."""
 
@@ -56,9 +56,6 @@ class OciTransport:
 
     def validate(self, rest: str) -> None:
         split_reference(self.name, rest)
-
-    async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
-        raise Unsupported(f"list-tags is not supported for transport {self.name!r} (supported: docker, docker-archive)")
 
     @asynccontextmanager
     async def source(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[ImageSource, ManifestRef]]:
@@ -77,15 +74,12 @@ class OciTransport:
         await dest.commit()
 
 
-class OciArchiveTransport:
+class OciArchiveTransport(Untagged):
     name = "oci-archive"
     capabilities = CAPS
 
     def validate(self, rest: str) -> None:
         split_reference(self.name, rest)
-
-    async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
-        raise Unsupported(f"list-tags is not supported for transport {self.name!r} (supported: docker, docker-archive)")
 
     @asynccontextmanager
     async def source(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[ImageSource, ManifestRef]]:

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import anyio
 
 from mirror.core.reference import ManifestRef, Tag
-from mirror.errors import InvalidReference, MirrorError, NotFound, Unsupported
-from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location
+from mirror.errors import InvalidReference, MirrorError, NotFound
+from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location, Untagged
 from mirror.transports.local.directory import DirDestination
 from mirror.transports.local.dockerarchive import ArchiveSource, normalise_tag
 from mirror.transports.local.files import work_dir
@@ -113,15 +113,12 @@ async def podman(ref: StorageRef, *args: str) -> str:
 CAPS = Capabilities()
 
 
-class StorageTransport:
+class StorageTransport(Untagged):
     name = "containers-storage"
     capabilities = CAPS
 
     def validate(self, rest: str) -> None:
         parse_ref(rest)
-
-    async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
-        raise Unsupported(f"list-tags is not supported for transport {self.name!r} (supported: docker, docker-archive)")
 
     @asynccontextmanager
     async def source(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[ImageSource, ManifestRef]]:
