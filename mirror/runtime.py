@@ -35,7 +35,6 @@ class GlobalOptions:
     override_os: str | None = None
     override_arch: str | None = None
     override_variant: str | None = None
-    tmpdir: str | None = None
     user_agent_prefix: str | None = None
     retry_times: int = 0
     retry_delay: float | None = None

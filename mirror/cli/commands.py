@@ -43,7 +43,6 @@ def global_options(args: argparse.Namespace) -> GlobalOptions:
         override_os=get(args, "override_os"),
         override_arch=get(args, "override_arch"),
         override_variant=get(args, "override_variant"),
-        tmpdir=get(args, "tmpdir"),
         user_agent_prefix=get(args, "user_agent_prefix"),
         retry_times=max(0, get(args, "retry_times", 0)),
         retry_delay=get(args, "retry_delay"),
