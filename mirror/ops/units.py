@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anyio
 
+from mirror.aio import LRU
 from mirror.config.filters import parse_platform
 from mirror.config.schema import Credentials
 from mirror.config.settings import RegistrySettings
+from mirror.core.descriptor import Platform
 from mirror.core.reference import Repo, split_transport
 from mirror.errors import ConfigError, NotFound, UsageError
 from mirror.http.credentials import Credential
@@ -30,6 +32,17 @@ from mirror.transports.base import ImageSource, Location
 from mirror.transports.local.layout import DirReader, LayoutSource
 from mirror.transports.side import SideOptions
 
+RESOLVED = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    """What one registry's settings mean in this process."""
+
+    source: SideOptions
+    destination: SideOptions
+    platforms: tuple[Platform, ...]
+
 
 class Resolver:
     """Settings → sides, and work units → open image pairs, for one run in one process."""
@@ -41,9 +54,26 @@ class Resolver:
         self.dst_side = dst_side
         self.secrets = dict(secrets or {})
         self.policy = policy
+        # Resolved once per settings value (a run has as many as it has source registries).
+        self._resolved: LRU[RegistrySettings, _Resolved] = LRU(RESOLVED)
+
+    def _resolve(self, settings: RegistrySettings) -> _Resolved:
+        found = self._resolved.get(settings)
+        if found is None:
+            found = _Resolved(self._source_side(settings), self._destination_side(settings),
+                              tuple(parse_platform(p) for p in settings.platforms))
+            self._resolved.put(settings, found)
+        return found
 
     def source_side(self, settings: RegistrySettings) -> SideOptions:
         """The source side for a registry: its TLS settings and, by reference, its YAML credentials."""
+        return self._resolve(settings).source
+
+    def destination_side(self, settings: RegistrySettings) -> SideOptions:
+        """The destination side for images of a registry: its ``chunk-size`` applies to their uploads."""
+        return self._resolve(settings).destination
+
+    def _source_side(self, settings: RegistrySettings) -> SideOptions:
         credential = None
         if settings.credentials is not None:
             found = self.secrets.get(settings.credentials)
@@ -55,8 +85,7 @@ class Resolver:
         tls = TLSOptions(verify=settings.tls_verify, cert_dir=settings.cert_dir)
         return replace(self.src_side, tls=tls, credential=credential)
 
-    def destination_side(self, settings: RegistrySettings) -> SideOptions:
-        """The destination side for images of a registry: its ``chunk-size`` applies to their uploads."""
+    def _destination_side(self, settings: RegistrySettings) -> SideOptions:
         if settings.chunk_size is None:
             return self.dst_side
         return replace(self.dst_side, chunk_size=settings.chunk_size)
@@ -66,12 +95,13 @@ class Resolver:
         """Open ``unit``'s transports; a local destination is published when this exits cleanly."""
         # The transports parse (and refuse) the names as they open them: no second parse per unit.
         src, dst = ImageName(*split_transport(unit.src)), ImageName(*split_transport(unit.dst))
-        platforms = tuple(parse_platform(p) for p in unit.settings.platforms)
-        async with open_ends(self.rt, src, dst, self.source_side(unit.settings),
-                             self.destination_side(unit.settings)) as (source, src_ref, destination, dst_ref):
+        resolved = self._resolve(unit.settings)
+        async with open_ends(self.rt, src, dst, resolved.source, resolved.destination) \
+                as (source, src_ref, destination, dst_ref):
             yield ImagePair(source=source, src_ref=src_ref, destination=destination, dst_ref=dst_ref,
                             fresh_repo=unit.fresh_repo, dst_has_tag=unit.dst_has_tag, src_name=unit.src_name,
-                            dst_name=unit.dst_name, platforms=platforms, policy=image_policy(self.policy, src))
+                            dst_name=unit.dst_name, platforms=resolved.platforms,
+                            policy=image_policy(self.policy, src))
 
 
 class SyncEndpoints:
