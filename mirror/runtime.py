@@ -22,7 +22,7 @@ from mirror.http.retry import RetryPolicy
 from mirror.http.seam import Sender
 from mirror.http.sender import open_aiohttp_sender
 from mirror.http.tls import default_certs_roots
-from mirror.state import StateStore
+from mirror.state import StateBackend, StateStore
 from mirror.transports.base import Transport
 from mirror.transports.catalog import build_transports
 from mirror.transports.registry.uploadopts import UploadOptions, resume_settings
@@ -55,11 +55,11 @@ class Runtime:
     """Everything one command needs, alive for the duration of the command."""
 
     def __init__(self, http: HttpClient, options: GlobalOptions, env: Mapping[str, str],
-                 state: StateStore | None = None, uploads: UploadOptions | None = None) -> None:
+                 state: StateBackend | None = None, uploads: UploadOptions | None = None) -> None:
         self.http = http
         self.options = options
         self.env = env
-        self.state = state or StateStore.memory()
+        self.state: StateBackend = state or StateStore.memory()
         self.uploads = uploads or UploadOptions()
         self.registry, self.transports = build_transports(http, self.state, self.uploads, env)
 
@@ -74,9 +74,10 @@ class Runtime:
 @asynccontextmanager
 async def open_runtime(options: GlobalOptions, env: Mapping[str, str] | None = None,
                        policies: Mapping[str, HostPolicy] | None = None,
-                       sender: Sender | None = None) -> AsyncIterator[Runtime]:
+                       sender: Sender | None = None, state: StateBackend | None = None) -> AsyncIterator[Runtime]:
     """``policies``: per-registry rate limits, keyed by ``host[:port]`` as written by the user.
-    ``sender``: what sends the HTTP requests (default: an aiohttp session for the run; tests pass a fake)."""
+    ``sender``: what sends the HTTP requests (default: an aiohttp session for the run; tests pass a fake).
+    ``state``: a shared state the caller owns (PostgreSQL for many workers); default: ``--state``'s file."""
     environ = dict(os.environ if env is None else env)
     # The one retry layer (per request): --retry-times N gives N retries, never fewer than the default 4 tries.
     retry = RetryPolicy(attempts=max(4, options.retry_times + 1), fixed_delay=options.retry_delay)
@@ -90,12 +91,15 @@ async def open_runtime(options: GlobalOptions, env: Mapping[str, str] | None = N
         uploads = settings.uploads
         if options.chunk_size:
             uploads = replace(uploads, chunk_size=options.chunk_size)
-        state_path = _state_path(options.state, settings.state_path)
-        state = StateStore.open(state_path) if state_path else StateStore.memory()
-        try:
+        if state is not None:
             yield Runtime(http, options, environ, state, uploads)
+            return
+        state_path = _state_path(options.state, settings.state_path)
+        own = StateStore.open(state_path) if state_path else StateStore.memory()
+        try:
+            yield Runtime(http, options, environ, own, uploads)
         finally:
-            state.close()
+            own.close()
 
 
 def _state_path(flag: str | None, default: Path | None) -> Path | None:

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Protocol
 
 import structlog
 
@@ -85,6 +85,20 @@ class UploadRecord:
     offset: int
     chunk_size: int
     updated_at: float = 0.0
+
+
+class StateBackend(Protocol):
+    """What transports and the engine need of run state: the embedded :class:`StateStore` (SQLite) or,
+    for many workers, ``mirror.distributed.pgstate.PgState`` (PostgreSQL). Calls are short and
+    synchronous; failures raise :class:`StateError`."""
+
+    def get_upload(self, registry: str, repo: str, digest: str) -> UploadRecord | None: ...
+    def save_upload(self, record: UploadRecord) -> None: ...
+    def drop_upload(self, registry: str, repo: str, digest: str) -> None: ...
+    def record_blob(self, registry: str, repo: str, digest: str) -> None: ...
+    def known_repos(self, registry: str, digest: str, limit: int = 20) -> list[str]: ...
+    def forget_blob(self, registry: str, repo: str, digest: str) -> None: ...
+    def close(self) -> None: ...
 
 
 def default_state_path(env: Mapping[str, str]) -> Path:

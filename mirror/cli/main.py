@@ -183,6 +183,10 @@ def _sync_extensions(e: argparse._ArgumentGroup) -> None:
                    help="run only shard K (0 to N-1) of N: the destination repositories it owns (static sharding)")
     e.add_argument("--shard-count", type=int, metavar="N",
                    help="shard count, K from $JOB_COMPLETION_INDEX (a Kubernetes Indexed Job)")
+    e.add_argument("--queue", metavar="URL",
+                   help="plan into this PostgreSQL queue (postgresql://...) and wait while `mirror worker`s copy")
+    e.add_argument("--max-attempts", type=int, default=3, metavar="N",
+                   help="with --queue: tries of an image (worker deaths included) before it is failed (default 3)")
 
 
 def _delete(sub: Subparsers[Parser]) -> None:
@@ -242,10 +246,35 @@ def _logout(sub: Subparsers[Parser]) -> None:
     p.set_defaults(func=commands.logout)
 
 
+def _worker(sub: Subparsers[Parser]) -> None:
+    p = _command(sub, "worker", "Sync images from a PostgreSQL queue that `mirror sync --queue` fills (any number "
+                 "of workers, on any machines)", "--queue URL")
+    p.add_argument("--queue", metavar="URL", help="the PostgreSQL queue (postgresql://...; default $MIRROR_QUEUE)")
+    p.add_argument("--jobs", "-j", type=int, default=4, metavar="N", help="images in flight at once (default 4)")
+    p.add_argument("--blob-jobs", type=int, default=8, metavar="N", help="blob transfers at once (default 8)")
+    p.add_argument("--lease", type=duration, default=30.0, metavar="DURATION",
+                   help="a worker silent this long is presumed dead and its images are retried (default 30s)")
+    p.add_argument("--credentials-from", metavar="YAML",
+                   help="sync YAML whose registry credentials the queued images refer to (by registry name)")
+    p.add_argument("--authfile", metavar="PATH", help="auth file for both sides")
+    _auth_flags(p, "src-", "the source")
+    _auth_flags(p, "dest-", "the destination")
+    _retry_flags(p)
+    p.add_argument("--chunk-size", type=size_arg, metavar="SIZE",
+                   help="chunk size for resumable uploads of large blobs (default 16MiB)")
+    p.set_defaults(func=lambda args: _lazy_worker(args))
+
+
+def _lazy_worker(args: argparse.Namespace) -> int:
+    from mirror.cli import workercmd  # imports the PostgreSQL client only for this command
+
+    return workercmd.worker(args)
+
+
 #: The subcommands, in the order ``mirror --help`` lists them.
 COMMANDS: tuple[Callable[[Subparsers[Parser]], None], ...] = (
     _inspect, _list_tags, _copy, _sync, _delete, _manifest_digest, _standalone_sign, _standalone_verify,
-    _login, _logout,
+    _login, _logout, _worker,
 )
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
@@ -24,6 +25,7 @@ from mirror.errors import UsageError
 from mirror.ops import sync as sync_ops
 from mirror.plan.naming import Naming
 from mirror.plan.shard import parse_shard
+from mirror.runtime import Runtime
 from mirror.transports.local import files
 
 #: Exit status when --keep-going finished but some images failed (0: all synced, 1: fatal error).
@@ -79,8 +81,7 @@ def sync(args: argparse.Namespace) -> int:
         sink = _RecordSink(report, digests, dry_run=sync_options.dry_run, quiet=bool(args.quiet))
         try:
             with render.SyncDisplay(stats, enabled=not args.quiet):
-                result = run(args, lambda rt: sync_ops.sync(rt, request, plan, sink, stats),
-                             policies=sync_ops.policies(settings))
+                result = run(args, _body(args, request, plan, sink, stats), policies=sync_ops.policies(settings))
         finally:
             if args.metrics:
                 metrics.write(args.metrics, metrics.render(
@@ -100,6 +101,16 @@ def sync(args: argparse.Namespace) -> int:
                   + (f", Docker Hub pulls remaining: {hub}" if hub is not None else ""), file=sys.stderr)
         print(_summary(stats, sync_options.dry_run), file=sys.stderr)
     return EXIT_PARTIAL if stats.failed else 0
+
+
+def _body(args: argparse.Namespace, request: sync_ops.SyncRequest, plan: sync_ops.Plan,
+          sink: _RecordSink, stats: RunStats) -> Callable[[Runtime], Awaitable[sync_ops.SyncResult]]:
+    """The run in this process, or (``--queue``) planned into PostgreSQL for ``mirror worker``s."""
+    if not args.queue:
+        return lambda rt: sync_ops.sync(rt, request, plan, sink, stats)
+    from mirror.distributed.coordinator import queue_sync  # the PostgreSQL client, only when asked for
+
+    return lambda rt: queue_sync(rt, request, plan, sink, stats, args.queue, args.max_attempts)
 
 
 def _plan(args: argparse.Namespace, config: SyncConfig | None, reference: Reference | None) -> sync_ops.Plan:

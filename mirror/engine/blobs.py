@@ -7,7 +7,8 @@ Decisions, in order, for (destination repository, digest):
 3. Another repository on the same destination registry holds it (this run, or the state file) →
    cross-repo mount; the source repository too when source and destination share a registry.
 4. Otherwise upload it, streaming from the source. Concurrent needs for the same digest on the
-   same registry wait for the first upload and then mount, so the source is read once. Bytes
+   same registry wait for the first upload and then mount, so the source is read once; with a
+   ``gate`` (many workers on one queue) that holds across processes too. Bytes
    that do not match the digest (damaged on the way) are never published: the upload is tried
    again from the source, at most ``DIGEST_ATTEMPTS`` times in all.
 """
@@ -15,8 +16,10 @@ Decisions, in order, for (destination repository, digest):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 import anyio
 import structlog
@@ -125,6 +128,13 @@ class KnownLocations:
         return len(self._present)
 
 
+class BlobGate(Protocol):
+    """Lets one process at a time upload a blob to a registry (many workers sharing one queue).
+    Whoever waited finds the blob present (or mountable) afterwards, through ``KnownLocations``."""
+
+    def hold(self, host: str, digest: Digest) -> AbstractAsyncContextManager[None]: ...
+
+
 @dataclass
 class BlobMover:
     """Shared by every image of a run; enforces at-most-once work per (repository, digest)."""
@@ -133,6 +143,7 @@ class BlobMover:
     locations: KnownLocations = field(default_factory=KnownLocations)
     dry_run: bool = False
     on_blob: Callable[[Descriptor, BlobOutcome], None] | None = None
+    gate: BlobGate | None = None  # cross-process single flight (None: this process is the only writer)
     # In flight only: what is done is remembered in ``locations`` (one bounded memory, not three).
     _per_repo: SingleFlight[tuple[BlobOutcome, int]] = field(default_factory=lambda: SingleFlight(remember=0))
     _per_registry: SingleFlight[tuple[BlobOutcome, int]] = field(default_factory=lambda: SingleFlight(remember=0))
@@ -159,7 +170,7 @@ class BlobMover:
                 return self._done(dst, desc, BlobOutcome.MOUNTED, 0)
         # The first repository of this registry to need the blob uploads it; the others mount.
         reg_key = (dst.location.host, desc.digest)
-        (outcome, sent), shared = await self._per_registry.do(reg_key, lambda: self._upload(src, dst, desc))
+        (outcome, sent), shared = await self._per_registry.do(reg_key, lambda: self._upload_once(src, dst, desc))
         if not shared:
             return outcome, sent
         async with self.limit:
@@ -179,6 +190,19 @@ class BlobMover:
             if await dst.mount_blob(desc, origin):
                 return True
         return False
+
+    async def _upload_once(self, src: ImageSource, dst: ImageDestination,
+                           desc: Descriptor) -> tuple[BlobOutcome, int]:
+        """Upload, unless another process did it (or is doing it: then wait, and skip or mount)."""
+        if self.gate is None or self.dry_run:
+            return await self._upload(src, dst, desc)
+        async with self.gate.hold(dst.location.host, desc.digest):
+            async with self.limit:
+                if self.locations.remembered(dst.location, desc.digest) and await dst.has_blob(desc):
+                    return self._done(dst, desc, BlobOutcome.SKIPPED, 0)
+                if await self._mount_any(src, dst, desc):
+                    return self._done(dst, desc, BlobOutcome.MOUNTED, 0)
+            return await self._upload(src, dst, desc)
 
     async def _upload(self, src: ImageSource, dst: ImageDestination, desc: Descriptor) -> tuple[BlobOutcome, int]:
         if self.dry_run:

@@ -26,7 +26,7 @@ from mirror.core import mediatype as mt
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
-from mirror.engine.blobs import BlobMover, BlobOutcome, KnownLocations
+from mirror.engine.blobs import BlobGate, BlobMover, BlobOutcome, KnownLocations
 from mirror.engine.image import CopyOptions, ImageCopier, ImageWork, ManifestWriter, MultiArch, subset_index
 from mirror.errors import ManifestError, MirrorError
 from mirror.plan.pairs import ImagePair, WorkUnit
@@ -100,14 +100,14 @@ BlobSink = Callable[[Descriptor, BlobOutcome], None]
 class Scheduler:
     def __init__(self, options: SyncOptions, locations: KnownLocations | None = None,
                  on_record: RecordSink | None = None, stats: RunStats | None = None,
-                 on_blob: BlobSink | None = None, opener: Opener | None = None) -> None:
+                 on_blob: BlobSink | None = None, opener: Opener | None = None, gate: BlobGate | None = None) -> None:
         self.options = options
         self.opener = opener
         self.stats = stats or RunStats()
         self.on_record = on_record or (lambda _r: None)
         self.blobs = BlobMover(anyio.CapacityLimiter(max(1, options.blob_jobs)),
                                locations if locations is not None else KnownLocations(), dry_run=options.dry_run,
-                               on_blob=on_blob)
+                               on_blob=on_blob, gate=gate)
         self.manifests = ManifestWriter(options.dry_run)
         self.copier = ImageCopier(self.blobs, self.manifests, options.copy)
 

@@ -237,6 +237,14 @@ class HostLimiter:
             log.info("rate_limited", host=self.host, cooldown=round(wait, 2),
                      hub_remaining=self.hub_remaining)
 
+    def hold_for(self, seconds: float) -> None:
+        """Hold requests to this host for ``seconds`` (a cooldown another process was told of)."""
+        until = self._clock() + seconds
+        if until > self.blocked_until:
+            self.blocked_until = until
+            if self._bucket is not None:
+                self._bucket.restart(until)
+
     def cooldown_remaining(self) -> float:
         return max(0.0, self.blocked_until - self._clock())
 

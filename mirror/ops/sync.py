@@ -75,7 +75,7 @@ async def sync(rt: Runtime, request: SyncRequest, plan: Plan, on_record: Callabl
     await scheduler.run(plan(planner))
     if request.delete_pruned and not request.options.dry_run:
         for candidate in result.prune:
-            await _prune_repo(rt, request.dst_side, candidate, result)
+            await prune_repo(rt, request.dst_side, candidate, result)
     _limiter_report(rt, result)
     return result
 
@@ -89,7 +89,7 @@ def _limiter_report(rt: Runtime, result: SyncResult) -> None:
             result.registries[host] = stats
 
 
-async def _prune_repo(rt: Runtime, side: SideOptions, candidate: PruneCandidate, result: SyncResult) -> None:
+async def prune_repo(rt: Runtime, side: SideOptions, candidate: PruneCandidate, result: SyncResult) -> None:
     """Delete pruned tags. A tag whose manifest another kept tag also uses is reported, not deleted
     (deleting by digest would remove the kept tag too)."""
     host, _, path = candidate.destination.partition("/")

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from mirror.core.reference import parse_docker, split_transport
 from mirror.errors import UsageError
 from mirror.http.client import HttpClient
-from mirror.state import StateStore
+from mirror.state import StateBackend
 from mirror.transports.base import Transport
 from mirror.transports.local.archive import DockerArchiveTransport
 from mirror.transports.local.daemon import DockerDaemonTransport
@@ -25,7 +25,7 @@ def local_transports() -> dict[str, Transport]:
     return {t.name: t for t in transports}
 
 
-def build_transports(http: HttpClient, state: StateStore, uploads: UploadOptions,
+def build_transports(http: HttpClient, state: StateBackend, uploads: UploadOptions,
                      env: Mapping[str, str]) -> tuple[RegistryTransport, dict[str, Transport]]:
     """Every transport mirror supports, keyed by skopeo's transport name; the registry one also apart
     (sync lists catalogs and destination tags through it)."""

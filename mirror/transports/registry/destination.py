@@ -11,7 +11,7 @@ from mirror.core.manifest import Manifest
 from mirror.core.reference import ManifestRef, Repo
 from mirror.errors import DigestMismatch, MirrorError, NotFound
 from mirror.http.client import Reply
-from mirror.state import StateError, StateStore
+from mirror.state import StateBackend, StateError
 from mirror.transports.base import BlobOpener, Location
 from mirror.transports.registry import api
 from mirror.transports.registry.endpoint import RegistryEndpoint
@@ -31,7 +31,7 @@ class RegistryDestination:
 
     capabilities = api.CAPABILITIES
 
-    def __init__(self, endpoint: RegistryEndpoint, repo: Repo, *, state: StateStore | None = None,
+    def __init__(self, endpoint: RegistryEndpoint, repo: Repo, *, state: StateBackend | None = None,
                  uploads: UploadOptions | None = None) -> None:
         self.endpoint = endpoint
         self.repo = repo

@@ -17,7 +17,7 @@ from mirror.errors import UsageError
 from mirror.http.client import Endpoint, HttpClient
 from mirror.http.credentials import Credential, CredentialOptions, resolve_credential
 from mirror.http.tls import TLSOptions
-from mirror.state import StateStore
+from mirror.state import StateBackend
 from mirror.transports.registry import api
 from mirror.transports.registry.destination import RegistryDestination
 from mirror.transports.registry.endpoint import DeferredEndpoint, RegistryEndpoint
@@ -34,7 +34,7 @@ class RegistryTransport:
     name = "docker"
     capabilities = api.CAPABILITIES
 
-    def __init__(self, http: HttpClient, state: StateStore, uploads: UploadOptions, env: Mapping[str, str]) -> None:
+    def __init__(self, http: HttpClient, state: StateBackend, uploads: UploadOptions, env: Mapping[str, str]) -> None:
         self.http = http
         self.state = state
         self.uploads = uploads

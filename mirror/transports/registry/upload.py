@@ -48,7 +48,7 @@ from mirror.core.reference import Repo
 from mirror.errors import DigestMismatch, MirrorError, NotFound, RegistryError, TransientError
 from mirror.http.client import Reply
 from mirror.http.headers import parse_upload_range
-from mirror.state import StateStore
+from mirror.state import StateBackend
 from mirror.transports.base import BlobOpener
 from mirror.transports.registry import api
 from mirror.transports.registry.endpoint import RegistryEndpoint
@@ -71,7 +71,7 @@ class BlobUpload:
     """One blob into one repository; :meth:`run` returns the bytes sent (re-sent ones included)."""
 
     def __init__(self, endpoint: RegistryEndpoint, repo: Repo, desc: Descriptor, open_source: BlobOpener, *,
-                 options: UploadOptions, state: StateStore | None) -> None:
+                 options: UploadOptions, state: StateBackend | None) -> None:
         self.endpoint = endpoint
         self.repo = repo
         self.desc = desc

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import structlog
 from yarl import URL
 
-from mirror.state import StateError, StateStore, UploadRecord
+from mirror.state import StateBackend, StateError, UploadRecord
 
 log = structlog.get_logger("mirror.upload")
 
@@ -32,7 +32,7 @@ class UploadJournal:
     """The StateStore records of one blob's upload into one repository (``key``: registry, repository,
     digest). Sessions are saved only for ``chunked`` uploads: the others are not resumable."""
 
-    def __init__(self, state: StateStore | None, key: tuple[str, str, str], chunked: bool) -> None:
+    def __init__(self, state: StateBackend | None, key: tuple[str, str, str], chunked: bool) -> None:
         self.state = state
         self.key = key
         self.chunked = chunked
