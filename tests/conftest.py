@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from support import run_skopeo, skopeo_inspect_raw
 from support.images import SeededImages, seed_standard_images
+from support.postgres import Postgres, start_postgres
 from support.registry import Registry, start_registry
 from support.tokenserver import TokenServer
 
@@ -22,6 +23,19 @@ TOKEN_USERS = {"alice": "wonderland-secret-9", "bob": "builder-secret-7"}
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One throw-away PostgreSQL cluster (initdb in a temp dir, 127.0.0.1) for the whole session."""
+    with start_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def queue_url(postgres: Postgres) -> str:
+    """A fresh, empty database on the session's cluster: a queue of its own for each test."""
+    return postgres.new_database()
 
 
 @pytest.fixture
