@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import psycopg
 import structlog
 
 from mirror.distributed.schema import queue_error
-from mirror.http.client import HttpClient
+from mirror.http.ratelimit import HostLimiter
 from mirror.state import StateError, UploadRecord
 
 log = structlog.get_logger("mirror.pgstate")
@@ -105,6 +105,13 @@ class PgState:
                                "ORDER BY verified_at DESC, repo LIMIT %s", (registry, digest, limit)).fetchall()
         return [str(r[0]) for r in rows]
 
+    def verified_since(self, registry: str, repo: str, digest: str, since: float) -> bool:
+        """Whether a worker verified ``digest`` in ``repo`` at or after ``since`` (epoch seconds)."""
+        with self._cursor() as cur:
+            row = cur.execute("SELECT 1 FROM mirror_blob_locations WHERE registry = %s AND digest = %s AND repo = %s "
+                              "AND verified_at >= to_timestamp(%s)", (registry, digest, repo, since)).fetchone()
+        return row is not None
+
     def forget_blob(self, registry: str, repo: str, digest: str) -> None:
         with self._cursor() as cur:
             cur.execute("DELETE FROM mirror_blob_locations WHERE registry = %s AND digest = %s AND repo = %s",
@@ -130,21 +137,35 @@ class PgState:
         return {str(r[0]): float(r[1]) for r in rows}
 
 
-async def share_cooldowns(state: PgState, http: HttpClient, interval: float = COOLDOWN_POLL) -> None:
-    """Forever: publish this process's 429 cooldowns, and hold every host another process was told
-    to cool down. Runs beside the work in the process's task group."""
-    published: dict[str, float] = {}  # host -> monotonic end of the cooldown last published
+class Limiters(Protocol):
+    """The per-host limiters of a process (``HttpClient``)."""
+
+    @property
+    def limiters(self) -> Mapping[str, HostLimiter]: ...
+
+    def limiter(self, host: str) -> HostLimiter: ...
+
+
+def exchange_cooldowns(state: PgState, http: Limiters, published: dict[str, float]) -> None:
+    """Publish this process's 429 cooldowns not yet published; hold every host in someone's cooldown.
+    ``published``: host → monotonic end of the cooldown last published or applied."""
+    now = time.monotonic()
+    for host, limiter in http.limiters.items():
+        remaining = limiter.cooldown_remaining()
+        if remaining > 0 and published.get(host, 0.0) < now + remaining - 0.5:
+            state.publish_cooldown(host, remaining)
+            published[host] = now + remaining
+    for host, remaining in state.cooldowns().items():
+        http.limiter(host).hold_for(remaining)
+        published[host] = max(published.get(host, 0.0), now + remaining)
+
+
+async def share_cooldowns(state: PgState, http: Limiters, interval: float = COOLDOWN_POLL) -> None:
+    """Forever, every ``interval``: :func:`exchange_cooldowns`. Runs beside the work."""
+    published: dict[str, float] = {}
     while True:
-        now = time.monotonic()
         try:
-            for host, limiter in http.limiters.items():
-                remaining = limiter.cooldown_remaining()
-                if remaining > 0 and published.get(host, 0.0) < now + remaining - 0.5:
-                    state.publish_cooldown(host, remaining)
-                    published[host] = now + remaining
-            for host, remaining in state.cooldowns().items():
-                http.limiter(host).hold_for(remaining)
-                published[host] = max(published.get(host, 0.0), now + remaining)
+            exchange_cooldowns(state, http, published)
         except StateError as exc:
             log.warning("cooldown_share_failed", error=str(exc))
         await anyio.sleep(interval)

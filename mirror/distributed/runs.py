@@ -70,6 +70,7 @@ class Claim:
     unit: WorkUnit
     options: RunOptions
     attempt: int
+    started: float  # the run's creation, epoch seconds (facts verified since then are this run's)
 
 
 class RunBook:
@@ -130,11 +131,11 @@ class RunBook:
                 "UPDATE mirror_units u SET status = 'running', worker = %s, attempts = %s, updated_at = now() "
                 "FROM mirror_runs r WHERE u.run_id = %s AND u.seq = %s AND r.id = u.run_id "
                 "AND u.status IN ('queued', 'running') AND r.state IN ('planning', 'running') "
-                "RETURNING u.unit, r.options", (worker, attempt + 1, run_id, seq))
+                "RETURNING u.unit, r.options, extract(epoch FROM r.created_at)", (worker, attempt + 1, run_id, seq))
             row = await cur.fetchone()
         if row is None:
             return None
-        return Claim(WorkUnit.from_json(json.dumps(row[0])), RunOptions.from_dict(row[1]), attempt)
+        return Claim(WorkUnit.from_json(json.dumps(row[0])), RunOptions.from_dict(row[1]), attempt, float(row[2]))
 
     async def complete(self, run_id: str, seq: int, record: ImageRecord) -> None:
         status = "failed" if record.outcome == "failed" else "done"

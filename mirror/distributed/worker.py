@@ -25,7 +25,8 @@ from mirror.config.schema import Credentials
 from mirror.distributed.app import MAX_TASK_ATTEMPTS, QUEUE, TASK, open_queue
 from mirror.distributed.gate import PgBlobGate, open_gate
 from mirror.distributed.pgstate import PgState, share_cooldowns
-from mirror.distributed.runs import RunBook, RunOptions
+from mirror.distributed.runs import Claim, RunBook
+from mirror.engine.blobs import KnownLocations
 from mirror.engine.sync import ImageRecord, Scheduler, SyncOptions
 from mirror.http.tls import TLSOptions
 from mirror.ops.units import Resolver
@@ -61,14 +62,17 @@ class WorkerSettings:
 
 
 class Worker:
-    def __init__(self, rt: Runtime, settings: WorkerSettings, book: RunBook, gate: PgBlobGate) -> None:
+    def __init__(self, rt: Runtime, state: PgState, settings: WorkerSettings, book: RunBook,
+                 gate: PgBlobGate) -> None:
         self.rt = rt
+        self.state = state
         self.settings = settings
         self.book = book
         self.gate = gate
         self._runs: LRU[str, Scheduler] = LRU(RUNS)
 
-    def _scheduler(self, run_id: str, options: RunOptions) -> Scheduler:
+    def _scheduler(self, run_id: str, claim: Claim) -> Scheduler:
+        options = claim.options
         found = self._runs.get(run_id)
         if found is None:
             dst = self.settings.dst_side
@@ -78,7 +82,11 @@ class Worker:
             resolver = Resolver(self.rt, self.settings.src_side, dst, self.settings.secrets, self.settings.policy)
             sync_options = SyncOptions(jobs=self.settings.jobs, blob_jobs=self.settings.blob_jobs, keep_going=True,
                                        copy=options.copy)
-            found = Scheduler(sync_options, self.rt.known_locations(), opener=resolver.open, gate=self.gate)
+            state, since = self.state, claim.started
+            locations = KnownLocations(lambda host, digest: state.known_repos(host, str(digest)),
+                                       shared=lambda host, repo, digest: state.verified_since(host, repo, str(digest),
+                                                                                               since))
+            found = Scheduler(sync_options, locations, opener=resolver.open, gate=self.gate)
             self._runs.put(run_id, found)
         return found
 
@@ -94,7 +102,7 @@ class Worker:
                                                                  "(its workers stopped or it kept failing)"))
                 return
             try:
-                record = await self._scheduler(run, claim.options).sync_one(unit)
+                record = await self._scheduler(run, claim).sync_one(unit)
             except Exception as exc:  # not one image's failure (a bug, a broken setting): fail the unit anyway
                 log.exception("unit_crashed")
                 record = _failed(unit, str(exc) or type(exc).__name__)
@@ -112,7 +120,7 @@ async def run_worker(rt: Runtime, state: PgState, settings: WorkerSettings) -> N
     """Serve the queue until SIGTERM/SIGINT (procrastinate's handlers: running units finish first)."""
     async with open_queue(settings.url) as (app, pool), \
             open_gate(settings.url, settings.blob_jobs * 2 + settings.jobs) as gate:
-        worker = Worker(rt, settings, RunBook(pool), gate)
+        worker = Worker(rt, state, settings, RunBook(pool), gate)
         app.task(name=TASK, queue=QUEUE, pass_context=True,
                  retry=RetryStrategy(max_attempts=MAX_TASK_ATTEMPTS, wait=RETRY_WAIT,
                                      retry_exceptions={RetryUnit}))(worker.sync_unit)

@@ -94,10 +94,12 @@ class KnownLocations:
     first; a lookup refreshes. A forgotten fact costs a HEAD or a mount later, never a wrong answer."""
 
     def __init__(self, lookup: Callable[[str, Digest], Iterable[str]] | None = None,
-                 remember: int = REMEMBER) -> None:
+                 remember: int = REMEMBER, shared: Callable[[str, str, Digest], bool] | None = None) -> None:
         self._present: LRU[tuple[str, str, Digest], bool] = LRU(remember)
         self._sources: LRU[tuple[str, Digest], list[str]] = LRU(remember)
         self._lookup = lookup
+        # Facts other processes of the same run verified (many workers): as good as this run's own.
+        self._shared = shared
 
     def add(self, location: Location, digest: Digest) -> None:
         self._present.put((location.host, location.path, digest), True)
@@ -112,7 +114,13 @@ class KnownLocations:
         del repos[:-MAX_SOURCES]
 
     def present(self, location: Location, digest: Digest) -> bool:
-        return self._present.get((location.host, location.path, digest)) is not None
+        key = (location.host, location.path, digest)
+        if self._present.get(key) is not None:
+            return True
+        if self._shared is not None and self._shared(location.host, location.path, digest):
+            self._present.put(key, True)
+            return True
+        return False
 
     def candidates(self, location: Location, digest: Digest) -> list[str]:
         repos = [r for r in reversed(self._sources.get((location.host, digest)) or ()) if r != location.path]
@@ -197,6 +205,8 @@ class BlobMover:
         if self.gate is None or self.dry_run:
             return await self._upload(src, dst, desc)
         async with self.gate.hold(dst.location.host, desc.digest):
+            if self.locations.present(dst.location, desc.digest):  # the worker we waited for put it here
+                return BlobOutcome.SKIPPED, 0
             async with self.limit:
                 if self.locations.remembered(dst.location, desc.digest) and await dst.has_blob(desc):
                     return self._done(dst, desc, BlobOutcome.SKIPPED, 0)
