@@ -8,17 +8,21 @@ registry's own access log.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
+import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.parse
 from pathlib import Path
 
-from support.mirror_cli import ROOT, assert_one_line_error, run_mirror
+from aiohttp import web
+from support.mirror_cli import ROOT
 from support.postgres import Postgres
-from support.proxy import RegistryProxy
+from support.proxy import Fault, RegistryProxy
 from support.registry import Registry, start_registry, wait_until
 from support.workers import mirror_env, run_workers, scalar
 
@@ -88,3 +92,68 @@ def test_three_workers_share_a_catalog_and_move_each_blob_once(
     assert queue_requests <= single_requests * 1.10, (queue_requests, single_requests)
     progress = scalar(postgres, queue_url, "SELECT state, planned, done, failed, queued, running FROM mirror_progress")
     assert progress == f"done|{len(catalog.images)}|{len(catalog.images)}|0|0|0"
+
+
+def test_a_worker_killed_mid_upload_is_taken_over_and_its_upload_resumed(
+        tmp_path: Path, postgres: Postgres, queue_url: str) -> None:
+    """SIGKILL the worker uploading the 128 MiB blob between two chunks: after the lease another
+    worker takes the image over and resumes the chunked upload from the session in PostgreSQL."""
+    with start_registry(tmp_path / "src") as src, start_registry(tmp_path / "dst") as dst, RegistryProxy(dst) as proxy:
+        catalog = seed_catalog(src, 2, 2, 128, layer_kib=64)
+        big = catalog.big_digest
+        assert big is not None
+        yaml_path = sync_yaml(src.host, catalog, tmp_path / "sync.yaml")
+
+        held, released = threading.Event(), threading.Event()
+        patches = 0
+
+        async def hold_fourth_chunk(_request: web.Request, _info: object) -> web.StreamResponse | None:
+            """The 4th chunk's PATCH is held before it reaches the registry (three chunks acknowledged and
+            saved): the worker is killed between chunks. A dead client's request is never forwarded."""
+            nonlocal patches
+            patches += 1
+            if patches != 4:
+                return None
+            held.set()
+            for _ in range(1200):  # until the test has killed the worker (a minute at most)
+                if released.is_set():
+                    break
+                await asyncio.sleep(0.05)
+            return web.Response(status=503)
+
+        proxy.add_fault(Fault(Fault.match(kind="upload", method="PATCH", path="/m/big/"), hold_fourth_chunk,
+                              times=None))
+        env = {"MIRROR_CHUNK_SIZE": "8M"}
+        with run_workers(postgres, queue_url, 3, tmp_path / "workers", *WORKER_ARGS, env=env) as workers:
+            coordinator = subprocess.Popen(_sync_cmd(yaml_path, proxy.host, "--queue", queue_url),
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=mirror_env(), cwd=ROOT)
+            try:
+                wait_until(held.is_set, 120, "the 4th chunk of the large blob", interval=0.05)
+                saved = scalar(postgres, queue_url, f"SELECT \"offset\" FROM mirror_uploads WHERE digest = '{big}'")
+                assert int(saved) == 24 * MiB, saved
+                owner = scalar(postgres, queue_url, "SELECT worker FROM mirror_units WHERE destination LIKE '%/big:%'")
+                pid = int(owner.rsplit(":", 1)[1])
+                killed = next(i for i, p in enumerate(workers.procs) if p.pid == pid)
+                os.kill(pid, signal.SIGKILL)
+                workers.procs[killed].wait(timeout=30)
+                released.set()
+                _out, err = coordinator.communicate(timeout=180)
+            finally:
+                released.set()
+                if coordinator.poll() is None:
+                    coordinator.kill()
+            assert coordinator.returncode == 0, err[-3000:]
+            taken_over = scalar(postgres, queue_url,
+                                "SELECT attempts, worker FROM mirror_units WHERE destination LIKE '%/big:%'")
+        commits = _commits(dst)
+        _verify_all(src, dst, catalog)
+
+    attempts, worker = taken_over.split("|")
+    assert attempts == "2" and worker != owner, taken_over
+    others = "\n".join(workers.log_text(i) for i in range(3) if i != killed)
+    resumed = [json.loads(line) for line in others.splitlines() if '"upload_resumed"' in line]
+    assert resumed and resumed[0]["offset"] >= 24 * MiB, resumed
+    assert commits[big] == 1
+    ratio = proxy.upload_bytes / catalog.unique_bytes
+    print(f"bytes sent {proxy.upload_bytes} for {catalog.unique_bytes} unique ({ratio:.3f}x)")
+    assert proxy.upload_bytes <= 1.5 * catalog.unique_bytes
