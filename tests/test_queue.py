@@ -19,8 +19,10 @@ import threading
 import urllib.parse
 from pathlib import Path
 
+import yaml
 from aiohttp import web
-from support.mirror_cli import ROOT
+from support.images import Client, list_tags, push_image
+from support.mirror_cli import ROOT, assert_one_line_error, run_mirror
 from support.postgres import Postgres
 from support.proxy import Fault, RegistryProxy
 from support.registry import Registry, start_registry, wait_until
@@ -157,3 +159,62 @@ def test_a_worker_killed_mid_upload_is_taken_over_and_its_upload_resumed(
     ratio = proxy.upload_bytes / catalog.unique_bytes
     print(f"bytes sent {proxy.upload_bytes} for {catalog.unique_bytes} unique ({ratio:.3f}x)")
     assert proxy.upload_bytes <= 1.5 * catalog.unique_bytes
+
+
+def _yaml(path: Path, host: str, images: dict[str, list[str]], **extra: object) -> Path:
+    path.write_text(yaml.safe_dump({host: {"tls-verify": False, "images": images, **extra}}))
+    return path
+
+
+def test_a_poison_image_fails_with_its_reason_after_the_retry_budget_and_the_rest_syncs(
+        tmp_path: Path, postgres: Postgres, queue_url: str, registry: Registry, registry2: Registry) -> None:
+    for tag in ("a", "b"):
+        push_image(registry, "lib/app", tag, seed=ord(tag))
+    sync_file = _yaml(tmp_path / "sync.yaml", registry.host, {"lib/app": ["a", "gone", "b"]})
+    report = tmp_path / "report.jsonl"
+    with run_workers(postgres, queue_url, 2, tmp_path / "workers", *WORKER_ARGS):
+        proc = subprocess.run(
+            [sys.executable, "-m", "mirror", "sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false",
+             "--keep-going", "--max-attempts", "3", "--queue", queue_url, "--report", str(report), str(sync_file),
+             registry2.host], capture_output=True, text=True, env=mirror_env(), cwd=ROOT, timeout=120)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    records = {r["source"].rsplit(":", 1)[1]: r for r in map(json.loads, report.read_text().splitlines())}
+    assert {t: r["outcome"] for t, r in records.items()} == {"a": "copied", "gone": "failed", "b": "copied"}
+    assert "manifest unknown" in records["gone"]["reason"]
+    assert sorted(list_tags(registry2, "app")) == ["a", "b"]
+    row = scalar(postgres, queue_url, "SELECT status, attempts FROM mirror_units WHERE destination LIKE '%:gone'")
+    assert row == "failed|3"
+
+
+def test_without_keep_going_the_first_failure_ends_the_run_with_one_line(
+        tmp_path: Path, postgres: Postgres, queue_url: str, registry: Registry, registry2: Registry) -> None:
+    sync_file = _yaml(tmp_path / "sync.yaml", registry.host, {"lib/app": ["gone"]})
+    with run_workers(postgres, queue_url, 1, tmp_path / "workers", *WORKER_ARGS):
+        proc = run_mirror("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", "--max-attempts",
+                          "1", "--queue", queue_url, str(sync_file), registry2.host, check=False)
+    assert_one_line_error(proc, "gone", "manifest unknown")
+    assert proc.returncode == 1
+    assert scalar(postgres, queue_url, "SELECT state FROM mirror_runs") == "failed"
+
+
+def test_secrets_stay_out_of_the_queue(tmp_path: Path, postgres: Postgres, queue_url: str,
+                                       htpasswd_registry: Registry, token_registry: Registry) -> None:
+    """Source credentials come from the YAML (by registry name), destination credentials from flags:
+    the coordinator and every worker hold their own; the database holds neither."""
+    src, dst = htpasswd_registry, token_registry
+    assert src.username and src.password and dst.username and dst.password
+    push_image(src, "lib/app", "v1", seed=7)
+    creds = {"credentials": {"username": src.username, "password": src.password}}
+    sync_file = _yaml(tmp_path / "sync.yaml", src.host, {"lib/app": ["v1"]}, **creds)
+    dest_creds = f"--dest-creds={dst.username}:{dst.password}"
+    with run_workers(postgres, queue_url, 2, tmp_path / "workers", *WORKER_ARGS, dest_creds,
+                     "--credentials-from", str(sync_file)):
+        run_mirror("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", dest_creds,
+                   "--queue", queue_url, str(sync_file), dst.host)
+    assert Client(dst).list_tags("app") == ["v1"]
+    dump = postgres.dump(queue_url)
+    assert "lib/app" in dump and src.host in dump  # the dump is the real thing
+    for secret in (src.password, dst.password):
+        assert secret not in dump
+    args = scalar(postgres, queue_url, "SELECT DISTINCT jsonb_object_keys(args) FROM procrastinate_jobs ORDER BY 1")
+    assert args.split() in ([], ["run", "seq"])  # finished jobs are deleted; any left carry only ids

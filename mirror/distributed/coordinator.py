@@ -113,11 +113,11 @@ async def _follow(book: RunBook, run_id: str, stats: RunStats, on_record: Callab
     """Report finished units as workers finish them, until all are (or one failed without --keep-going)."""
     while True:
         for record in await book.take_finished(run_id):
-            stats.add(record)
-            on_record(record)
-            if record.outcome == "failed" and not keep_going:
+            if record.outcome == "failed" and not keep_going:  # the run's error, as in a local run
                 failure.append(record)
                 return
+            stats.add(record)
+            on_record(record)
         stats.active = await book.running(run_id)
         if stats.planning_done and stats.done >= stats.planned:
             return
