@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Callable
 
 import anyio
-import procrastinate
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
 from procrastinate.types import JSONDict
@@ -74,14 +73,19 @@ async def queue_sync(rt: Runtime, request: sync_ops.SyncRequest, plan: sync_ops.
             async with send:
                 await plan(planner)(send)
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(produce)
-            tg.start_soon(enqueue)
-            await _follow(book, run_id, stats, on_record, failure, request.options.keep_going)
-            if failure:  # stop planning too
-                tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(produce)
+                tg.start_soon(enqueue)
+                await _follow(book, run_id, stats, on_record, failure, request.options.keep_going)
+                if failure:  # stop planning too
+                    tg.cancel_scope.cancel()
+        except BaseException:  # planning failed, or this process was interrupted: the run is over
+            with anyio.CancelScope(shield=True):
+                await _give_up(book, run_id)
+            raise
         if failure:
-            await _give_up(app, book, run_id)
+            await _give_up(book, run_id)
             raise MirrorError(f"{failure[0].source}: {failure[0].reason}")
         await book.finish_run(run_id, "done" if stats.failed == 0 else "failed")
     if request.delete_pruned:
@@ -124,10 +128,7 @@ async def _follow(book: RunBook, run_id: str, stats: RunStats, on_record: Callab
         await anyio.sleep(POLL)  # the product's polling interval, not a test's synchronisation
 
 
-async def _give_up(app: procrastinate.App, book: RunBook, run_id: str) -> None:
-    """Without --keep-going the first failure ends the run: its queued jobs are cancelled."""
+async def _give_up(book: RunBook, run_id: str) -> None:
+    """The run ends as failed: workers skip its units, and its queued jobs are cancelled."""
     await book.finish_run(run_id, "failed")
-    manager = app.job_manager
-    for job in await manager.list_jobs_async(task=TASK, status="todo"):
-        if job.task_kwargs.get("run") == run_id and job.id is not None:
-            await manager.cancel_job_by_id_async(job.id)
+    await book.cancel_jobs(run_id, TASK)

@@ -123,6 +123,12 @@ class RunBook:
             await conn.execute("UPDATE mirror_runs SET state = %s, finished_at = now() WHERE id = %s",
                                (state, run_id))
 
+    async def cancel_jobs(self, run_id: str, task: str) -> None:
+        """Cancel the run's jobs no worker has taken (procrastinate's own cancel function)."""
+        async with self.pool.connection() as conn:
+            await conn.execute("SELECT procrastinate_cancel_job_v1(id, false, false) FROM procrastinate_jobs "
+                               "WHERE status = 'todo' AND task_name = %s AND args ->> 'run' = %s", (task, run_id))
+
     # -- workers --------------------------------------------------------------------------------
     async def claim(self, run_id: str, seq: int, worker: str, attempt: int) -> Claim | None:
         """Mark a unit running on ``worker``; None if it is finished or its run was given up."""
