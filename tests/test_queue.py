@@ -75,6 +75,7 @@ def test_three_workers_share_a_catalog_and_move_each_blob_once(
             proc = subprocess.run(_sync_cmd(yaml_path, proxy.host, "--queue", queue_url, "--report", str(report)),
                                   capture_output=True, text=True, env=mirror_env(), cwd=ROOT, timeout=300)
             assert proc.returncode == 0, proc.stderr[-3000:] + workers.all_logs()[-3000:]
+        assert [p.returncode for p in workers.procs] == [0, 0, 0]  # SIGTERM: a clean stop
         queue_requests = len(dst.access_log_requests())
         commits = _commits(dst)
         _verify_all(src, dst, catalog)
