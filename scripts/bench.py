@@ -10,6 +10,9 @@ destination registry's access log, and the mirror/skopeo ratio.
 run with this venv) in the same run, so a change is measured before/after on the same registries:
 rows then show ``base`` (REV) next to ``mirror`` (the working tree) and their ratio.
 ``--tools`` picks which tools run (default ``skopeo,mirror``, plus ``base`` with ``--baseline``).
+
+``--workers 1,2,4`` times the distributed mode instead (``mirror sync --queue`` with that many
+``mirror worker`` processes, next to ``mirror sync`` without a queue): see scripts/benchqueue.py.
 """
 
 from __future__ import annotations
@@ -249,17 +252,24 @@ def ratio_row(key: str, label: str, results: dict[str, tuple[list[Run], list[Run
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workloads", default="small,mixed,large")
+    parser.add_argument("--workloads", help="comma-separated (default small,mixed,large; with --workers: mixed)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--baseline", metavar="REV", help="also time mirror at this git revision (same run)")
     parser.add_argument("--tools", help="comma-separated: skopeo, mirror, base (default: all that apply)")
+    parser.add_argument("--workers", metavar="LIST",
+                        help="worker counts (1,2,4): time mirror sync --queue with that many mirror workers")
+    parser.add_argument("--worker-jobs", type=int, metavar="N", help="with --workers: mirror worker --jobs N")
     args = parser.parse_args()
+    if args.workers:
+        from benchqueue import workers_main  # the distributed mode's measurements (PostgreSQL, workers)
+
+        return workers_main(parser, args)
     tools = args.tools.split(",") if args.tools else [*TOOL_ORDER, *(["base"] if args.baseline else [])]
     if "base" in tools and not args.baseline:
         parser.error("--tools base needs --baseline REV")
     rows: list[str] = []
     with baseline_tree(args.baseline) as base:
-        for key in args.workloads.split(","):
+        for key in (args.workloads or "small,mixed,large").split(","):
             rows += run_workload(key, tools, base, args.reps)
     print(f"\n== summary (median of {args.reps}; ratios are wall-time ratios: above 1 means mirror is faster)")
     print("\n".join(rows))
