@@ -159,10 +159,13 @@ def copy(args: argparse.Namespace) -> int:
     src_side = side_options(args, "src-", args.authfile)
     dst_side = side_options(args, "dest-", args.authfile)
     dst_side = replace(dst_side, local=replace(dst_side.local, additional_tags=tuple(args.additional_tag)))
+    if args.referrers_artifact_type and not args.referrers:
+        raise UsageError("--referrers-artifact-type needs --referrers")
+    referrers = tuple(dict.fromkeys(args.referrers_artifact_type)) if args.referrers else None
     progress = render.CopyProgress(quiet=bool(args.quiet))
     policy = signature_policy(args)
     record = run(args, lambda rt: copy_ops.copy(rt, src, dst, src_side, dst_side, copy_options,
-                                                max(1, args.image_parallel_copies), progress, policy))
+                                                max(1, args.image_parallel_copies), progress, policy, referrers))
     progress.finish(record)
     if args.digestfile:
         Path(args.digestfile).write_text(str(record.digest))

@@ -7,6 +7,7 @@ import re
 import sys
 from typing import Any, NoReturn
 
+from mirror.core.referrers import valid_artifact_type
 from mirror.core.size import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, SizeError, parse_size
 from mirror.errors import UsageError
 
@@ -71,3 +72,19 @@ def size_arg(text: str) -> int:
         return parse_size(text, "--chunk-size", minimum=CHUNK_SIZE_MIN, maximum=CHUNK_SIZE_MAX)
     except SizeError as exc:
         raise argparse.ArgumentTypeError(exc.problem) from None
+
+
+def artifact_type_arg(text: str) -> str:
+    """``--referrers-artifact-type``: a media type (``type/subtype``)."""
+    if not valid_artifact_type(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a media type (type/subtype, e.g. application/spdx+json)")
+    return text
+
+
+def add_referrer_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--referrers`` and ``--referrers-artifact-type`` (copy and sync)."""
+    add_bool(parser, "--referrers", "also copy the OCI referrers of every image copied (signatures, SBOMs, "
+             "attestations attached by subject, and theirs); docker:// only")
+    parser.add_argument("--referrers-artifact-type", action="append", default=[], type=artifact_type_arg,
+                        metavar="TYPE", dest="referrers_artifact_type",
+                        help="with --referrers: only referrers of this artifact type (repeatable)")

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from mirror import __version__
 from mirror.aio import leaf_errors
 from mirror.cli import commands, synccmd
-from mirror.cli.flags import Parser, add_bool, duration, size_arg
+from mirror.cli.flags import Parser, add_bool, add_referrer_flags, duration, size_arg
 from mirror.errors import MirrorError
 
 DESCRIPTION = """\
@@ -122,6 +122,7 @@ def _copy(sub: Subparsers[Parser]) -> None:
                    help="manifest type conversion (not supported: mirror copies manifests byte for byte)")
     p.add_argument("--additional-tag", action="append", default=[], metavar="TAG",
                    help="additional tags (docker-archive destinations only)")
+    add_referrer_flags(p)
     p.add_argument("--src-daemon-host", metavar="HOST", help="docker-daemon: source daemon (default $DOCKER_HOST)")
     p.add_argument("--dest-daemon-host", metavar="HOST",
                    help="docker-daemon: destination daemon (default $DOCKER_HOST)")
@@ -169,6 +170,7 @@ def _sync_extensions(e: argparse._ArgumentGroup) -> None:
     e.add_argument("--blob-jobs", type=int, default=16, metavar="N", help="blob transfers at once (default 16)")
     add_bool(e, "--assume-immutable-tags", "skip tags the destination already has, without comparing digests")
     add_bool(e, "--digest-tags", "also copy the cosign-style tags (sha256-<hex>.sig/.att/.sbom) of every image copied")
+    add_referrer_flags(e)
     e.add_argument("--report", metavar="FILE", help="write one JSON record per image to FILE")
     e.add_argument("--metrics", metavar="FILE",
                    help="write the run's figures to FILE in Prometheus text format (node_exporter textfile)")

@@ -16,7 +16,7 @@ from mirror.cli import metrics, render
 from mirror.cli.commands import global_options, run, side_options, signature_policy
 from mirror.config.load import load_sync_config
 from mirror.config.schema import SyncConfig
-from mirror.config.settings import SyncFlags, resolve_settings, yaml_credentials
+from mirror.config.settings import RegistrySettings, SyncFlags, resolve_settings, yaml_credentials
 from mirror.core.descriptor import Platform
 from mirror.core.reference import Reference, parse_docker
 from mirror.engine.image import CopyOptions, MultiArch
@@ -51,6 +51,16 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--jobs and --blob-jobs must be at least 1")
 
 
+def _check_referrers(args: argparse.Namespace, settings: dict[str, RegistrySettings]) -> None:
+    """Referrers live in registries only; a type filter must filter something."""
+    copying = [s for s in settings.values() if s.referrers]
+    if args.referrers_artifact_type and not copying:
+        raise UsageError("--referrers-artifact-type needs --referrers (or referrers: true in the YAML file)")
+    if copying and (args.src in ("dir", "oci") or args.dest != "docker"):
+        raise UsageError(f"--referrers is not supported for sync from {args.src} to {args.dest}: only docker:// "
+                         "registries list and store OCI referrers")
+
+
 def sync(args: argparse.Namespace) -> int:
     _check(args)
     options = global_options(args)
@@ -64,8 +74,10 @@ def sync(args: argparse.Namespace) -> int:
     reference = parse_docker(args.source.removeprefix("docker://")) if args.src == "docker" else None
     flags = SyncFlags(tls_verify=src_side.tls.verify, cert_dir=src_side.tls.cert_dir, chunk_size=options.chunk_size,
                       assume_immutable=bool(args.assume_immutable_tags), prune=args.prune != "off",
-                      digest_tags=bool(args.digest_tags))
+                      digest_tags=bool(args.digest_tags), referrers=bool(args.referrers),
+                      referrers_artifact_types=tuple(dict.fromkeys(args.referrers_artifact_type)))
     settings = resolve_settings(config, flags, reference.repo.registry if reference is not None else "")
+    _check_referrers(args, settings)
     request = sync_ops.SyncRequest(
         naming=Naming(args.destination.removeprefix("docker://"), bool(args.scoped), args.append_suffix),
         src_side=src_side, dst_side=side_options(args, "dest-", args.authfile), options=sync_options,

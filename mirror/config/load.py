@@ -40,13 +40,14 @@ from mirror.config.yamlnodes import (
 )
 from mirror.core.digest import Digest
 from mirror.core.reference import TAG_RE, parse_repo
+from mirror.core.referrers import valid_artifact_type
 from mirror.core.size import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, SizeError, parse_size
 from mirror.errors import ConfigError, InvalidReference
 
 SKOPEO_KEYS = ("images", "images-by-tag-regex", "images-by-semver", "credentials", "tls-verify", "cert-dir")
 EXTENSION_KEYS = (
     "exclude-tags", "images-exclude-tags", "platforms", "destinations", "rate-limit", "chunk-size",
-    "catalog", "assume-immutable-tags", "prune", "digest-tags",
+    "catalog", "assume-immutable-tags", "prune", "digest-tags", "referrers", "referrers-artifact-types",
 )
 REGISTRY_KEYS = SKOPEO_KEYS + EXTENSION_KEYS
 CREDENTIAL_KEYS = ("username", "password", "identitytoken")
@@ -185,6 +186,9 @@ def _registry(ctx: NodeReader, key: str, knode: Node, node: Node) -> RegistryCon
         prune=bool(_opt(entries, "prune", lambda n: ctx.boolean(f"{key}.prune", n))),
         digest_tags=bool(_opt(entries, "digest-tags", lambda n: ctx.boolean(f"{key}.digest-tags", n))),
         exclude_tags=tuple(dict.fromkeys(excludes)),
+        referrers=bool(_opt(entries, "referrers", lambda n: ctx.boolean(f"{key}.referrers", n))),
+        referrers_artifact_types=_artifact_types(ctx, f"{key}.referrers-artifact-types",
+                                                 entries.get("referrers-artifact-types")),
     )
 
 
@@ -312,6 +316,18 @@ def _platforms(ctx: NodeReader, path: str, node: Node | None) -> tuple[str, ...]
         except ValueError as exc:
             ctx.fail(where, item, str(exc))
     return tuple(out)
+
+
+def _artifact_types(ctx: NodeReader, path: str, node: Node | None) -> tuple[str, ...]:
+    if node is None or is_null(node):
+        return ()
+    items = ctx.strings(path, node, "a list of artifact types like application/spdx+json")
+    if not items:
+        ctx.fail(path, node, "empty list (omit the key to copy referrers of every artifact type)")
+    for where, text, item in items:
+        if not valid_artifact_type(text):
+            ctx.fail(where, item, f"{text!r} is not a media type (type/subtype)")
+    return tuple(dict.fromkeys(text for _, text, _ in items))
 
 
 def _catalog(ctx: NodeReader, key: str, namespace: str, node: Node | None) -> Catalog | None:

@@ -81,6 +81,8 @@ class RegistryConfig:
     prune: bool = False
     digest_tags: bool = False  # also copy cosign-style tags (sha256-<hex>[.sig|.att|.sbom]) of copied digests
     exclude_tags: tuple[str, ...] = ()  # registry-wide ``exclude-tags`` (also merged into each RepoSpec)
+    referrers: bool = False  # also copy OCI referrers (signatures, SBOMs, attestations attached by subject)
+    referrers_artifact_types: tuple[str, ...] = ()  # only referrers of these artifact types (empty: all)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,8 @@ class SyncFlags:
     assume_immutable: bool = False
     prune: bool = False          # --prune (report or delete)
     digest_tags: bool = False
+    referrers: bool = False
+    referrers_artifact_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +44,18 @@ class RegistrySettings:
     prune: bool = False
     platforms: tuple[str, ...] = ()    # canonical "os/arch[/variant]"; empty: every platform
     digest_tags: bool = False
+    referrers: bool = False            # also copy OCI referrers
+    referrers_artifact_types: tuple[str, ...] = ()  # ... only of these artifact types (empty: all)
+
+    @property
+    def referrer_filter(self) -> tuple[str, ...] | None:
+        """The artifact types of referrers to copy (empty: all); None: referrers are not copied."""
+        return self.referrers_artifact_types if self.referrers else None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["platforms"] = list(self.platforms)
+        out["referrers_artifact_types"] = list(self.referrers_artifact_types)
         out["rate_limit"] = None if self.rate_limit is None else {
             f.name: getattr(self.rate_limit, f.name) for f in fields(self.rate_limit)}
         return out
@@ -56,6 +66,7 @@ class RegistrySettings:
             values = dict(data)
             limit = values.pop("rate_limit", None)
             values["platforms"] = tuple(values.get("platforms") or ())
+            values["referrers_artifact_types"] = tuple(values.get("referrers_artifact_types") or ())
             return cls(**values, rate_limit=None if limit is None else RateLimit(**limit))
         except TypeError as exc:
             raise ConfigError(f"invalid registry settings: {exc}") from None
@@ -67,9 +78,14 @@ def resolve_settings(config: SyncConfig | None, flags: SyncFlags,
     if config is None:
         return {cli_registry: RegistrySettings(
             name=cli_registry, tls_verify=flags.tls_verify, cert_dir=flags.cert_dir, chunk_size=flags.chunk_size,
-            assume_immutable=flags.assume_immutable, prune=flags.prune, digest_tags=flags.digest_tags)}
+            assume_immutable=flags.assume_immutable, prune=flags.prune, digest_tags=flags.digest_tags,
+            referrers=flags.referrers, referrers_artifact_types=flags.referrers_artifact_types)}
     out = {}
     for registry in config.registries:
+        referrers = flags.referrers or registry.referrers
+        if registry.referrers_artifact_types and not referrers:
+            raise ConfigError(f"{config.source}: {registry.name}.referrers-artifact-types: referrers are not copied "
+                              "for this registry (add referrers: true, or --referrers)")
         out[registry.name] = RegistrySettings(
             name=registry.name,
             tls_verify=flags.tls_verify if registry.tls_verify is None else registry.tls_verify,
@@ -81,6 +97,8 @@ def resolve_settings(config: SyncConfig | None, flags: SyncFlags,
             prune=flags.prune or registry.prune,
             platforms=registry.platforms,
             digest_tags=flags.digest_tags or registry.digest_tags,
+            referrers=referrers,
+            referrers_artifact_types=registry.referrers_artifact_types or flags.referrers_artifact_types,
         )
     return out
 

@@ -28,6 +28,7 @@ from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 from mirror.engine.blobs import BlobGate, BlobMover, BlobOutcome, KnownLocations
 from mirror.engine.image import CopyOptions, ImageCopier, ImageWork, ManifestWriter, MultiArch, subset_index
+from mirror.engine.referrers import ReferrerCopier, check_supported
 from mirror.errors import ManifestError, MirrorError
 from mirror.plan.pairs import ImagePair, WorkUnit
 
@@ -110,6 +111,7 @@ class Scheduler:
                                on_blob=on_blob, gate=gate)
         self.manifests = ManifestWriter(options.dry_run)
         self.copier = ImageCopier(self.blobs, self.manifests, options.copy)
+        self.referrers = ReferrerCopier(self.copier)
 
     async def run(self, produce: Producer) -> RunStats:
         """Run every pair ``produce`` sends; fail fast unless ``keep_going``."""
@@ -144,7 +146,7 @@ class Scheduler:
         opener = self.opener
 
         async def run(work: ImageWork) -> tuple[str | None, str, str]:
-            if unit.assumed_present:  # decided by the plan: nothing to open, no request
+            if unit.assumed_present and not unit.settings.referrers:  # decided by the plan: nothing to open
                 return None, "skipped", ASSUMED
             if self.options.dry_run and unit.writes_files:  # opening would create (and publish) local files
                 return None, "would-copy", "local transport (not compared)"
@@ -181,6 +183,39 @@ class Scheduler:
         return record
 
     async def _sync(self, pair: ImagePair, work: ImageWork) -> tuple[str | None, str, str]:
+        """The image, then (``pair.referrers``) its referrers: also when the image was up to date,
+        since signatures and SBOMs get attached to images long after they were pushed."""
+        if pair.referrers is not None:
+            check_supported(pair.source, pair.destination)
+        digest, outcome, reason, stored = await self._sync_image(pair, work)
+        if pair.referrers is None or self.options.dry_run or digest is None:
+            return digest, outcome, reason
+        subjects = await self._subjects(pair, Digest.parse(digest), stored)
+        count = await self.referrers.copy(pair.source, pair.destination, subjects, pair.referrers, work)
+        if count and outcome == "skipped":
+            return digest, "copied", f"up to date; {count} referrers copied"
+        return digest, outcome, reason
+
+    async def _subjects(self, pair: ImagePair, digest: Digest, stored: Manifest | Descriptor | None) -> list[Digest]:
+        """Whose referrers to copy: the manifest stored at the top and, for an index copied with its
+        instances, each instance."""
+        options = self._copy_options(pair)
+        if options.multi_arch is MultiArch.INDEX_ONLY:
+            return [digest]
+        if isinstance(stored, Descriptor):  # up to date, known by HEAD only
+            if not mt.is_index(stored.media_type):
+                return [digest]
+            stored = await pair.source.get_manifest(digest)
+        if stored is None or not stored.is_index:
+            return [digest]
+        if stored.digest != digest:  # the source's index, of which one instance or a subset was stored
+            if not options.platforms:
+                return [digest]
+            stored = subset_index(stored, options.platforms)[0]
+        return [digest, *(child.digest for child in stored.manifests)]
+
+    async def _sync_image(self, pair: ImagePair, work: ImageWork
+                          ) -> tuple[str | None, str, str, Manifest | Descriptor | None]:
         src_is_digest = isinstance(pair.src_ref, Digest)
         src_desc: Descriptor | None = None
         top: Manifest | None = None
@@ -192,20 +227,20 @@ class Scheduler:
             wanted, top = await self._wanted_digest(pair, src_desc)
             dst_desc = await pair.destination.head_manifest(pair.dst_ref or wanted)
             if dst_desc is not None and dst_desc.digest == wanted:
-                return str(wanted), "skipped", "up to date"
+                return str(wanted), "skipped", "up to date", top or src_desc
         if self.options.dry_run:
             if src_desc is None:
                 src_desc = await pair.source.head_manifest(pair.src_ref)
                 if src_desc is None:
                     raise MirrorError(f"{pair.src_name}: manifest unknown at the source")
-            return str(src_desc.digest), "would-copy", "differs or missing at destination"
+            return str(src_desc.digest), "would-copy", "differs or missing at destination", None
         if top is None:
             top = await pair.source.get_manifest(pair.src_ref)
             if src_desc is not None and top.digest != src_desc.digest:
                 raise ManifestError(f"{pair.src_name}: source changed during the sync")
         result = await self.copier.copy(pair.source, top, pair.destination, pair.dst_ref, pair.fresh_repo, work,
                                         self._copy_options(pair), pair.policy, pair.src_name)
-        return str(result.digest), "copied", ""
+        return str(result.digest), "copied", "", result
 
     def _copy_options(self, pair: ImagePair) -> CopyOptions:
         if not pair.platforms:

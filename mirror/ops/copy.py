@@ -10,7 +10,7 @@ from typing import cast
 from mirror.core.reference import ManifestRef, Tag, parse_docker
 from mirror.engine.image import CopyOptions
 from mirror.engine.sync import BlobSink, ImageRecord, Scheduler, SyncOptions
-from mirror.errors import DigestMismatch, Unsupported
+from mirror.errors import DigestMismatch, Unsupported, UsageError
 from mirror.plan.pairs import ImagePair
 from mirror.runtime import Runtime
 from mirror.signing.policy import ImagePolicy, Policy
@@ -51,13 +51,16 @@ async def open_ends(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideO
 
 async def copy(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideOptions, dst_side: SideOptions,
                options: CopyOptions, jobs: int = 6, on_blob: BlobSink | None = None,
-               policy: Policy | None = None) -> ImageRecord:
+               policy: Policy | None = None, referrers: tuple[str, ...] | None = None) -> ImageRecord:
     """Copy one image between any two transports. A local destination is published only if the
     copy succeeds. An image already at a registry destination with the same digest costs two HEADs.
-    Retries happen per request, in the HTTP client (``--retry-times``), and nowhere else."""
+    Retries happen per request, in the HTTP client (``--retry-times``), and nowhere else.
+    ``referrers``: also copy the image's OCI referrers of these artifact types (empty: all)."""
+    if referrers is not None:
+        refuse_referrers(rt, src, dst)
     async with open_ends(rt, src, dst, src_side, dst_side) as (source, src_ref, destination, dst_ref):
         pair = ImagePair(source=source, src_ref=src_ref, destination=destination, dst_ref=dst_ref,
-                         src_name=str(src), dst_name=str(dst), policy=image_policy(policy, src))
+                         src_name=str(src), dst_name=str(dst), policy=image_policy(policy, src), referrers=referrers)
         scheduler = Scheduler(SyncOptions(jobs=1, blob_jobs=jobs, copy=options), rt.known_locations(),
                               on_blob=on_blob)
         record = await scheduler.sync_pair(pair)
@@ -71,6 +74,14 @@ async def copy(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideOption
             if stored is not None and str(stored.digest) != record.digest:
                 record = replace(record, digest=str(stored.digest))
         return record
+
+
+def refuse_referrers(rt: Runtime, *names: ImageName) -> None:
+    """``--referrers`` needs transports that list and store referrers; refused before any I/O."""
+    for name in names:
+        if not rt.transport(name.transport).capabilities.referrers:
+            raise UsageError(f"--referrers is not supported for transport {name.transport!r}: only docker:// "
+                             "registries list and store OCI referrers")
 
 
 def image_policy(policy: Policy | None, name: ImageName) -> ImagePolicy | None:

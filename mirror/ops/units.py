@@ -101,7 +101,7 @@ class Resolver:
             yield ImagePair(source=source, src_ref=src_ref, destination=destination, dst_ref=dst_ref,
                             fresh_repo=unit.fresh_repo, dst_has_tag=unit.dst_has_tag, src_name=unit.src_name,
                             dst_name=unit.dst_name, platforms=resolved.platforms,
-                            policy=image_policy(self.policy, src))
+                            policy=image_policy(self.policy, src), referrers=unit.settings.referrer_filter)
 
 
 class SyncEndpoints:

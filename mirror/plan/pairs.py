@@ -71,3 +71,4 @@ class ImagePair:
     dst_name: str = ""
     platforms: tuple[Platform, ...] = ()  # copy only these platforms of an index (YAML `platforms`)
     policy: ImagePolicy | None = None     # the source's signature policy (None: --insecure-policy)
+    referrers: tuple[str, ...] | None = None  # copy OCI referrers of these artifact types (empty: all); None: not

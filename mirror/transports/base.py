@@ -36,7 +36,8 @@ class Capabilities:
     gzip their plain-tar layers for it (``LocalOptions.compress_layers``), as skopeo does.
     ``converts_manifests``: a destination that may store a converted manifest (Docker → OCI layout),
     so the digest stored can differ from the source's. ``named``: images have a registry name and
-    tags (``inspect`` shows ``Name`` and ``RepoTags``).
+    tags (``inspect`` shows ``Name`` and ``RepoTags``). ``referrers``: OCI referrers can be listed (a
+    source implements ``ReferrerSource``) and attached (a destination implements ``ReferrerDestination``).
     """
 
     mount: bool = False
@@ -47,6 +48,7 @@ class Capabilities:
     compressed_layers: bool = False
     converts_manifests: bool = False
     named: bool = False
+    referrers: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,26 @@ async def source_signatures(src: ImageSource, instance: Digest | None) -> list[b
 async def store_signatures(dst: ImageDestination, signatures: list[bytes], instance: Digest | None) -> None:
     """Store signatures at a destination with ``capabilities.signatures``."""
     await cast(SignatureDestination, dst).put_signatures(signatures, instance)
+
+
+class ReferrerSource(Protocol):
+    """A source that lists OCI referrers (``capabilities.referrers``)."""
+
+    async def referrers(self, subject: Digest, artifact_types: tuple[str, ...] = ()) -> list[Descriptor]:
+        """Descriptors of the manifests whose ``subject`` is ``subject``, with their ``artifact_type``;
+        only those of ``artifact_types`` when given. Unverified: the caller fetches each by digest."""
+        ...
+
+
+class ReferrerDestination(ReferrerSource, Protocol):
+    """A destination that stores OCI referrers (``capabilities.referrers``): it lists what it holds,
+    and makes referrers it was given (with ``put_manifest``, by digest) listed under their subject."""
+
+    async def attach_referrers(self, subject: Digest, manifests: list[Manifest]) -> None:
+        """List ``manifests`` (already stored) among ``subject``'s referrers: nothing to do where the
+        registry indexes ``subject`` itself, else an update of the fallback index that keeps
+        entries other writers add concurrently."""
+        ...
 
 
 class Deleter(Protocol):

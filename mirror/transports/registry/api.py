@@ -28,7 +28,8 @@ def delete_scope(path: str) -> str:
 
 
 #: What registries can do (the transport, its sources and its destinations).
-CAPABILITIES = Capabilities(mount=True, delete=True, chunked=True, list_tags=True, compressed_layers=True, named=True)
+CAPABILITIES = Capabilities(mount=True, delete=True, chunked=True, list_tags=True, compressed_layers=True, named=True,
+                            referrers=True)
 
 
 def manifest_path(path: str, ref: ManifestRef) -> str:

@@ -9,12 +9,14 @@ from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 from mirror.core.reference import ManifestRef, Repo
+from mirror.core.referrers import entry
 from mirror.errors import DigestMismatch, MirrorError, NotFound
 from mirror.http.client import Reply
 from mirror.state import StateBackend, StateError
 from mirror.transports.base import BlobOpener, Location
 from mirror.transports.registry import api
 from mirror.transports.registry.endpoint import RegistryEndpoint
+from mirror.transports.registry.referrers import FallbackUpdate, ReferrersSupport, list_referrers
 from mirror.transports.registry.upload import BlobUpload
 from mirror.transports.registry.upload import location_of as _location
 from mirror.transports.registry.uploadopts import UploadOptions
@@ -32,13 +34,15 @@ class RegistryDestination:
     capabilities = api.CAPABILITIES
 
     def __init__(self, endpoint: RegistryEndpoint, repo: Repo, *, state: StateBackend | None = None,
-                 uploads: UploadOptions | None = None) -> None:
+                 uploads: UploadOptions | None = None, referrers: ReferrersSupport | None = None) -> None:
         self.endpoint = endpoint
         self.repo = repo
         self.location = Location("docker", repo.registry, repo.path)
         self.state = state
         self.uploads = uploads or UploadOptions()
+        self.referrers_support = referrers or ReferrersSupport()
         self._scopes = (api.push_scope(repo.path),)
+        self._indexed: set[Digest] = set()  # manifests whose subject the registry said it indexed
 
     async def has_blob(self, desc: Descriptor) -> bool:
         try:
@@ -95,6 +99,20 @@ class RegistryDestination:
         got = reply.headers.get("Docker-Content-Digest")
         if got and got.startswith(manifest.digest.algorithm) and got.strip() != str(manifest.digest):
             raise DigestMismatch(f"registry stored manifest {ref} as {got}, expected {manifest.digest}")
+        if manifest.subject is not None and reply.headers.get("OCI-Subject"):
+            self._indexed.add(manifest.digest)  # a registry with the referrers API lists it already
+
+    async def referrers(self, subject: Digest, artifact_types: tuple[str, ...] = ()) -> list[Descriptor]:
+        return await list_referrers(self.endpoint, self.repo, subject, artifact_types, self.referrers_support,
+                                    self._scopes)
+
+    async def attach_referrers(self, subject: Digest, manifests: list[Manifest]) -> None:
+        """Registries with the referrers API list what was pushed; elsewhere the fallback index is
+        updated (``referrers.FallbackUpdate``: concurrent writers keep their entries)."""
+        pending = [m for m in manifests if m.digest not in self._indexed]
+        if not pending or self.referrers_support.get(self.repo.registry):
+            return
+        await FallbackUpdate(self.endpoint, self.repo, subject, self._scopes).add([entry(m) for m in pending])
 
     async def delete_manifest(self, digest: Digest) -> None:
         await self.endpoint.fetch("DELETE", api.manifest_path(self.repo.path, digest),

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import structlog
-from yarl import URL
 
 from mirror.core import manifest as manifest_mod
 from mirror.core.descriptor import Descriptor
@@ -16,17 +13,18 @@ from mirror.core.digest import Digest
 from mirror.core.manifest import MAX_MANIFEST_SIZE, Manifest
 from mirror.core.reference import ManifestRef, Repo
 from mirror.errors import ManifestError, NotFound, RegistryError, TransientError
-from mirror.http.headers import parse_content_range, parse_link_next, strip_media_type
+from mirror.http.headers import parse_content_range, strip_media_type
 from mirror.http.seam import Response
 from mirror.transports.base import Location
 from mirror.transports.registry import api
 from mirror.transports.registry.endpoint import RegistryEndpoint
+from mirror.transports.registry.pages import json_pages
+from mirror.transports.registry.referrers import ReferrersSupport, list_referrers
 
 log = structlog.get_logger("mirror.registry")
 
 MAX_RESUMES = 5
 MAX_LISTED = 10_000_000  # tags of a repository, or repositories of a catalog
-MAX_PAGES = 100_000  # pages of one listing
 
 
 class RegistrySource:
@@ -34,9 +32,10 @@ class RegistrySource:
 
     capabilities = api.CAPABILITIES
 
-    def __init__(self, endpoint: RegistryEndpoint, repo: Repo) -> None:
+    def __init__(self, endpoint: RegistryEndpoint, repo: Repo, referrers: ReferrersSupport | None = None) -> None:
         self.endpoint = endpoint
         self.repo = repo
+        self.referrers_support = referrers or ReferrersSupport()
         self.location = Location("docker", repo.registry, repo.path)
         self._scopes = (api.pull_scope(repo.path),)
 
@@ -61,6 +60,10 @@ class RegistrySource:
         except NotFound:
             return None
         return api.descriptor_from_head(dict(reply.headers), ref)
+
+    async def referrers(self, subject: Digest, artifact_types: tuple[str, ...] = ()) -> list[Descriptor]:
+        return await list_referrers(self.endpoint, self.repo, subject, artifact_types, self.referrers_support,
+                                    self._scopes)
 
     def list_tags(self) -> AsyncIterator[str]:
         return _names(self.endpoint, api.tags_path(self.repo.path), self._scopes,
@@ -130,7 +133,7 @@ async def _names(endpoint: RegistryEndpoint, first: str, scopes: tuple[str, ...]
     """The strings under ``key`` on every page of a listing (tags or repositories), capped at
     MAX_LISTED; a page whose ``key`` is not a list is malformed, non-string entries are skipped."""
     seen = 0
-    async for data in _pages(endpoint, first, scopes, what):
+    async for data in json_pages(endpoint, first, scopes, what):
         names = data.get(key)
         if names is not None and not isinstance(names, list):
             raise RegistryError(f"{what}: malformed {nouns[0]}")
@@ -140,32 +143,3 @@ async def _names(endpoint: RegistryEndpoint, first: str, scopes: tuple[str, ...]
                 yield name
         if seen > MAX_LISTED:
             raise RegistryError(f"{what}: more than {MAX_LISTED} {nouns[1]}")
-
-
-async def _pages(endpoint: RegistryEndpoint, first: str, scopes: tuple[str, ...],
-                 what: str) -> AsyncIterator[dict[str, Any]]:
-    """The JSON object of every page of a listing, following ``Link: <...>; rel="next"``.
-
-    A hostile or broken registry cannot make this loop forever: a next link to a page already read
-    and more than ``MAX_PAGES`` pages are errors.
-    """
-    target: str | URL = first
-    visited: set[str] = set()
-    while True:
-        reply = await endpoint.fetch("GET", target, scopes=scopes, what=what)
-        visited.add(str(reply.url))
-        try:
-            data = json.loads(reply.body)
-        except (ValueError, RecursionError):
-            raise RegistryError(f"{what}: response is not JSON") from None
-        if not isinstance(data, dict):
-            raise RegistryError(f"{what}: response is not a JSON object")
-        yield data
-        nxt = parse_link_next(reply.headers.get("Link"), str(reply.url))
-        if nxt is None:
-            return
-        target = URL(nxt, encoded=True)
-        if str(target) in visited:
-            raise RegistryError(f"{what}: the registry's next-page link loops back to a page already read")
-        if len(visited) >= MAX_PAGES:
-            raise RegistryError(f"{what}: more than {MAX_PAGES} pages")

@@ -21,6 +21,7 @@ from mirror.state import StateBackend
 from mirror.transports.registry import api
 from mirror.transports.registry.destination import RegistryDestination
 from mirror.transports.registry.endpoint import DeferredEndpoint, RegistryEndpoint
+from mirror.transports.registry.referrers import ReferrersSupport
 from mirror.transports.registry.source import RegistrySource, list_repositories
 from mirror.transports.registry.uploadopts import UploadOptions
 from mirror.transports.side import SideOptions
@@ -44,6 +45,7 @@ class RegistryTransport:
         # Reused while a repository is planned and synced (a deferred one looks its credential up once);
         # bounded, so a catalog of any size keeps a fixed number (an evicted one is simply made again).
         self._endpoints: LRU[tuple[str, str, CredentialOptions, TLSOptions], RegistryEndpoint] = LRU(ENDPOINTS)
+        self._referrers = ReferrersSupport()  # which registries have the referrers API, learnt once per run
 
     def validate(self, rest: str) -> None:
         parse_docker(rest)
@@ -72,11 +74,12 @@ class RegistryTransport:
         return self.http.endpoint(repo.api_host, credential, side.tls)
 
     def repo_source(self, repo: Repo, side: SideOptions) -> RegistrySource:
-        return RegistrySource(self.endpoint(repo, side), repo)
+        return RegistrySource(self.endpoint(repo, side), repo, self._referrers)
 
     def repo_destination(self, repo: Repo, side: SideOptions) -> RegistryDestination:
         uploads = self.uploads if side.chunk_size is None else replace(self.uploads, chunk_size=side.chunk_size)
-        return RegistryDestination(self.endpoint(repo, side), repo, state=self.state, uploads=uploads)
+        return RegistryDestination(self.endpoint(repo, side), repo, state=self.state, uploads=uploads,
+                                   referrers=self._referrers)
 
     @asynccontextmanager
     async def source(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[RegistrySource, ManifestRef]]:
