@@ -8,10 +8,17 @@ a small in-process registry that speaks it.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+from aiohttp import web
 from support.artifacts import (
+    EMPTY_DATA,
     SBOM,
     SIGNATURE,
     STRANGE,
@@ -24,7 +31,13 @@ from support.artifacts import (
 from support.images import Client, PushedImage, list_tags, push_image, push_index
 from support.mirror_cli import assert_one_line_error, run_mirror
 from support.ociregistry import start_oci_registry
+from support.proxy import Fault, RequestInfo, start_proxy
 from support.registry import Registry
+
+from mirror.config.load import parse_sync_config
+from mirror.config.settings import RegistrySettings, SyncFlags, resolve_settings
+from mirror.errors import ConfigError
+from mirror.plan.pairs import WorkUnit
 
 INSECURE = ("--src-tls-verify=false", "--dest-tls-verify=false", "--insecure-policy")
 WRITES = ("PUT", "POST", "PATCH", "DELETE")
@@ -144,7 +157,7 @@ def test_sync_yaml_referrers_of_an_index_and_its_instances(registry: Registry, r
     assert json.loads((tmp_path / "report.jsonl").read_text())["outcome"] == "skipped"
 
     later = attach(registry, "multi", subject_of(index.children[0]), SBOM, b'{"amd64":1}')
-    run_mirror(*args)
+    run_mirror(*args, "--assume-immutable-tags")  # the image is not compared again; its referrers are
     record = json.loads((tmp_path / "report.jsonl").read_text())
     assert (record["outcome"], record["reason"]) == ("copied", "up to date; 1 referrers copied")
     assert [e["digest"] for e in fallback_entries(registry2, "mirror/multi", index.children[0].digest) or []] == \
@@ -188,3 +201,99 @@ def test_referrers_api_with_pages_and_filter(registry: Registry) -> None:
         run_mirror("copy", *INSECURE, "--referrers", "-q", src, f"docker://{registry.host}/plain:v1")
         assert writes_since(registry, start) == []
         assert fallback_tag(image.digest) in list_tags(registry, "plain")
+
+
+def test_concurrent_writers_keep_both_entries_in_the_fallback_index(registry: Registry, registry2: Registry) -> None:
+    """Two ``mirror copy`` processes attach different referrers of one subject to the same destination
+    (docker-registry 2.8, which ignores If-Match) at the same time. A proxy in front of it scripts the
+    worst interleaving: both read the empty fallback index, writer A's index lands and is confirmed,
+    then B's stale index (without A's entry) replaces it. A's re-read after its settling delay sees
+    the loss and writes again: both entries stay."""
+    image = push_image(registry, "app", "v1", seed=15)
+    sbom = attach(registry, "app", subject_of(image), SBOM, b'{"spdxVersion":"SPDX-2.3"}')
+    sig = attach(registry, "app", subject_of(image), SIGNATURE, b"signature")
+    tag = fallback_tag(image.digest)
+    # The image and the artifacts' shared empty config are there first: distribution 2.8 rewrites a
+    # repository's blob link file in place when a blob is pushed, so a manifest PUT that checks the
+    # blob at that moment fails (DIGEST_INVALID) - a registry race this test is not about.
+    run_mirror("copy", *INSECURE, "-q", f"docker://{registry.host}/app:v1", f"docker://{registry2.host}/app:v1")
+    Client(registry2).push_blob("app", EMPTY_DATA)
+    b_arrived, a_done, b_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    def by(writer: str, method: str) -> Callable[[RequestInfo], bool]:
+        return lambda info: (info.method == method and info.reference == tag
+                             and info.headers.get("user-agent", "").startswith(writer))
+
+    with start_proxy(registry2) as proxy:
+        async def forward(request: web.Request) -> web.StreamResponse:
+            return await proxy._forward(request, proxy.upstream.url + request.raw_path)
+
+        async def a_put(request: web.Request, _info: RequestInfo) -> web.StreamResponse:
+            await asyncio.wait_for(b_arrived.wait(), 60)  # B has read the index A is about to replace
+            response = await forward(request)
+            a_done.set()
+            return response
+
+        async def b_put(request: web.Request, _info: RequestInfo) -> web.StreamResponse:
+            b_arrived.set()
+            await asyncio.wait_for(a_done.wait(), 60)
+            response = await forward(request)  # B's stale index replaces A's
+            b_done.set()
+            return response
+
+        async def a_reads(_request: web.Request, _info: RequestInfo) -> None:
+            if a_done.is_set():  # A's confirmation read comes after B's stale write
+                await asyncio.wait_for(b_done.wait(), 60)
+
+        proxy.add_fault(Fault(by("writer-a", "PUT"), a_put, times=1))
+        proxy.add_fault(Fault(by("writer-b", "PUT"), b_put, times=1))
+        proxy.add_fault(Fault(by("writer-a", "GET"), a_reads, times=None))
+        dst = f"docker://{proxy.host}/app:v1"
+        with ThreadPoolExecutor(2) as pool:
+            runs = [pool.submit(run_mirror, "--user-agent-prefix", writer, "copy", *INSECURE, "--referrers",
+                                "--referrers-artifact-type", kind, "-q", f"docker://{registry.host}/app:v1", dst)
+                    for writer, kind in (("writer-a", SBOM), ("writer-b", SIGNATURE))]
+            for run in runs:
+                run.result()
+        failed = [(r.method, r.path, r.status) for r in proxy.requests if r.status >= 500]
+        puts = [(r.header("user-agent") or "").split()[0] for r in proxy.requests
+                if r.method == "PUT" and r.path.endswith(tag)]
+
+    assert failed == []  # no scripted wait timed out
+    assert sorted(puts) == ["writer-a", "writer-a", "writer-b"]  # A lost the race once and wrote again
+    assert by_digest(fallback_entries(registry2, "app", image.digest)) == by_digest([sbom.entry(), sig.entry()])
+
+
+def test_yaml_keys_settings_and_work_units() -> None:
+    """``referrers`` and ``referrers-artifact-types`` apply to their registry, refine the flags, travel
+    in work units as plain data, and are checked where they are written."""
+    text = f"""
+a.example:
+  images: {{app: []}}
+  referrers: true
+  referrers-artifact-types: [{SBOM}, {SBOM}]
+b.example:
+  images: {{app: []}}
+c.example:
+  images: {{app: []}}
+  referrers-artifact-types: [{SIGNATURE}]
+"""
+    config = parse_sync_config(text, "sync.yaml")
+    with pytest.raises(ConfigError, match=r"c.example.referrers-artifact-types: referrers are not copied"):
+        resolve_settings(config, SyncFlags())
+    settings = resolve_settings(config, SyncFlags(referrers=True, referrers_artifact_types=(STRANGE,)))
+    assert settings["a.example"].referrer_filter == (SBOM,)
+    assert settings["b.example"].referrer_filter == (STRANGE,)
+    assert settings["c.example"].referrer_filter == (SIGNATURE,)
+    plain = resolve_settings(parse_sync_config(text.split("c.example")[0], "sync.yaml"), SyncFlags())
+    assert plain["b.example"].referrer_filter is None
+    unit = WorkUnit("docker://a.example/app:1", "docker://d.example/app:1", settings["a.example"])
+    back = WorkUnit.from_json(unit.to_json())
+    assert back == unit and isinstance(back.settings, RegistrySettings)
+    assert back.settings.referrers_artifact_types == (SBOM,)
+    for bad, message in (("a.example:\n  images: {app: []}\n  referrers-artifact-types: [sbom]\n",
+                          "a.example.referrers-artifact-types[0]: 'sbom' is not a media type"),
+                         ("a.example:\n  images: {app: []}\n  referrers-artifact-types: []\n", "empty list"),
+                         ("a.example:\n  images: {app: []}\n  referrers: maybe\n", "a.example.referrers")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            parse_sync_config(bad, "sync.yaml")
