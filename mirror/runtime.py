@@ -40,6 +40,7 @@ class GlobalOptions:
     retry_delay: float | None = None
     state: str | None = None       # --state: a path, "none", or None for $MIRROR_STATE / the default
     chunk_size: int | None = None  # --chunk-size for resumable uploads
+    registries_d: str | None = None  # --registries.d: where registry images' signatures live
 
     @property
     def platform(self) -> Platform:
@@ -61,7 +62,7 @@ class Runtime:
         self.env = env
         self.state: StateBackend = state or StateStore.memory()
         self.uploads = uploads or UploadOptions()
-        self.registry, self.transports = build_transports(http, self.state, self.uploads, env)
+        self.registry, self.transports = build_transports(http, self.state, self.uploads, env, options.registries_d)
 
     def transport(self, name: str) -> Transport:
         return self.transports[name]

@@ -45,6 +45,13 @@ def test_manifest_digest_matches_skopeo(registry: Registry, skopeo: Skopeo, tmp_
         ours = run_mirror("manifest-digest", str(path)).stdout.strip()
         assert ours == skopeo("manifest-digest", str(path)).stdout.strip()
     assert run_mirror("manifest-digest", str(tmp_path / "list.json")).stdout.strip() == index.digest
+    # Bytes that are not JSON are digested as they are, as skopeo digests them (its test suite signs an
+    # empty "manifest"); a malformed signed schema1 manifest is refused.
     (tmp_path / "bad.json").write_text("{not json")
-    assert_one_line_error(run_mirror("manifest-digest", str(tmp_path / "bad.json"), check=False), "json")
+    (tmp_path / "empty.json").write_bytes(b"")
+    for name in ("bad.json", "empty.json"):
+        ours = run_mirror("manifest-digest", str(tmp_path / name)).stdout.strip()
+        assert ours == skopeo("manifest-digest", str(tmp_path / name)).stdout.strip()
+    (tmp_path / "schema1.json").write_text('{"schemaVersion": 1, "signatures": [{"protected": "!"}]}')
+    assert_one_line_error(run_mirror("manifest-digest", str(tmp_path / "schema1.json"), check=False), "schema1")
     assert_one_line_error(run_mirror("manifest-digest", str(tmp_path / "nope.json"), check=False), "nope.json")

@@ -93,11 +93,13 @@ def test_scopes_reject_and_accept_like_skopeo(registry: Registry, registry2: Reg
         refused = run_mirror("--policy", str(tmp_path / "bad.json"), "copy", *PLAIN,
                              registry.ref("allowed/app", "v1"), registry2.ref("x/app", "v1"), check=False)
         assert_one_line_error(refused, message)
-    # A requirement mirror cannot check is refused, not ignored.
-    (tmp_path / "sigstore.json").write_text(json.dumps({"default": [{"type": "sigstoreSigned", "keyPath": "k"}]}))
+    # A requirement mirror cannot check (sigstore with Fulcio) is refused, not ignored.
+    (tmp_path / "sigstore.json").write_text(json.dumps({"default": [{"type": "sigstoreSigned", "fulcio": {
+        "caPath": "ca.pem", "oidcIssuer": "https://issuer.example.com", "subjectEmail": "a@example.com"},
+        "rekorPublicKeyPath": "rekor.pub"}]}))
     sigstore = run_mirror("--policy", str(tmp_path / "sigstore.json"), "copy", *PLAIN,
                           registry.ref("allowed/app", "v1"), registry2.ref("x/app", "v1"), check=False)
-    assert_one_line_error(sigstore, "cannot check")
+    assert_one_line_error(sigstore, "cannot check", "fulcio")
 
 
 def test_signed_by_accepts_only_good_signatures_like_skopeo(

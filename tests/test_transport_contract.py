@@ -164,7 +164,9 @@ class Bed:
     @property
     def env(self) -> dict[str, str]:
         home = self.root.parent / f"{self.root.name}-home"
-        home.mkdir(exist_ok=True)
+        registries_d = home / ".config" / "containers" / "registries.d"  # registry signatures stay in the test
+        registries_d.mkdir(parents=True, exist_ok=True)
+        (registries_d / "default.yaml").write_text(f"default-docker: {{lookaside: 'file://{home}/sigstore'}}\n")
         return {"HOME": str(home), "MIRROR_STATE": "none"}
 
     @property
@@ -658,14 +660,14 @@ async def test_capabilities_are_honest(bed: Bed) -> None:
                 == {f: getattr(caps, f) for f in DESTINATION_FLAGS}
             await write_image(dst, tag, image)
             if dst.capabilities.signatures:
-                await store_signatures(dst, SIGNATURES, None)
+                await store_signatures(dst, SIGNATURES, None, Digest.parse(image.digest))
             if not caps.delete:
                 assert not hasattr(dst, "delete_manifest")
         async with t.source(bed.rest("a"), bed.side) as (src, ref):
             assert (src.capabilities.signatures, src.capabilities.named) == (caps.signatures, caps.named)
             got = await src.get_manifest(ref)
             # signatures: stored and read back exactly where claimed
-            assert await source_signatures(src, None) == (SIGNATURES if caps.signatures else [])
+            assert await source_signatures(src, None, got.digest) == (SIGNATURES if caps.signatures else [])
             if not caps.signatures:
                 assert not hasattr(src, "signatures")
             location = src.location

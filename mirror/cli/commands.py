@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import anyio
 
-from mirror.cli import render
+from mirror.cli import render, signflags
 from mirror.cli.flags import get, stdin_secret
 from mirror.cli.gotemplate import render as render_template
 from mirror.cli.logsetup import configure_logging
@@ -48,6 +48,7 @@ def global_options(args: argparse.Namespace) -> GlobalOptions:
         retry_delay=get(args, "retry_delay"),
         state=get(args, "state"),
         chunk_size=get(args, "chunk_size"),
+        registries_d=get(args, "registries_d"),
     )
 
 
@@ -154,8 +155,9 @@ def copy(args: argparse.Namespace) -> int:
             raise UsageError("--all conflicts with --multi-arch=" + mode.value)
         mode = MultiArch.ALL
     options = global_options(args)
+    signers, identity = signflags.signers(args)
     copy_options = CopyOptions(multi_arch=mode, platform=options.platform,
-                               remove_signatures=bool(args.remove_signatures))
+                               remove_signatures=bool(args.remove_signatures), signers=signers, sign_identity=identity)
     src_side = side_options(args, "src-", args.authfile)
     dst_side = side_options(args, "dest-", args.authfile)
     dst_side = replace(dst_side, local=replace(dst_side.local, additional_tags=tuple(args.additional_tag)))
@@ -186,8 +188,8 @@ def manifest_digest(args: argparse.Namespace) -> int:
         raise UsageError(f"reading manifest {args.manifest}: {exc.strerror}") from None
     try:
         print(standalone.manifest_digest(raw))
-    except ManifestError:
-        raise ManifestError(f"{args.manifest} is not a JSON manifest") from None
+    except ManifestError as exc:
+        raise ManifestError(f"{args.manifest}: {exc}") from None
     return 0
 
 
@@ -195,8 +197,12 @@ def standalone_sign(args: argparse.Namespace) -> int:
     if not args.output:
         raise UsageError("--output (-o) is required: where to write the signature")
     signature = standalone.sign(args.manifest, args.reference, args.fingerprint, args.passphrase_file)
+    output = Path(args.output)
     try:
-        files.atomic_write_sync(Path(args.output), signature)
+        if output.exists() and not output.is_file():  # /dev/null, a pipe: written in place, as skopeo writes
+            output.write_bytes(signature)
+        else:
+            files.atomic_write_sync(output, signature)
     except OSError as exc:
         raise MirrorError(f"writing signature {args.output}: {exc.strerror or exc}") from None
     return 0

@@ -8,8 +8,9 @@ from collections.abc import Callable, Sequence
 
 from mirror import __version__
 from mirror.aio import leaf_errors
-from mirror.cli import commands, synccmd
+from mirror.cli import commands, signflags, synccmd
 from mirror.cli.flags import Parser, add_bool, add_referrer_flags, duration, size_arg
+from mirror.cli.signflags import add_sign_flags
 from mirror.errors import MirrorError
 
 DESCRIPTION = """\
@@ -35,7 +36,9 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--policy", default=d, metavar="PATH",
                    help="signature policy for copy and sync (default: ~/.config/containers/policy.json, "
                         "else /etc/containers/policy.json)")
-    g.add_argument("--registries.d", dest="registries_d", default=d, metavar="DIR", help=argparse.SUPPRESS)
+    g.add_argument("--registries.d", dest="registries_d", default=d, metavar="DIR",
+                   help="registries.d directory: where registry images' signatures are stored (lookaside, "
+                        "sigstore attachments)")
     g.add_argument("--user-agent-prefix", default=d, metavar="PREFIX", help="prefix for the User-Agent")
     g.add_argument("--log-format", choices=("console", "json"), default=d, help="log event format")
 
@@ -113,7 +116,8 @@ def _copy(sub: Subparsers[Parser]) -> None:
     p.add_argument("--multi-arch", choices=("system", "all", "index-only"), default=None,
                    help="for lists: copy the system's image (default), all images, or only the index")
     add_bool(p, "--preserve-digests", "fail if digests cannot be preserved (mirror always preserves them)")
-    add_bool(p, "--remove-signatures", "do not copy signatures (dir: signature-N; other targets refuse them)")
+    add_bool(p, "--remove-signatures", "do not copy signatures")
+    add_sign_flags(p, identity=True)
     p.add_argument("--digestfile", metavar="PATH", help="write the digest of the copied manifest to PATH")
     add_bool(p, "--quiet", "suppress progress output", short="-q")
     p.add_argument("--image-parallel-copies", type=int, default=6, metavar="N",
@@ -152,7 +156,8 @@ def _sync(sub: Subparsers[Parser]) -> None:
     add_bool(p, "--dry-run", "compare source and destination and report, without writing anything")
     add_bool(p, "--keep-going", "continue after an image fails; exit 3 at the end if any failed")
     add_bool(p, "--preserve-digests", "fail if digests cannot be preserved (mirror always preserves them)")
-    add_bool(p, "--remove-signatures", "do not copy signatures (dir: signature-N; other targets refuse them)")
+    add_bool(p, "--remove-signatures", "do not copy signatures")
+    add_sign_flags(p, identity=False)
     p.add_argument("--digestfile", metavar="PATH", help="write 'DIGEST DESTINATION' for every image synced")
     p.add_argument("--format", "-f", dest="manifest_format", metavar="FORMAT",
                    help="manifest type conversion (not supported: manifests are copied byte for byte)")
@@ -226,6 +231,15 @@ def _standalone_verify(sub: Subparsers[Parser]) -> None:
     p.set_defaults(func=commands.standalone_verify)
 
 
+def _generate_sigstore_key(sub: Subparsers[Parser]) -> None:
+    p = _command(sub, "generate-sigstore-key", "Generate a sigstore public/private key pair",
+                 "--output-prefix PREFIX")
+    p.add_argument("--output-prefix", metavar="PREFIX", help="write the keys to PREFIX.pub and PREFIX.private")
+    p.add_argument("--passphrase-file", metavar="PATH",
+                   help="read the private key's passphrase from PATH (default: prompt on the terminal)")
+    p.set_defaults(func=signflags.generate_sigstore_key)
+
+
 def _login(sub: Subparsers[Parser]) -> None:
     p = _command(sub, "login", "Log in to a registry and store the credentials", "REGISTRY")
     p.add_argument("registry", metavar="REGISTRY", nargs="?")
@@ -276,7 +290,7 @@ def _lazy_worker(args: argparse.Namespace) -> int:
 #: The subcommands, in the order ``mirror --help`` lists them.
 COMMANDS: tuple[Callable[[Subparsers[Parser]], None], ...] = (
     _inspect, _list_tags, _copy, _sync, _delete, _manifest_digest, _standalone_sign, _standalone_verify,
-    _login, _logout, _worker,
+    _generate_sigstore_key, _login, _logout, _worker,
 )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
-from mirror.cli import metrics, render
+from mirror.cli import metrics, render, signflags
 from mirror.cli.commands import global_options, run, side_options, signature_policy
 from mirror.config.load import load_sync_config
 from mirror.config.schema import SyncConfig
@@ -66,10 +66,13 @@ def sync(args: argparse.Namespace) -> int:
     options = global_options(args)
     config = load_sync_config(args.source) if args.src == "yaml" else None
     platforms = _platforms(args.platform)
+    signers, _identity = signflags.signers(args)
+    if signers and args.queue:
+        raise UsageError("signing (--sign-by*) is not supported with --queue: sign with a sync in one process")
     sync_options = SyncOptions(
         jobs=args.jobs, blob_jobs=args.blob_jobs, keep_going=bool(args.keep_going), dry_run=bool(args.dry_run),
         copy=CopyOptions(multi_arch=MultiArch.ALL if args.all else MultiArch.SYSTEM, platform=options.platform,
-                         platforms=platforms, remove_signatures=bool(args.remove_signatures)))
+                         platforms=platforms, remove_signatures=bool(args.remove_signatures), signers=signers))
     src_side = side_options(args, "src-", args.authfile)
     reference = parse_docker(args.source.removeprefix("docker://")) if args.src == "docker" else None
     flags = SyncFlags(tls_verify=src_side.tls.verify, cert_dir=src_side.tls.cert_dir, chunk_size=options.chunk_size,

@@ -22,6 +22,7 @@ from mirror.core.reference import Tag
 from mirror.engine.blobs import BlobCounters, BlobMover
 from mirror.errors import ManifestError, SignatureError
 from mirror.signing.policy import ImagePolicy
+from mirror.signing.signers import Signer, SigningStep
 from mirror.signing.trust import Trust
 from mirror.transports.base import ImageDestination, ImageSource, source_signatures, store_signatures
 
@@ -38,6 +39,8 @@ class CopyOptions:
     platform: Platform = field(default_factory=lambda: Platform("linux", "amd64"))
     platforms: tuple[Platform, ...] = ()  # a subset of an index to copy (YAML `platforms`)
     remove_signatures: bool = False
+    signers: tuple[Signer, ...] = ()  # --sign-by*: each adds a signature of the copied top-level manifest
+    sign_identity: str | None = None  # --sign-identity (default: the destination's docker reference)
 
 
 @dataclass(slots=True)
@@ -90,10 +93,11 @@ class ImageCopier:
         options = options or self.options
         checked = _Checked(self.trust, policy, src, where or str(src.location))
         await checked(top, None)
+        signing = SigningStep(options.signers, options.sign_identity, dst, dst_ref)  # refuses before any blob moves
         if top.is_index:
             top, signatures = await self._copy_index(src, top, dst, fresh_repo, work, options, checked)
         else:
-            signatures = await self._signatures(src, None, dst, options)
+            signatures = await self._signatures(src, None, top.digest, dst, options)
             await self._copy_blobs(src, top, dst, fresh_repo, work)
         if dst_ref is None:
             if await self.manifests.by_digest(dst, top):
@@ -101,7 +105,9 @@ class ImageCopier:
         elif not self.manifests.dry_run:
             await dst.put_manifest(top, dst_ref)
             work.manifests_written += 1
-        await self._put_signatures(dst, signatures, None)
+        if not self.manifests.dry_run:
+            signatures = signatures + await signing.sign(top)
+        await self._put_signatures(dst, signatures, None, top.digest)
         return top
 
     async def _copy_index(self, src: ImageSource, index: Manifest, dst: ImageDestination, fresh_repo: bool,
@@ -114,10 +120,10 @@ class ImageCopier:
                 raise ManifestError(f"index {index.digest} nests another index for {options.platform}")
             await checked(child, child.digest)
             # As containers/image: the chosen instance's signatures become the copy's own.
-            signatures = await self._signatures(src, child.digest, dst, options)
+            signatures = await self._signatures(src, child.digest, child.digest, dst, options)
             await self._copy_blobs(src, child, dst, fresh_repo, work)
             return child, signatures
-        signatures = await self._signatures(src, None, dst, options)
+        signatures = await self._signatures(src, None, index.digest, dst, options)
         if mode is MultiArch.INDEX_ONLY:
             return index, signatures
         children = index.manifests
@@ -142,27 +148,28 @@ class ImageCopier:
         if child.is_index:
             raise ManifestError(f"nested index {desc.digest} is not supported")
         await checked(child, child.digest)
-        signatures = await self._signatures(src, child.digest, dst, options)
+        signatures = await self._signatures(src, child.digest, child.digest, dst, options)
         await self._copy_blobs(src, child, dst, fresh_repo, work)
         if await self.manifests.by_digest(dst, child):
             work.manifests_written += 1
-        await self._put_signatures(dst, signatures, child.digest)
+        await self._put_signatures(dst, signatures, child.digest, child.digest)
 
     @staticmethod
-    async def _signatures(src: ImageSource, instance: Digest | None, dst: ImageDestination,
+    async def _signatures(src: ImageSource, instance: Digest | None, digest: Digest, dst: ImageDestination,
                           options: CopyOptions) -> list[bytes]:
         """The source's signatures to carry, checked before any blob moves (as containers/image)."""
         if options.remove_signatures:
             return []
-        signatures = await source_signatures(src, instance)
+        signatures = await source_signatures(src, instance, digest)
         if signatures and not dst.capabilities.signatures:
             raise SignatureError(f"Can not copy signatures to {dst.location}: it does not store signatures "
                                  "(use --remove-signatures)")
         return signatures
 
-    async def _put_signatures(self, dst: ImageDestination, signatures: list[bytes], instance: Digest | None) -> None:
+    async def _put_signatures(self, dst: ImageDestination, signatures: list[bytes], instance: Digest | None,
+                              digest: Digest) -> None:
         if signatures and not self.manifests.dry_run and dst.capabilities.signatures:
-            await store_signatures(dst, signatures, instance)
+            await store_signatures(dst, signatures, instance, digest)
 
     async def _copy_blobs(self, src: ImageSource, image: Manifest, dst: ImageDestination,
                           fresh_repo: bool, work: ImageWork) -> None:

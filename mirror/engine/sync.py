@@ -219,8 +219,9 @@ class Scheduler:
         src_is_digest = isinstance(pair.src_ref, Digest)
         src_desc: Descriptor | None = None
         top: Manifest | None = None
-        if pair.dst_has_tag is not False or src_is_digest:
-            # The destination may already hold it: compare digests with HEADs only.
+        if (pair.dst_has_tag is not False or src_is_digest) and not self.options.copy.signers:
+            # The destination may already hold it: compare digests with HEADs only (never when
+            # signing: the copy must run to add the new signature, as skopeo's does).
             src_desc = await pair.source.head_manifest(pair.src_ref)
             if src_desc is None:
                 raise MirrorError(f"{pair.src_name}: manifest unknown at the source")

@@ -7,10 +7,12 @@ specific scope of its transport: the image's own identity, then its namespaces (
 ``registry/ns``, ``registry``, ``*.domain`` for docker; parent directories for ``dir:``/``oci:``),
 then the transport's ``""`` scope, then ``default``. Every requirement of the list must accept.
 
-Supported requirements: ``insecureAcceptAnything``, ``reject`` and ``signedBy`` (GPG keys, with every
-``signedIdentity`` form). Signatures come from sources that store them (``dir:``); mirror reads no
-lookaside or sigstore signatures, so ``signedBy`` rejects registry images. ``sigstoreSigned`` and
-``signedBaseLayer`` are refused (fail closed) rather than ignored.
+Supported requirements: ``insecureAcceptAnything``, ``reject``, ``signedBy`` (GPG keys) and
+``sigstoreSigned`` with public keys (``keyPath``, ``keyPaths``, ``keyData``, ``keyDatas``), each with
+every ``signedIdentity`` form. Signatures come from the source: ``dir:``'s files, a registry's
+lookaside storage and sigstore attachments (registries.d). Requirements mirror cannot check are
+refused (fail closed) rather than ignored: ``sigstoreSigned`` with Fulcio, Rekor or PKI, and
+``signedBaseLayer``.
 """
 
 from __future__ import annotations
@@ -47,13 +49,14 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class Requirement:
-    kind: str  # insecureAcceptAnything | reject | signedBy | an unsupported type (refused when evaluated)
-    key_paths: tuple[Path, ...] = ()  # signedBy: OpenPGP public key files (read when evaluated, as c/image)
-    key_data: bytes = b""             # signedBy: keyData
+    kind: str  # insecureAcceptAnything | reject | signedBy | sigstoreSigned | another (refused when evaluated)
+    key_paths: tuple[Path, ...] = ()  # public key files (read when evaluated, as c/image): OpenPGP or PEM
+    key_data: tuple[bytes, ...] = ()  # keyData (keyDatas: several)
     identity: Identity = field(default_factory=Identity)
+    unsupported: str = ""             # why mirror cannot check it (Fulcio, Rekor, PKI): refused when evaluated
 
     def keys(self) -> list[bytes]:
-        keys = [self.key_data] if self.key_data else []
+        keys = list(self.key_data)
         for path in self.key_paths:
             try:
                 keys.append(path.read_bytes())
@@ -201,27 +204,52 @@ def _requirement(value: Any, where: str, base: Path) -> Requirement:
                                                     "signedIdentity"})
         if value["keyType"] != "GPGKeys":
             raise ConfigError(f"{where}: keyType {value['keyType']!r} is not supported (GPGKeys is)")
-        paths, data = _keys(value, where, base)
+        paths, data = _keys(value, where, base, ("keyPath", "keyPaths", "keyData"))
         return Requirement(kind, paths, data, _identity(value.get("signedIdentity"), where))
-    if isinstance(kind, str) and kind in ("sigstoreSigned", "signedBaseLayer"):
-        return Requirement(kind)  # valid policy, refused when evaluated: mirror cannot check it
+    if kind == "sigstoreSigned":
+        return _sigstore_signed(value, where, base)
+    if kind == "signedBaseLayer":
+        return Requirement(kind, unsupported="signedBaseLayer")  # valid policy, refused when evaluated
     raise ConfigError(f"{where}: unknown requirement type {kind!r}")
 
 
-def _keys(value: dict[str, Any], where: str, base: Path) -> tuple[tuple[Path, ...], bytes]:
-    """(key files, keyData); a relative key path is taken from the policy file's directory."""
-    given = [k for k in ("keyPath", "keyPaths", "keyData") if k in value]
+SIGSTORE_KEYS = ("keyPath", "keyPaths", "keyData", "keyDatas")
+SIGSTORE_UNCHECKED = ("fulcio", "pki", "rekorPublicKeyPath", "rekorPublicKeyPaths", "rekorPublicKeyData",
+                      "rekorPublicKeyDatas")
+
+
+def _sigstore_signed(value: dict[str, Any], where: str, base: Path) -> Requirement:
+    """Public keys are checked offline; Fulcio, Rekor and PKI roots are parsed and refused when evaluated."""
+    _fields(value, where, {"type"}, {"type", "signedIdentity", *SIGSTORE_KEYS, *SIGSTORE_UNCHECKED})
+    identity = _identity(value.get("signedIdentity"), where)
+    unchecked = [k for k in SIGSTORE_UNCHECKED if k in value]
+    if unchecked:
+        if not any(k in value for k in (*SIGSTORE_KEYS, "fulcio", "pki")):
+            raise ConfigError(f"{where}: one of keyPath, keyPaths, keyData, keyDatas, fulcio and pki is required")
+        return Requirement("sigstoreSigned", identity=identity,
+                           unsupported=f"sigstoreSigned with {unchecked[0]} (Fulcio, Rekor and PKI are not supported)")
+    paths, data = _keys(value, where, base, SIGSTORE_KEYS)
+    return Requirement("sigstoreSigned", paths, data, identity)
+
+
+def _keys(value: dict[str, Any], where: str, base: Path,
+          names: tuple[str, ...]) -> tuple[tuple[Path, ...], tuple[bytes, ...]]:
+    """(key files, key data); a relative key path is taken from the policy file's directory."""
+    given = [k for k in names if k in value]
     if len(given) != 1:
-        raise ConfigError(f"{where}: exactly one of keyPath, keyPaths and keyData is required")
-    if given[0] == "keyData":
+        raise ConfigError(f"{where}: exactly one of {', '.join(names)} is required")
+    if given[0] in ("keyData", "keyDatas"):
+        items = [value["keyData"]] if given[0] == "keyData" else value["keyDatas"]
+        if not isinstance(items, list) or not items:
+            raise ConfigError(f"{where}: keyDatas must be a non-empty list")
         try:
-            return (), base64.b64decode(str(value["keyData"]), validate=True)
+            return (), tuple(base64.b64decode(str(item), validate=True) for item in items)
         except (binascii.Error, ValueError):
-            raise ConfigError(f"{where}: keyData is not valid base64") from None
+            raise ConfigError(f"{where}: {given[0]} is not valid base64") from None
     paths = [value["keyPath"]] if given[0] == "keyPath" else value["keyPaths"]
     if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
         raise ConfigError(f"{where}: {given[0]} must name key files")
-    return tuple(base / p for p in paths), b""
+    return tuple(base / p for p in paths), ()
 
 
 def _identity(value: Any, where: str) -> Identity:

@@ -17,19 +17,20 @@ from typing import Any
 
 from mirror.core import manifest as manifest_mod
 from mirror.core.digest import Digest
-from mirror.errors import ManifestError, MirrorError, SignatureInvalid
+from mirror.errors import MirrorError, SignatureInvalid
 
 SIGNATURE_TYPE = "atomic container signature"
 
 
 def manifest_digest(raw: bytes, algorithm: str = "sha256") -> Digest:
-    """containers/image's manifest digest: of the bytes, or of a signed schema1 manifest's payload."""
+    """containers/image's manifest digest: of the bytes (whatever they are, as skopeo digests an empty
+    file), or of a signed schema1 manifest's payload (ManifestError when that is malformed)."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ManifestError("the manifest is not valid JSON") from None
+        return Digest.of(raw, algorithm)
     if not isinstance(data, dict):
-        raise ManifestError("the manifest is not a JSON object")
+        return Digest.of(raw, algorithm)
     return manifest_mod.compute_digest(raw, manifest_mod.guess_media_type(data), algorithm)
 
 

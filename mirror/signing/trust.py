@@ -1,23 +1,27 @@
 """Enforce a source image's signature policy before anything of it is copied (containers/image's
 ``IsRunningImageAllowed``): the top-level manifest first, then every instance that is copied.
 
-``signedBy``: at least one of the image's signatures must verify with one of the requirement's keys
-(a private GnuPG keyring holding only those keys), sign this manifest's digest, and name the image
-as ``signedIdentity`` demands. Keyrings are built once per requirement per run.
+``signedBy`` (simple signing) and ``sigstoreSigned`` (public keys): at least one of the image's
+signatures of that kind must verify with one of the requirement's keys (for GPG, a private keyring
+holding only those keys), sign this manifest's digest, and name the image as ``signedIdentity``
+demands; signatures of the other kind are not considered. Keys are loaded once per requirement per run.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 from mirror.core.reference import Reference, parse_docker
-from mirror.errors import MirrorError, PolicyDenied, SignatureInvalid
-from mirror.signing import gpg
+from mirror.core.sigblob import SIGSTORE_MIME_TYPE, sigstore_signature, simple_signature
+from mirror.errors import ConfigError, MirrorError, PolicyDenied, SignatureInvalid
+from mirror.signing import gpg, sigstore
 from mirror.signing.policy import Identity, ImagePolicy, Requirement
 from mirror.signing.simple import manifest_digest, parse_payload
 from mirror.transports.base import ImageSource, source_signatures
@@ -29,6 +33,7 @@ class Trust:
     def __init__(self) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._keyrings: dict[int, Path] = {}
+        self._sigstore_keys: dict[int, list[sigstore.PublicKey]] = {}
         self._lock = anyio.Lock()
 
     async def check(self, policy: ImagePolicy, src: ImageSource, manifest: Manifest, instance: Digest | None,
@@ -38,23 +43,25 @@ class Trust:
                 continue
             if requirement.kind == "reject":
                 raise PolicyDenied(f"{where} is rejected by the signature policy (scope {policy.scope})")
-            if requirement.kind != "signedBy":
-                raise PolicyDenied(f"{where}: the signature policy requires {requirement.kind} "
-                                   f"(scope {policy.scope}), which mirror cannot check")
-            await self._signed_by(policy, requirement, src, manifest, instance, where)
+            if requirement.kind not in ("signedBy", "sigstoreSigned") or requirement.unsupported:
+                what = requirement.unsupported or requirement.kind
+                raise PolicyDenied(f"{where}: the signature policy requires {what} (scope {policy.scope}), "
+                                   "which mirror cannot check")
+            await self._signed(policy, requirement, src, manifest, instance, where)
 
-    async def _signed_by(self, policy: ImagePolicy, requirement: Requirement, src: ImageSource,
-                         manifest: Manifest, instance: Digest | None, where: str) -> None:
-        signatures = await source_signatures(src, instance)
-        if not signatures:
+    async def _signed(self, policy: ImagePolicy, requirement: Requirement, src: ImageSource,
+                      manifest: Manifest, instance: Digest | None, where: str) -> None:
+        blobs = await source_signatures(src, instance, manifest.digest)
+        verify = await self._verifier(requirement)
+        candidates = [sig for sig in map(_of_kind(requirement.kind), blobs) if sig is not None]
+        if not candidates:
+            others = f" ({len(blobs)} of another kind)" if blobs else ""
             raise PolicyDenied(f"{where}: a signature was required by the signature policy (scope {policy.scope}), "
-                               "but no signature exists")
-        home = await self._keyring(requirement)
+                               f"but no signature exists{others}")
         reasons = []
-        for signature in signatures:
+        for signature in candidates:
             try:
-                payload, _signer = await anyio.to_thread.run_sync(gpg.verify, signature, home)
-                signed_ref, signed_digest = parse_payload(payload)
+                signed_ref, signed_digest = await anyio.to_thread.run_sync(verify, signature)
                 if manifest_digest(manifest.raw, signed_digest.algorithm) != signed_digest:
                     raise SignatureInvalid(f"the signature is for {signed_digest}, not {manifest.digest}")
                 _check_identity(requirement.identity, policy.reference, signed_ref)
@@ -63,6 +70,26 @@ class Trust:
                 reasons.append(exc.message)
         raise PolicyDenied(f"{where}: no signature is accepted by the signature policy (scope {policy.scope}): "
                            + "; ".join(reasons))
+
+    async def _verifier(self, requirement: Requirement) -> Callable[[Any], tuple[str, Digest]]:
+        """A function from a signature of the requirement's kind to its (reference, digest), verified."""
+        if requirement.kind == "sigstoreSigned":
+            keys = await self._public_keys(requirement)
+            return lambda sig: sigstore.verify(keys, sig)
+        home = await self._keyring(requirement)
+        return lambda sig: parse_payload(gpg.verify(sig, home)[0])
+
+    async def _public_keys(self, requirement: Requirement) -> list[sigstore.PublicKey]:
+        async with self._lock:
+            keys = self._sigstore_keys.get(id(requirement))
+            if keys is None:
+                data = await anyio.to_thread.run_sync(requirement.keys)
+                try:
+                    keys = [sigstore.load_public_key(key, f"public key {i + 1}") for i, key in enumerate(data)]
+                except MirrorError as exc:
+                    raise ConfigError(f"signature policy: {exc}") from None
+                self._sigstore_keys[id(requirement)] = keys
+            return keys
 
     async def _keyring(self, requirement: Requirement) -> Path:
         """A keyring file with only the requirement's keys (removed with this object)."""
@@ -75,6 +102,20 @@ class Trust:
                 await anyio.to_thread.run_sync(_write_keyring, keyring, requirement)
                 self._keyrings[id(requirement)] = keyring
             return keyring
+
+
+def _of_kind(kind: str) -> Callable[[bytes], Any]:
+    """The signature blobs a requirement considers: simple signing for signedBy, sigstore signature
+    payloads for sigstoreSigned (other attachments, such as attestations, are not signatures)."""
+    def pick(blob: bytes) -> Any:
+        try:
+            if kind == "signedBy":
+                return simple_signature(blob)
+            sig = sigstore_signature(blob)
+        except SignatureInvalid:
+            return None
+        return sig if sig is not None and sig.mime_type == SIGSTORE_MIME_TYPE else None
+    return pick
 
 
 def _write_keyring(path: Path, requirement: Requirement) -> None:

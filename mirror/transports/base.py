@@ -104,29 +104,32 @@ class ImageDestination(Protocol):
 
 
 class SignatureSource(Protocol):
-    """A source that stores image signatures (skopeo's ``dir:`` ``signature-N`` files); its
-    ``capabilities.signatures`` is True."""
+    """A source that stores image signatures (``dir:``'s ``signature-N`` files, a registry's lookaside
+    storage and sigstore attachments); its ``capabilities.signatures`` is True. Signatures are in
+    containers/image's stored form (``core.sigblob``)."""
 
-    async def signatures(self, instance: Digest | None) -> list[bytes]:
-        """Signatures of the top-level manifest (None) or of one instance of an index, in order."""
+    async def signatures(self, instance: Digest | None, digest: Digest) -> list[bytes]:
+        """Signatures of the top-level manifest (``instance`` None) or of one instance of an index, in
+        order; ``digest`` is the digest of the manifest they sign."""
         ...
 
 
 class SignatureDestination(Protocol):
     """A destination that stores image signatures (``capabilities.signatures``); others make a signed
-    copy fail unless signatures are removed."""
+    copy fail unless signatures are removed. Called after the manifest they sign was stored."""
 
-    async def put_signatures(self, signatures: list[bytes], instance: Digest | None) -> None: ...
+    async def put_signatures(self, signatures: list[bytes], instance: Digest | None, digest: Digest) -> None: ...
 
 
-async def source_signatures(src: ImageSource, instance: Digest | None) -> list[bytes]:
+async def source_signatures(src: ImageSource, instance: Digest | None, digest: Digest) -> list[bytes]:
     """The signatures ``src`` stores for ``instance`` (none unless ``capabilities.signatures``)."""
-    return await cast(SignatureSource, src).signatures(instance) if src.capabilities.signatures else []
+    return await cast(SignatureSource, src).signatures(instance, digest) if src.capabilities.signatures else []
 
 
-async def store_signatures(dst: ImageDestination, signatures: list[bytes], instance: Digest | None) -> None:
+async def store_signatures(dst: ImageDestination, signatures: list[bytes], instance: Digest | None,
+                           digest: Digest) -> None:
     """Store signatures at a destination with ``capabilities.signatures``."""
-    await cast(SignatureDestination, dst).put_signatures(signatures, instance)
+    await cast(SignatureDestination, dst).put_signatures(signatures, instance, digest)
 
 
 class ReferrerSource(Protocol):

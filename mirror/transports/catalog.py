@@ -25,11 +25,11 @@ def local_transports() -> dict[str, Transport]:
     return {t.name: t for t in transports}
 
 
-def build_transports(http: HttpClient, state: StateBackend, uploads: UploadOptions,
-                     env: Mapping[str, str]) -> tuple[RegistryTransport, dict[str, Transport]]:
+def build_transports(http: HttpClient, state: StateBackend, uploads: UploadOptions, env: Mapping[str, str],
+                     registries_d: str | None = None) -> tuple[RegistryTransport, dict[str, Transport]]:
     """Every transport mirror supports, keyed by skopeo's transport name; the registry one also apart
-    (sync lists catalogs and destination tags through it)."""
-    registry = RegistryTransport(http, state, uploads, env)
+    (sync lists catalogs and destination tags through it). ``registries_d``: ``--registries.d``."""
+    registry = RegistryTransport(http, state, uploads, env, registries_d)
     return registry, {registry.name: registry, **local_transports()}
 
 

@@ -93,7 +93,7 @@ class DirSource:
     def open_blob(self, desc: Descriptor, offset: int = 0) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         return files.open_chunks(self.root / _blob_file(desc.digest), offset, None, f"{self.root}: blob {desc.digest}")
 
-    async def signatures(self, instance: Digest | None) -> list[bytes]:
+    async def signatures(self, instance: Digest | None, digest: Digest) -> list[bytes]:
         found: list[bytes] = []
         total = 0
         while len(found) < MAX_SIGNATURES:
@@ -133,7 +133,7 @@ class DirDestination:
         await files.atomic_write(self.work / f"{_blob_file(manifest.digest)}.manifest.json", manifest.raw)
         self._top = manifest
 
-    async def put_signatures(self, signatures: list[bytes], instance: Digest | None) -> None:
+    async def put_signatures(self, signatures: list[bytes], instance: Digest | None, digest: Digest) -> None:
         for i, data in enumerate(signatures):
             await files.atomic_write(self.work / _signature_file(i, instance), data)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from urllib.parse import quote
 
 from mirror.core import mediatype as mt
@@ -30,6 +31,8 @@ def delete_scope(path: str) -> str:
 #: What registries can do (the transport, its sources and its destinations).
 CAPABILITIES = Capabilities(mount=True, delete=True, chunked=True, list_tags=True, compressed_layers=True, named=True,
                             referrers=True)
+#: An image opened for copying: its signatures are read and written (lookaside, sigstore attachments).
+SIGNED_CAPABILITIES = replace(CAPABILITIES, signatures=True)
 
 
 def manifest_path(path: str, ref: ManifestRef) -> str:

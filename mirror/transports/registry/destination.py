@@ -10,13 +10,15 @@ from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 from mirror.core.reference import ManifestRef, Repo
 from mirror.core.referrers import entry
-from mirror.errors import DigestMismatch, MirrorError, NotFound
+from mirror.errors import DigestMismatch, MirrorError, NotFound, SignatureError
 from mirror.http.client import Reply
 from mirror.state import StateBackend, StateError
 from mirror.transports.base import BlobOpener, Location
 from mirror.transports.registry import api
 from mirror.transports.registry.endpoint import RegistryEndpoint
 from mirror.transports.registry.referrers import FallbackUpdate, ReferrersSupport, list_referrers
+from mirror.transports.registry.signed import RegistrySignatures
+from mirror.transports.registry.source import RegistrySource
 from mirror.transports.registry.upload import BlobUpload
 from mirror.transports.registry.upload import location_of as _location
 from mirror.transports.registry.uploadopts import UploadOptions
@@ -34,7 +36,8 @@ class RegistryDestination:
     capabilities = api.CAPABILITIES
 
     def __init__(self, endpoint: RegistryEndpoint, repo: Repo, *, state: StateBackend | None = None,
-                 uploads: UploadOptions | None = None, referrers: ReferrersSupport | None = None) -> None:
+                 uploads: UploadOptions | None = None, referrers: ReferrersSupport | None = None,
+                 signed: RegistrySignatures | None = None) -> None:
         self.endpoint = endpoint
         self.repo = repo
         self.location = Location("docker", repo.registry, repo.path)
@@ -43,6 +46,15 @@ class RegistryDestination:
         self.referrers_support = referrers or ReferrersSupport()
         self._scopes = (api.push_scope(repo.path),)
         self._indexed: set[Digest] = set()  # manifests whose subject the registry said it indexed
+        self._signed = signed
+        if signed is not None:
+            self.capabilities = api.SIGNED_CAPABILITIES
+
+    async def put_signatures(self, signatures: list[bytes], instance: Digest | None, digest: Digest) -> None:
+        """Sigstore signatures as attachments, the others in the lookaside (``registry.signed``)."""
+        if self._signed is None:
+            raise SignatureError(f"{self.location} was opened without signature storage")
+        await self._signed.write(RegistrySource(self.endpoint, self.repo), self, digest, signatures)
 
     async def has_blob(self, desc: Descriptor) -> bool:
         try:

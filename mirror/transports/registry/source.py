@@ -20,6 +20,7 @@ from mirror.transports.registry import api
 from mirror.transports.registry.endpoint import RegistryEndpoint
 from mirror.transports.registry.pages import json_pages
 from mirror.transports.registry.referrers import ReferrersSupport, list_referrers
+from mirror.transports.registry.signed import RegistrySignatures
 
 log = structlog.get_logger("mirror.registry")
 
@@ -28,16 +29,25 @@ MAX_LISTED = 10_000_000  # tags of a repository, or repositories of a catalog
 
 
 class RegistrySource:
-    """``ImageSource`` over the registry API for one repository."""
+    """``ImageSource`` over the registry API for one repository; with ``signed`` (an image opened by
+    the transport) also a ``SignatureSource``."""
 
     capabilities = api.CAPABILITIES
 
-    def __init__(self, endpoint: RegistryEndpoint, repo: Repo, referrers: ReferrersSupport | None = None) -> None:
+    def __init__(self, endpoint: RegistryEndpoint, repo: Repo, referrers: ReferrersSupport | None = None,
+                 signed: RegistrySignatures | None = None) -> None:
         self.endpoint = endpoint
         self.repo = repo
         self.referrers_support = referrers or ReferrersSupport()
         self.location = Location("docker", repo.registry, repo.path)
         self._scopes = (api.pull_scope(repo.path),)
+        self._signed = signed
+        if signed is not None:
+            self.capabilities = api.SIGNED_CAPABILITIES
+
+    async def signatures(self, instance: Digest | None, digest: Digest) -> list[bytes]:
+        """Lookaside signatures, then sigstore attachments when registries.d turns them on."""
+        return [] if self._signed is None else await self._signed.read(self, digest)
 
     async def get_manifest(self, ref: ManifestRef) -> Manifest:
         reply = await self.endpoint.fetch(

@@ -11,17 +11,21 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
+import anyio
+
 from mirror.aio import LRU, SingleFlight
-from mirror.core.reference import ManifestRef, Repo, Tag, parse_docker
+from mirror.core.reference import ManifestRef, Reference, Repo, Tag, parse_docker
 from mirror.errors import UsageError
 from mirror.http.client import Endpoint, HttpClient
 from mirror.http.credentials import Credential, CredentialOptions, resolve_credential
 from mirror.http.tls import TLSOptions
 from mirror.state import StateBackend
-from mirror.transports.registry import api
+from mirror.transports.registry import api, registriesd
 from mirror.transports.registry.destination import RegistryDestination
 from mirror.transports.registry.endpoint import DeferredEndpoint, RegistryEndpoint
 from mirror.transports.registry.referrers import ReferrersSupport
+from mirror.transports.registry.registriesd import RegistriesD
+from mirror.transports.registry.signed import RegistrySignatures
 from mirror.transports.registry.source import RegistrySource, list_repositories
 from mirror.transports.registry.uploadopts import UploadOptions
 from mirror.transports.side import SideOptions
@@ -33,13 +37,16 @@ class RegistryTransport:
     """``Transport`` over the registry API (``docker://host/path:tag``)."""
 
     name = "docker"
-    capabilities = api.CAPABILITIES
+    capabilities = api.SIGNED_CAPABILITIES  # the images it opens read and store signatures
 
-    def __init__(self, http: HttpClient, state: StateBackend, uploads: UploadOptions, env: Mapping[str, str]) -> None:
+    def __init__(self, http: HttpClient, state: StateBackend, uploads: UploadOptions, env: Mapping[str, str],
+                 registries_d: str | None = None) -> None:
         self.http = http
         self.state = state
         self.uploads = uploads
         self.env = env
+        self.registries_d = registries_d  # --registries.d (None: the user's, else the system's)
+        self._signature_config: SingleFlight[RegistriesD] = SingleFlight(remember=1)
         self._credentials: dict[tuple[str, str, CredentialOptions], Credential] = {}
         self._lookups: SingleFlight[Credential] = SingleFlight(remember=0)
         # Reused while a repository is planned and synced (a deferred one looks its credential up once);
@@ -73,23 +80,31 @@ class RegistryTransport:
             self._credentials[key] = credential
         return self.http.endpoint(repo.api_host, credential, side.tls)
 
-    def repo_source(self, repo: Repo, side: SideOptions) -> RegistrySource:
-        return RegistrySource(self.endpoint(repo, side), repo, self._referrers)
+    def repo_source(self, repo: Repo, side: SideOptions, signed: RegistrySignatures | None = None) -> RegistrySource:
+        return RegistrySource(self.endpoint(repo, side), repo, self._referrers, signed)
 
-    def repo_destination(self, repo: Repo, side: SideOptions) -> RegistryDestination:
+    def repo_destination(self, repo: Repo, side: SideOptions,
+                         signed: RegistrySignatures | None = None) -> RegistryDestination:
         uploads = self.uploads if side.chunk_size is None else replace(self.uploads, chunk_size=side.chunk_size)
         return RegistryDestination(self.endpoint(repo, side), repo, state=self.state, uploads=uploads,
-                                   referrers=self._referrers)
+                                   referrers=self._referrers, signed=signed)
+
+    async def signatures(self, ref: Reference) -> RegistrySignatures:
+        """Where ``ref``'s signatures live (registries.d is read once per run, when first needed)."""
+        config, _ = await self._signature_config.do(
+            "config", lambda: anyio.to_thread.run_sync(registriesd.load, self.registries_d, self.env))
+        return RegistrySignatures(self.http, config.storage(ref))
 
     @asynccontextmanager
     async def source(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[RegistrySource, ManifestRef]]:
         ref = parse_docker(rest)
-        yield self.repo_source(ref.repo, side), ref.ref
+        yield self.repo_source(ref.repo, side, await self.signatures(ref)), ref.ref
 
     @asynccontextmanager
     async def destination(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[RegistryDestination, Tag | None]]:
         ref = parse_docker(rest)
-        yield self.repo_destination(ref.repo, side), None if ref.tag is None else Tag(ref.tag)
+        signed = await self.signatures(ref)
+        yield self.repo_destination(ref.repo, side, signed), None if ref.tag is None else Tag(ref.tag)
 
     async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
         if "@" in rest or ":" in rest.rsplit("/", 1)[-1]:

@@ -1,0 +1,114 @@
+"""Lookaside signature storage (containers/image's ``docs/signature-protocols.md``): simple signatures
+of a registry image kept beside the registry, as ``<base>@<alg>=<hex>/signature-<N>``, N from 1 up
+to the first one missing.
+
+Read from ``file://`` (a local directory) or ``http(s)://`` (anonymously: ``http.public`` never sends
+the registry's credentials to the lookaside host); written only to ``file://``, as containers/image
+writes (a web server is published to by other means: configure ``lookaside-staging``). A write
+replaces ``signature-1…N`` and removes the stale ones after them, as skopeo does.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import anyio
+from yarl import URL
+
+from mirror.core.digest import Digest
+from mirror.errors import MirrorError, SignatureError
+from mirror.http.client import HttpClient
+from mirror.http.public import get_public
+from mirror.transports.registry.registriesd import SignatureStorage
+
+MAX_SIGNATURE = 4 << 20   # containers/image's limit for one signature
+MAX_SIGNATURES = 64
+MAX_TOTAL = 16 << 20
+
+
+async def read(http: HttpClient, storage: SignatureStorage, digest: Digest) -> list[bytes]:
+    """Every lookaside signature of ``digest``, in order (none: an empty list)."""
+    found: list[bytes] = []
+    total = 0
+    while len(found) <= MAX_SIGNATURES:
+        url = storage.signature_url(storage.read, digest, len(found))
+        data = await _read_one(http, url)
+        if data is None:
+            return found
+        if not data:
+            raise SignatureError(f"reading signature {_shown(url)}: the file is empty")
+        total += len(data)
+        if total > MAX_TOTAL:
+            raise SignatureError(f"signatures of {digest} in {_shown(storage.read)}: more than {MAX_TOTAL} bytes")
+        found.append(data)
+    raise SignatureError(f"signatures of {digest} in {_shown(storage.read)}: more than {MAX_SIGNATURES}")
+
+
+async def _read_one(http: HttpClient, url: URL) -> bytes | None:
+    if url.scheme == "file":
+        return await anyio.to_thread.run_sync(_read_file, Path(url.path))
+    if url.scheme in ("http", "https"):
+        return await get_public(http, url, MAX_SIGNATURE, f"reading signature {_shown(url)}")
+    raise SignatureError(f"Unsupported scheme when reading signature from {_shown(url)}")
+
+
+def _read_file(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SIGNATURE + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SignatureError(f"reading signature {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_SIGNATURE:
+        raise SignatureError(f"signature {path} is larger than {MAX_SIGNATURE} bytes")
+    return data
+
+
+async def write(storage: SignatureStorage, digest: Digest, signatures: list[bytes]) -> None:
+    """Store ``signatures`` as ``signature-1…N`` of ``digest`` and remove stale ones after them."""
+    if not signatures:
+        return
+    base = storage.write
+    if base.scheme in ("http", "https"):
+        raise SignatureError(f"Writing directly to a {base.scheme} lookaside {_shown(base)} is not supported. "
+                             "Configure a lookaside-staging: location")
+    if base.scheme != "file":
+        raise SignatureError(f"Unsupported scheme when writing signature to {_shown(base)}")
+    paths = [Path(storage.signature_url(base, digest, i).path) for i in range(len(signatures) + MAX_SIGNATURES)]
+    await anyio.to_thread.run_sync(_write_files, paths, signatures)
+
+
+def _write_files(paths: list[Path], signatures: list[bytes]) -> None:
+    for path, data in zip(paths, signatures, strict=False):
+        try:
+            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            _atomic_write(path, data)
+        except OSError as exc:
+            raise MirrorError(f"writing signature {path}: {exc.strerror or exc}") from None
+    for path in paths[len(signatures):]:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise MirrorError(f"removing stale signature {path}: {exc.strerror or exc}") from None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".signature-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _shown(url: URL) -> str:
+    """A URL for messages, without any user:password it may carry."""
+    return str(url.with_user(None)) if url.user or url.password else str(url)

@@ -1,0 +1,51 @@
+"""A registry image's signatures: lookaside storage (simple signing) and, when registries.d turns
+them on, sigstore attachments; as containers/image reads and writes them (``docker_image_src.go``,
+``docker_image_dest.go``).
+
+Read: the lookaside signatures, then the attachments. Write: sigstore signatures become attachments
+(an error when ``use-sigstore-attachments`` is off, as in skopeo), the others go to the lookaside.
+"""
+
+from __future__ import annotations
+
+from mirror.core.digest import Digest
+from mirror.core.sigblob import Sigstore, sigstore_signature
+from mirror.errors import SignatureError, SignatureInvalid
+from mirror.http.client import HttpClient
+from mirror.transports.base import ImageDestination, ImageSource
+from mirror.transports.registry import attachments, lookaside
+from mirror.transports.registry.registriesd import SignatureStorage
+
+
+class RegistrySignatures:
+    """Signature storage of one registry image (its repository's lookaside and attachments)."""
+
+    def __init__(self, http: HttpClient, storage: SignatureStorage) -> None:
+        self.http = http
+        self.storage = storage
+
+    async def read(self, src: ImageSource, digest: Digest) -> list[bytes]:
+        found = await lookaside.read(self.http, self.storage, digest)
+        if self.storage.attachments:
+            found += await attachments.read(src, digest)
+        return found
+
+    async def write(self, src: ImageSource, dst: ImageDestination, digest: Digest, blobs: list[bytes]) -> None:
+        sigstore: list[Sigstore] = []
+        others: list[bytes] = []
+        for blob in blobs:
+            try:
+                sig = sigstore_signature(blob)
+            except SignatureInvalid:  # not a format mirror knows: carried to the lookaside as it is
+                sig = None
+            if sig is None:
+                others.append(blob)
+            else:
+                sigstore.append(sig)
+        if sigstore:
+            if not self.storage.attachments:
+                raise SignatureError(f"Can not store sigstore signatures in {dst.location}: writing sigstore "
+                                     "attachments is disabled by configuration (use-sigstore-attachments in "
+                                     "registries.d)")
+            await attachments.write(src, dst, digest, sigstore)
+        await lookaside.write(self.storage, digest, others)
