@@ -4,6 +4,7 @@ stores and signs skopeo verifies. Real registry, real GnuPG (a throw-away home).
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from collections.abc import Iterator
@@ -110,3 +111,160 @@ def test_lookaside_signatures_interoperate_with_skopeo(registry: Registry, keys:
     run_mirror("--registries.d", str(regd), "--insecure-policy", "copy", *PLAIN, "--remove-signatures",
                "--sign-by", trusted, registry.ref("signed/app", "v1"), registry.ref("resigned/app", "v1"), env=env)
     assert (stored / "signature-1").is_file() and not (stored / "signature-2").exists()
+
+
+def _openssl_verifies(public_key: Path, payload: bytes, signature: bytes, tmp_path: Path) -> bool:
+    """An independent check of a sigstore signature: OpenSSL's ``dgst -sha256 -verify``."""
+    (tmp_path / "payload.bin").write_bytes(payload)
+    (tmp_path / "sig.der").write_bytes(signature)
+    return subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(public_key), "-signature",
+                           str(tmp_path / "sig.der"), str(tmp_path / "payload.bin")],
+                          capture_output=True, check=False).returncode == 0
+
+
+def _sigstore_parts(blob: bytes) -> tuple[str, bytes, dict[str, str]]:
+    """(mimeType, payload, annotations) of a stored sigstore signature (``0x00 sigstore-json\\n`` + JSON)."""
+    assert blob.startswith(b"\x00sigstore-json\n")
+    doc = json.loads(blob.split(b"\n", 1)[1])
+    return doc["mimeType"], base64.b64decode(doc["payload"]), doc["annotations"]
+
+
+def test_sigstore_attachments_interoperate_with_skopeo(registry: Registry, tmp_path: Path) -> None:
+    """Key-based sigstore with ``use-sigstore-attachments``. Debian's skopeo 1.9 is built with sigstore
+    signing and verification disabled ("Debian-local change: sigstore disabled") but still moves
+    attachments, so it is the oracle for storage (attachments and ``dir:`` bytes), and OpenSSL is the
+    independent signer and verifier of the ECDSA signatures."""
+    image = push_image(registry, "plain/app", "v1", seed=21)
+    (tmp_path / "pass").write_text("correct horse\n")
+    pass_file = str(tmp_path / "pass")
+    made = run_mirror("generate-sigstore-key", "--output-prefix", str(tmp_path / "key"), "--passphrase-file", pass_file)
+    assert made.stdout == f'Key written to "{tmp_path}/key.private" and "{tmp_path}/key.pub"\n'
+    assert (tmp_path / "key.private").stat().st_mode & 0o777 == 0o600
+    assert b"ENCRYPTED COSIGN PRIVATE KEY" in (tmp_path / "key.private").read_bytes()
+    assert_one_line_error(run_mirror("generate-sigstore-key", "--output-prefix", str(tmp_path / "key"),
+                                     "--passphrase-file", pass_file, check=False), "Refusing to overwrite")
+    run_mirror("generate-sigstore-key", "--output-prefix", str(tmp_path / "other"), "--passphrase-file", pass_file)
+    regd = write_registries_d(tmp_path / "registries.d", {"default-docker": {
+        "lookaside": f"file://{tmp_path / 'sigs'}", "use-sigstore-attachments": True}})
+    trusted = write_policy(tmp_path / "trusted.json", {"type": "sigstoreSigned", "keyPath": str(tmp_path / "key.pub")})
+    stranger = write_policy(tmp_path / "other.json", {"type": "sigstoreSigned", "keyPath": str(tmp_path / "other.pub")})
+    base = ("--registries.d", str(regd))
+    sign = ("--sign-by-sigstore-private-key", str(tmp_path / "key.private"), "--sign-passphrase-file", pass_file)
+
+    # mirror signs into an attachment; skopeo reads it back into dir: and OpenSSL checks the signature.
+    run_mirror(*base, "--insecure-policy", "copy", *PLAIN, *sign, registry.ref("plain/app", "v1"),
+               registry.ref("ours/app", "v1"))
+    tags = json.loads(run_mirror("list-tags", "--tls-verify=false", f"docker://{registry.host}/ours/app").stdout)
+    assert sorted(tags["Tags"]) == sorted(["v1", image.digest.replace(":", "-") + ".sig"])
+    pulled = skopeo_run(*base, "--insecure-policy", "copy", *PLAIN, registry.ref("ours/app", "v1"),
+                        f"dir:{tmp_path / 'skopeo-ours'}")
+    assert pulled.returncode == 0, pulled.stderr
+    theirs_blob = (tmp_path / "skopeo-ours" / "signature-1").read_bytes()
+    mime, payload, annotations = _sigstore_parts(theirs_blob)
+    assert mime == "application/vnd.dev.cosign.simplesigning.v1+json"
+    critical = json.loads(payload)["critical"]
+    assert critical["identity"]["docker-reference"] == f"{registry.host}/ours/app:v1"
+    assert critical["image"]["docker-manifest-digest"] == image.digest
+    signature = base64.b64decode(annotations["dev.cosignproject.cosign/signature"])
+    assert _openssl_verifies(tmp_path / "key.pub", payload, signature, tmp_path)
+    assert not _openssl_verifies(tmp_path / "other.pub", payload, signature, tmp_path)
+    # mirror verifies its own under sigstoreSigned, and stores it in dir: byte for byte as skopeo did.
+    run_mirror(*base, "--policy", str(trusted), "copy", *PLAIN, registry.ref("ours/app", "v1"),
+               f"dir:{tmp_path / 'mine'}")
+    assert (tmp_path / "mine" / "signature-1").read_bytes() == theirs_blob
+
+    # OpenSSL signs a payload with its own key; skopeo pushes it from dir: into an attachment it writes
+    # itself; mirror verifies it with OpenSSL's public key (and refuses it with another key).
+    subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out",
+                    str(tmp_path / "ossl.key")], check=True, capture_output=True)
+    subprocess.run(["openssl", "ec", "-in", str(tmp_path / "ossl.key"), "-pubout", "-out", str(tmp_path / "ossl.pub")],
+                   check=True, capture_output=True)
+    foreign = json.dumps({"critical": {"identity": {"docker-reference": f"{registry.host}/theirs/app:v1"},
+                                       "image": {"docker-manifest-digest": image.digest},
+                                       "type": "cosign container image signature"}, "optional": None}).encode()
+    (tmp_path / "foreign.json").write_bytes(foreign)
+    der = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(tmp_path / "ossl.key"),
+                          str(tmp_path / "foreign.json")], check=True, capture_output=True).stdout
+    blob = b"\x00sigstore-json\n" + json.dumps({
+        "mimeType": mime, "payload": base64.b64encode(foreign).decode(),
+        "annotations": {"dev.cosignproject.cosign/signature": base64.b64encode(der).decode()}}).encode()
+    (tmp_path / "skopeo-ours" / "signature-1").write_bytes(blob)
+    pushed = skopeo_run(*base, "--insecure-policy", "copy", *PLAIN, f"dir:{tmp_path / 'skopeo-ours'}",
+                        registry.ref("theirs/app", "v1"))
+    assert pushed.returncode == 0, pushed.stderr
+    ossl_policy = write_policy(tmp_path / "ossl.json", {"type": "sigstoreSigned",
+                                                        "keyPath": str(tmp_path / "ossl.pub")})
+    run_mirror(*base, "--policy", str(ossl_policy), "copy", *PLAIN, registry.ref("theirs/app", "v1"),
+               f"dir:{tmp_path / 'foreign'}")
+    for policy, repo in ((stranger, "theirs/app"), (stranger, "ours/app"), (trusted, "theirs/app")):
+        refused = run_mirror(*base, "--policy", str(policy), "copy", *PLAIN, registry.ref(repo, "v1"),
+                             f"dir:{tmp_path / 'refused'}", check=False)
+        assert_one_line_error(refused, "cryptographic signature verification failed")
+        assert not (tmp_path / "refused").exists()
+
+    # dir: → registry carries the sigstore signature into an attachment; a mirror of ours/app under
+    # another name is accepted through remapIdentity (key given inline as keyData).
+    for repo in ("mirror/app", "other/app"):
+        run_mirror(*base, "--insecure-policy", "copy", *PLAIN, f"dir:{tmp_path / 'mine'}", registry.ref(repo, "v1"))
+    remap = write_policy(tmp_path / "remap.json", {
+        "type": "sigstoreSigned", "keyData": base64.b64encode((tmp_path / "key.pub").read_bytes()).decode(),
+        "signedIdentity": {"type": "remapIdentity", "prefix": f"{registry.host}/mirror",
+                           "signedPrefix": f"{registry.host}/ours"}})
+    run_mirror(*base, "--policy", str(remap), "copy", *PLAIN, registry.ref("mirror/app", "v1"),
+               f"dir:{tmp_path / 'remapped'}")
+    not_remapped = run_mirror(*base, "--policy", str(remap), "copy", *PLAIN, registry.ref("other/app", "v1"),
+                              f"dir:{tmp_path / 'not-remapped'}", check=False)
+    assert_one_line_error(not_remapped, "is not")
+
+    # Without use-sigstore-attachments a sigstore signature has nowhere to go: one line, as skopeo fails.
+    plain_regd = write_registries_d(tmp_path / "plain.d", {"default-docker": {"lookaside": f"file://{tmp_path}/s2"}})
+    refused = run_mirror("--registries.d", str(plain_regd), "--insecure-policy", "copy", *PLAIN,
+                         f"dir:{tmp_path / 'mine'}", registry.ref("nowhere/app", "v1"), check=False)
+    assert_one_line_error(refused, "use-sigstore-attachments")
+
+
+def test_sigstore_parameter_files_and_refusals(registry: Registry, tmp_path: Path) -> None:
+    push_image(registry, "plain/app", "v1", seed=31)
+    (tmp_path / "pass").write_text("pw\n")
+    run_mirror("generate-sigstore-key", "--output-prefix", str(tmp_path / "key"), "--passphrase-file",
+               str(tmp_path / "pass"))
+    regd = write_registries_d(tmp_path / "registries.d", {"docker": {registry.host: {
+        "use-sigstore-attachments": True, "lookaside": f"file://{tmp_path / 'sigs'}"}}})
+    params = tmp_path / "params.yaml"
+    params.write_text(f"privateKeyFile: {tmp_path / 'key.private'}\nprivateKeyPassphraseFile: {tmp_path / 'pass'}\n")
+    run_mirror("--registries.d", str(regd), "--insecure-policy", "copy", *PLAIN, "--sign-by-sigstore", str(params),
+               registry.ref("plain/app", "v1"), registry.ref("params/app", "v1"))
+    policy = write_policy(tmp_path / "policy.json", {"type": "sigstoreSigned", "keyPath": str(tmp_path / "key.pub")})
+    run_mirror("--registries.d", str(regd), "--policy", str(policy), "copy", *PLAIN,
+               registry.ref("params/app", "v1"), f"dir:{tmp_path / 'checked'}")
+    assert (tmp_path / "checked" / "signature-1").read_bytes().startswith(b"\x00sigstore-json\n")
+    (tmp_path / "bad-pass").write_text("wrong\n")
+    fulcio = tmp_path / "fulcio.yaml"
+    fulcio.write_text("fulcio: {fulcioURL: 'https://fulcio.example.com', oidcMode: interactive}\n"
+                      "rekorURL: https://rekor.example.com\n")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(f"privateKeyFle: {tmp_path / 'key.private'}\n")
+    cases = [
+        (("--sign-by-sigstore", str(fulcio)), "Fulcio and Rekor signing are not supported"),
+        (("--sign-by-sigstore", str(typo)), "privateKeyFle"),
+        (("--sign-by-sigstore-private-key", str(tmp_path / "key.private"), "--sign-passphrase-file",
+          str(tmp_path / "bad-pass")), "wrong passphrase"),
+        (("--sign-by-sigstore-private-key", str(tmp_path / "key.private")), "not a TTY"),
+        (("--sign-by-sigstore-private-key", str(tmp_path / "key.pub"), "--sign-passphrase-file",
+          str(tmp_path / "pass")), "pem type"),
+        (("--sign-by", "ABCD", "--sign-by-sigstore-private-key", str(tmp_path / "key.private"),
+          "--sign-passphrase-file", str(tmp_path / "pass")), "Only one of"),
+        (("--sign-identity", "busybox", "--sign-by", "ABCD"), "fully specified"),
+    ]
+    for flags, message in cases:
+        refused = run_mirror("--registries.d", str(regd), "--insecure-policy", "copy", *PLAIN, *flags,
+                             registry.ref("plain/app", "v1"), registry.ref("refused/app", "v1"), check=False,
+                             input="")
+        assert_one_line_error(refused, message)
+    # Signing a copy into a destination without a docker reference needs --sign-identity; nothing is written.
+    refused = run_mirror("--insecure-policy", "copy", *PLAIN, "--sign-by-sigstore", str(params),
+                         registry.ref("plain/app", "v1"), f"dir:{tmp_path / 'unnamed'}", check=False)
+    assert_one_line_error(refused, "--sign-identity")
+    assert not (tmp_path / "unnamed").exists()
+    tags = run_mirror("list-tags", "--tls-verify=false", f"docker://{registry.host}/refused/app", check=False)
+    assert tags.returncode != 0
