@@ -5,12 +5,19 @@ stores and signs skopeo verifies. Real registry, real GnuPG (a throw-away home).
 from __future__ import annotations
 
 import base64
+import functools
+import http.server
 import json
+import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+import trustme
 from support.gpg import gpg_home
 from support.images import push_image
 from support.mirror_cli import assert_one_line_error, run_mirror
@@ -268,3 +275,118 @@ def test_sigstore_parameter_files_and_refusals(registry: Registry, tmp_path: Pat
     assert not (tmp_path / "unnamed").exists()
     tags = run_mirror("list-tags", "--tls-verify=false", f"docker://{registry.host}/refused/app", check=False)
     assert tags.returncode != 0
+
+
+class _Lookaside(http.server.SimpleHTTPRequestHandler):
+    """A static lookaside web server that records every request's path and headers."""
+
+    seen: ClassVar[list[tuple[str, dict[str, str]]]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append((self.path, dict(self.headers)))
+        super().do_GET()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def https_lookaside(root: Path, cert_dir: Path) -> Iterator[str]:
+    """An in-process HTTPS server (trustme certificate for 127.0.0.1) serving ``root``; yields its host:port.
+    ``cert_dir`` receives ``ca.crt``, the CA a client must be told about."""
+    ca = trustme.CA()
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    ca.cert_pem.write_to_path(str(cert_dir / "ca.crt"))
+    handler = functools.partial(_Lookaside, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def test_https_lookaside_is_read_with_verified_tls_and_no_credentials(
+        htpasswd_registry: Registry, keys: tuple[dict[str, str], str, str, Path], tmp_path: Path) -> None:
+    """signedBy over an https:// lookaside (a web server beside a password-protected registry): the
+    server's certificate must verify (certs.d of the lookaside host, never the registry's
+    --tls-verify=false), and the registry's credentials never reach the lookaside host."""
+    env, trusted, _stranger, trusted_asc = keys
+    reg = htpasswd_registry
+    creds = f"{reg.username}:{reg.password}"
+    push_image(reg, "plain/app", "v1", seed=41)
+    staging = tmp_path / "www" / "sigs"
+    home = tmp_path / "home"
+    with https_lookaside(tmp_path / "www", tmp_path / "ca-only") as host:
+        regd = write_registries_d(tmp_path / "registries.d", {"default-docker": {
+            "lookaside": f"https://{host}/sigs", "lookaside-staging": f"file://{staging}"}})
+        pushed = skopeo_run("--insecure-policy", "--registries.d", str(regd), "copy", *PLAIN, "--src-creds", creds,
+                            "--dest-creds", creds, "--sign-by", trusted, reg.ref("plain/app", "v1"),
+                            reg.ref("signed/app", "v1"), env=env)
+        assert pushed.returncode == 0, pushed.stderr
+        _Lookaside.seen.clear()  # skopeo read the source's (empty) lookaside without verifying TLS
+        policy = write_policy(tmp_path / "policy.json", {"type": "signedBy", "keyType": "GPGKeys",
+                                                         "keyPath": str(trusted_asc)})
+        args = ("--registries.d", str(regd), "--policy", str(policy), "copy", "--src-tls-verify=false",
+                "--src-creds", creds, reg.ref("signed/app", "v1"))
+        user_env = {**env, "HOME": str(home)}
+        untrusted = run_mirror(*args, f"dir:{tmp_path / 'untrusted'}", env=user_env, check=False)
+        assert_one_line_error(untrusted, "certificate")
+        assert not _Lookaside.seen  # the TLS handshake failed before any request
+        cert_dir = home / ".config" / "containers" / "certs.d" / host
+        cert_dir.mkdir(parents=True)
+        (cert_dir / "ca.crt").write_bytes((tmp_path / "ca-only" / "ca.crt").read_bytes())
+        run_mirror(*args, f"dir:{tmp_path / 'verified'}", env=user_env)
+        signature = next(staging.glob("signed/app@sha256=*/signature-1"))
+        assert (tmp_path / "verified" / "signature-1").read_bytes() == signature.read_bytes()
+        paths = [path for path, _ in _Lookaside.seen]
+        assert paths == [f"/sigs/signed/app@{signature.parent.name.split('@')[1]}/signature-1",
+                         f"/sigs/signed/app@{signature.parent.name.split('@')[1]}/signature-2"]
+        assert all("Authorization" not in headers and "authorization" not in headers
+                   for _, headers in _Lookaside.seen)
+        # Writing to a web lookaside is not possible without a staging directory (as skopeo says).
+        no_staging = write_registries_d(tmp_path / "web-only.d", {"default-docker": {"lookaside": f"https://{host}/s"}})
+        refused = run_mirror("--registries.d", str(no_staging), "--insecure-policy", "copy", "--dest-tls-verify=false",
+                             "--dest-creds", creds, f"dir:{tmp_path / 'verified'}", reg.ref("copy/app", "v1"),
+                             check=False)
+        assert_one_line_error(refused, "lookaside-staging")
+
+
+def test_sync_signs_every_image_and_standalone_sign_accepts_an_empty_manifest(
+        registry: Registry, registry2: Registry, keys: tuple[dict[str, str], str, str, Path], tmp_path: Path) -> None:
+    env, trusted, _stranger, trusted_asc = keys
+    for tag, seed in (("v1", 51), ("v2", 52)):
+        push_image(registry, "team/app", tag, seed=seed)
+    sigs = tmp_path / "sigs"
+    regd = write_registries_d(tmp_path / "registries.d", {"default-docker": {"lookaside": f"file://{sigs}"}})
+    run_mirror("--registries.d", str(regd), "--insecure-policy", "sync", "--src", "docker", "--dest", "docker",
+               *PLAIN, "--sign-by", trusted, f"{registry.host}/team/app", registry2.host, env=env)
+    policy = write_policy(tmp_path / "policy.json", {"type": "signedBy", "keyType": "GPGKeys",
+                                                     "keyPath": str(trusted_asc)})
+    for tag in ("v1", "v2"):
+        verified = skopeo_run("--registries.d", str(regd), "--policy", str(policy), "copy", *PLAIN,
+                              registry2.ref("app", tag), f"dir:{tmp_path / tag}", env=env)
+        assert verified.returncode == 0, verified.stderr
+    first = {path: path.read_bytes() for path in sigs.glob("app@sha256=*/signature-1")}
+    assert len(first) == 2
+    # A second signing sync does not skip the images it finds up to date: each is signed anew (the
+    # source has no signatures, so the new one replaces signature-1, as skopeo's sync would).
+    run_mirror("--registries.d", str(regd), "--insecure-policy", "sync", "--src", "docker", "--dest", "docker",
+               *PLAIN, "--sign-by", trusted, f"{registry.host}/team/app", registry2.host, env=env)
+    assert all(path.read_bytes() != data for path, data in first.items())
+    assert not list(sigs.glob("app@sha256=*/signature-2"))
+
+    # skopeo's own test suite probes signing support with an empty manifest written to /dev/null.
+    (tmp_path / "pass").write_text("")
+    probe = ("standalone-sign", "/dev/null", "busybox", trusted, "-o", "/dev/null")
+    assert run_mirror(*probe, env=env).returncode == skopeo_run(*probe, env=env).returncode == 0
+    run_mirror("standalone-sign", "/dev/null", "busybox", trusted, "-o", str(tmp_path / "empty.sig"), env=env)
+    verified = skopeo_run("standalone-verify", "/dev/null", "busybox", trusted, str(tmp_path / "empty.sig"), env=env)
+    assert verified.stdout == ("Signature verified, digest "
+                               "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n")

@@ -8,6 +8,7 @@ Read: the lookaside signatures, then the attachments. Write: sigstore signatures
 
 from __future__ import annotations
 
+from mirror.aio import SingleFlight
 from mirror.core.digest import Digest
 from mirror.core.sigblob import Sigstore, sigstore_signature
 from mirror.errors import SignatureError, SignatureInvalid
@@ -23,12 +24,18 @@ class RegistrySignatures:
     def __init__(self, http: HttpClient, storage: SignatureStorage) -> None:
         self.http = http
         self.storage = storage
+        # The policy check and the copy both ask: read once per manifest of the image.
+        self._read: SingleFlight[list[bytes]] = SingleFlight(remember=16)
 
     async def read(self, src: ImageSource, digest: Digest) -> list[bytes]:
-        found = await lookaside.read(self.http, self.storage, digest)
-        if self.storage.attachments:
-            found += await attachments.read(src, digest)
-        return found
+        async def fetch() -> list[bytes]:
+            found = await lookaside.read(self.http, self.storage, digest)
+            if self.storage.attachments:
+                found += await attachments.read(src, digest)
+            return found
+
+        found, _ = await self._read.do(digest, fetch)
+        return list(found)
 
     async def write(self, src: ImageSource, dst: ImageDestination, digest: Digest, blobs: list[bytes]) -> None:
         sigstore: list[Sigstore] = []
