@@ -118,6 +118,12 @@ def test_lookaside_signatures_interoperate_with_skopeo(registry: Registry, keys:
     run_mirror("--registries.d", str(regd), "--insecure-policy", "copy", *PLAIN, "--remove-signatures",
                "--sign-by", trusted, registry.ref("signed/app", "v1"), registry.ref("resigned/app", "v1"), env=env)
     assert (stored / "signature-1").is_file() and not (stored / "signature-2").exists()
+    # delete removes the manifest's lookaside signatures too, as skopeo delete does.
+    assert skopeo_run("--registries.d", str(regd), "delete", "--tls-verify=false",
+                      registry.ref("mirrored/app", "v1")).returncode == 0
+    assert not ours.exists()
+    run_mirror("--registries.d", str(regd), "delete", "--tls-verify=false", registry.ref("resigned/app", "v1"))
+    assert not (stored / "signature-1").exists() and theirs.exists()
 
 
 def _openssl_verifies(public_key: Path, payload: bytes, signature: bytes, tmp_path: Path) -> bool:

@@ -130,6 +130,8 @@ class RegistryDestination:
         await self.endpoint.fetch("DELETE", api.manifest_path(self.repo.path, digest),
                                   scopes=(api.delete_scope(self.repo.path),), ok=(202,),
                                   what=f"deleting {self.repo}@{digest}")
+        if self._signed is not None:  # as skopeo delete: the manifest's lookaside signatures go too
+            await self._signed.delete(digest)
 
     async def _cancel(self, reply: Reply) -> None:
         if reply.headers.get("Location"):

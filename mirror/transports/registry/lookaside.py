@@ -77,6 +77,19 @@ async def write(storage: SignatureStorage, digest: Digest, signatures: list[byte
                              "Configure a lookaside-staging: location")
     if base.scheme != "file":
         raise SignatureError(f"Unsupported scheme when writing signature to {_shown(base)}")
+    await write_or_delete(storage, digest, signatures)
+
+
+async def delete(storage: SignatureStorage, digest: Digest) -> None:
+    """Remove ``signature-1…`` of ``digest`` up to the first missing one (skopeo delete does this)."""
+    await write_or_delete(storage, digest, [])
+
+
+async def write_or_delete(storage: SignatureStorage, digest: Digest, signatures: list[bytes]) -> None:
+    base = storage.write
+    if base.scheme != "file":
+        raise SignatureError(f"Writing directly to a {base.scheme} lookaside {_shown(base)} is not supported. "
+                             "Configure a lookaside-staging: location")
     paths = [Path(storage.signature_url(base, digest, i).path) for i in range(len(signatures) + MAX_SIGNATURES)]
     await anyio.to_thread.run_sync(_write_files, paths, signatures)
 

@@ -37,6 +37,11 @@ class RegistrySignatures:
         found, _ = await self._read.do(digest, fetch)
         return list(found)
 
+    async def delete(self, digest: Digest) -> None:
+        """Remove the lookaside signatures of a deleted manifest (a web lookaside is left alone)."""
+        if self.storage.write.scheme == "file":
+            await lookaside.delete(self.storage, digest)
+
     async def write(self, src: ImageSource, dst: ImageDestination, digest: Digest, blobs: list[bytes]) -> None:
         sigstore: list[Sigstore] = []
         others: list[bytes] = []
