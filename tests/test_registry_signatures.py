@@ -86,7 +86,9 @@ def test_lookaside_signatures_interoperate_with_skopeo(registry: Registry, keys:
         assert not (tmp_path / name).exists()
 
     # mirror pushes a signed dir: image: the signature lands where skopeo looks, and skopeo accepts it
-    # under a policy for the name it was signed for.
+    # under a policy for the name it was signed for. The image is already there (unsigned): the copy
+    # finds it up to date and still stores its signatures, as skopeo's copy does.
+    run_mirror("--insecure-policy", "copy", *PLAIN, registry.ref("plain/app", "v1"), registry.ref("mirrored/app", "v1"))
     run_mirror("--registries.d", str(regd), "--insecure-policy", "copy", *PLAIN, f"dir:{out}",
                registry.ref("mirrored/app", "v1"))
     ours = sigs / f"mirrored/app@sha256={hexdigest}" / "signature-1"

@@ -154,6 +154,16 @@ class ImageCopier:
             work.manifests_written += 1
         await self._put_signatures(dst, signatures, child.digest, child.digest)
 
+    async def refresh_signatures(self, src: ImageSource, dst: ImageDestination, digest: Digest,
+                                 instance: Digest | None, options: CopyOptions) -> None:
+        """An image found up to date still receives the source's signatures of its top-level manifest,
+        as skopeo (which copies every time) stores them: costs only reading the source's signature
+        storage (a lookaside file lookup by default), and writes nothing when there are none."""
+        if self.manifests.dry_run:
+            return
+        signatures = await self._signatures(src, instance, digest, dst, options)
+        await self._put_signatures(dst, signatures, None, digest)
+
     @staticmethod
     async def _signatures(src: ImageSource, instance: Digest | None, digest: Digest, dst: ImageDestination,
                           options: CopyOptions) -> list[bytes]:

@@ -228,6 +228,9 @@ class Scheduler:
             wanted, top = await self._wanted_digest(pair, src_desc)
             dst_desc = await pair.destination.head_manifest(pair.dst_ref or wanted)
             if dst_desc is not None and dst_desc.digest == wanted:
+                instance = None if wanted == src_desc.digest else wanted  # one platform of an index
+                await self.copier.refresh_signatures(pair.source, pair.destination, wanted, instance,
+                                                     self._copy_options(pair))
                 return str(wanted), "skipped", "up to date", top or src_desc
         if self.options.dry_run:
             if src_desc is None:
