@@ -19,7 +19,7 @@ from typing import ClassVar
 import pytest
 import trustme
 from support.gpg import gpg_home
-from support.images import push_image
+from support.images import push_image, push_index
 from support.mirror_cli import assert_one_line_error, run_mirror
 from support.registry import Registry
 
@@ -398,3 +398,35 @@ def test_sync_signs_every_image_and_standalone_sign_accepts_an_empty_manifest(
     verified = skopeo_run("standalone-verify", "/dev/null", "busybox", trusted, str(tmp_path / "empty.sig"), env=env)
     assert verified.stdout == ("Signature verified, digest "
                                "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n")
+
+
+def test_index_signatures_round_trip_through_the_lookaside_like_skopeo(
+        registry: Registry, keys: tuple[dict[str, str], str, str, Path], tmp_path: Path) -> None:
+    """``copy --all`` of a signed index: the index's and every instance's signatures go to the lookaside
+    under their own digests and come back identical, whichever tool copies them out."""
+    env, trusted, _stranger, _asc = keys
+    index = push_index(registry, "multi/app", "v1", seed=61)
+    source = tmp_path / "source"
+    run_mirror("--insecure-policy", "copy", "--all", *PLAIN, registry.ref("multi/app", "v1"), f"dir:{source}")
+    signed = [(source / "manifest.json", source / "signature-1")]
+    signed += [(source / f"{c.digest.split(':')[1]}.manifest.json", source / f"{c.digest.split(':')[1]}.signature-1")
+               for c in index.children]
+    for manifest, signature in signed:
+        done = skopeo_run("standalone-sign", "-o", str(signature), str(manifest), f"{registry.host}/multi/app:v1",
+                          trusted, env=env)
+        assert done.returncode == 0, done.stderr
+    sigs = tmp_path / "sigs"
+    regd = write_registries_d(tmp_path / "registries.d", {"default-docker": {"lookaside": f"file://{sigs}"}})
+    run_mirror("--registries.d", str(regd), "--insecure-policy", "copy", "--all", *PLAIN, f"dir:{source}",
+               registry.ref("signed/app", "v1"))
+    for digest in (index.digest, *(c.digest for c in index.children)):
+        assert (sigs / f"signed/app@sha256={digest.split(':')[1]}" / "signature-1").is_file()
+    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
+    pulled = skopeo_run("--registries.d", str(regd), "--insecure-policy", "copy", "--all", *PLAIN,
+                        registry.ref("signed/app", "v1"), f"dir:{theirs}")
+    assert pulled.returncode == 0, pulled.stderr
+    run_mirror("--registries.d", str(regd), "--insecure-policy", "copy", "--all", *PLAIN,
+               registry.ref("signed/app", "v1"), f"dir:{ours}")
+    tree = {p.name: p.read_bytes() for p in source.iterdir()}
+    assert {p.name: p.read_bytes() for p in theirs.iterdir()} == tree
+    assert {p.name: p.read_bytes() for p in ours.iterdir()} == tree
