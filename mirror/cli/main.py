@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from mirror import __version__
 from mirror.aio import leaf_errors
-from mirror.cli import commands, signflags, synccmd
+from mirror.cli import commands, signflags, synccmd, syncflags
 from mirror.cli.flags import Parser, add_bool, add_referrer_flags, duration, size_arg
 from mirror.cli.signflags import add_sign_flags
 from mirror.errors import MirrorError
@@ -194,6 +194,7 @@ def _sync_extensions(e: argparse._ArgumentGroup) -> None:
                    help="plan into this PostgreSQL queue (postgresql://...) and wait while `mirror worker`s copy")
     e.add_argument("--max-attempts", type=int, default=3, metavar="N",
                    help="with --queue: tries of an image (worker deaths included) before it is failed (default 3)")
+    syncflags.add_flags(e)
 
 
 def _delete(sub: Subparsers[Parser]) -> None:

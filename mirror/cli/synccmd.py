@@ -9,10 +9,12 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import IO
 
-from mirror.cli import metrics, render, signflags
+from mirror.cli import metrics, render, signflags, syncflags
 from mirror.cli.commands import global_options, run, side_options, signature_policy
 from mirror.config.load import load_sync_config
 from mirror.config.schema import SyncConfig
@@ -24,6 +26,7 @@ from mirror.engine.sync import ImageRecord, RunStats, SyncOptions
 from mirror.errors import UsageError
 from mirror.ops import sync as sync_ops
 from mirror.plan.naming import Naming
+from mirror.plan.retention import CreatedDates
 from mirror.plan.shard import parse_shard
 from mirror.runtime import Runtime
 from mirror.transports.local import files
@@ -61,8 +64,20 @@ def _check_referrers(args: argparse.Namespace, settings: dict[str, RegistrySetti
                          "registries list and store OCI referrers")
 
 
-def sync(args: argparse.Namespace) -> int:
-    _check(args)
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One run's inputs, read from the arguments (and the sync YAML, read again for every run)."""
+
+    request: sync_ops.SyncRequest
+    plan: sync_ops.Plan
+
+    @property
+    def dry_run(self) -> bool:
+        return self.request.options.dry_run
+
+
+def prepare(args: argparse.Namespace) -> Prepared:
+    """Arguments (and the YAML file) → what a run needs; every problem is a one-line UsageError/ConfigError."""
     options = global_options(args)
     config = load_sync_config(args.source) if args.src == "yaml" else None
     platforms = _platforms(args.platform)
@@ -78,7 +93,8 @@ def sync(args: argparse.Namespace) -> int:
     flags = SyncFlags(tls_verify=src_side.tls.verify, cert_dir=src_side.tls.cert_dir, chunk_size=options.chunk_size,
                       assume_immutable=bool(args.assume_immutable_tags), prune=args.prune != "off",
                       digest_tags=bool(args.digest_tags), referrers=bool(args.referrers),
-                      referrers_artifact_types=tuple(dict.fromkeys(args.referrers_artifact_type)))
+                      referrers_artifact_types=tuple(dict.fromkeys(args.referrers_artifact_type)),
+                      **syncflags.selection(args, _explicit(args)))
     settings = resolve_settings(config, flags, reference.repo.registry if reference is not None else "")
     _check_referrers(args, settings)
     request = sync_ops.SyncRequest(
@@ -86,43 +102,95 @@ def sync(args: argparse.Namespace) -> int:
         src_side=src_side, dst_side=side_options(args, "dest-", args.authfile), options=sync_options,
         settings=settings, secrets=yaml_credentials(config), delete_pruned=args.prune == "delete", dest=args.dest,
         policy=signature_policy(args), shard=parse_shard(args.shard, args.shard_count, os.environ))
-    plan = _plan(args, config, reference)
+    return Prepared(request, _plan(args, config, reference))
+
+
+def sync(args: argparse.Namespace) -> int:
+    _check(args)
+    if syncflags.scheduled(args):
+        from mirror.cli.service import serve  # the long-running mode: an HTTP endpoint, a scheduler
+
+        return serve(args)
+    prepared = prepare(args)
     stats = RunStats()
-    result: sync_ops.SyncResult | None = None
-    with contextlib.ExitStack() as stack:
-        report = stack.enter_context(open(args.report, "w", encoding="utf-8")) if args.report else None
-        # --digestfile lines stream to a temp file (memory stays flat), renamed into place when the run ends.
-        digests = stack.enter_context(files.atomic_file_sync(Path(args.digestfile))) if args.digestfile else None
-        sink = _RecordSink(report, digests, dry_run=sync_options.dry_run, quiet=bool(args.quiet))
-        try:
-            with render.SyncDisplay(stats, enabled=not args.quiet):
-                result = run(args, _body(args, request, plan, sink, stats), policies=sync_ops.policies(settings))
-        finally:
-            if args.metrics:
-                metrics.write(args.metrics, metrics.render(
-                    stats, result.registries if result else {}, sync_options.dry_run,
-                    success=result is not None and not stats.failed))
-    for candidate in result.prune:
-        verb = "pruned" if args.prune == "delete" and not args.dry_run else "would prune"
-        for tag in candidate.tags:
-            name = f"{candidate.destination}:{tag}"
-            if verb == "would prune" or name in result.pruned:
-                print(f"{verb} {name}")
+    with RunOutputs(args, prepared.dry_run, stats, quiet=bool(args.quiet)) as outputs:
+        with render.SyncDisplay(stats, enabled=not args.quiet):
+            outputs.result = run(args, body(args, prepared, outputs.sink, stats),
+                                 policies=sync_ops.policies(prepared.request.settings))
+        result = outputs.result
+    for line in prune_lines(args, result):
+        print(line)
     if not args.quiet:
         for host, counters in result.registries.items():
             hub = counters.get("hub_remaining")
             print(f"registry {host}: {counters.get('rate_limited_responses', 0)} rate-limited responses, "
                   f"{counters.get('throttled_waits', 0)} throttled waits"
                   + (f", Docker Hub pulls remaining: {hub}" if hub is not None else ""), file=sys.stderr)
-        print(_summary(stats, sync_options.dry_run), file=sys.stderr)
+        print(summary(stats, prepared.dry_run), file=sys.stderr)
     return EXIT_PARTIAL if stats.failed else 0
 
 
-def _body(args: argparse.Namespace, request: sync_ops.SyncRequest, plan: sync_ops.Plan,
-          sink: _RecordSink, stats: RunStats) -> Callable[[Runtime], Awaitable[sync_ops.SyncResult]]:
-    """The run in this process, or (``--queue``) planned into PostgreSQL for ``mirror worker``s."""
+def prune_lines(args: argparse.Namespace, result: sync_ops.SyncResult) -> list[str]:
+    """``would prune NAME`` / ``pruned NAME`` for every destination tag prune found."""
+    out = []
+    for candidate in result.prune:
+        verb = "pruned" if args.prune == "delete" and not args.dry_run else "would prune"
+        for tag in candidate.tags:
+            name = f"{candidate.destination}:{tag}"
+            if verb == "would prune" or name in result.pruned:
+                out.append(f"{verb} {name}")
+    return out
+
+
+class RunOutputs:
+    """A run's files: ``--report`` (one JSON line per image), ``--digestfile`` (published when the run
+    ends) and ``--metrics`` (written when the run ends, even on an error; set ``result`` on success)."""
+
+    def __init__(self, args: argparse.Namespace, dry_run: bool, stats: RunStats, quiet: bool) -> None:
+        self.args, self.dry_run, self.stats, self.quiet = args, dry_run, stats, quiet
+        self.result: sync_ops.SyncResult | None = None
+        self._stack = contextlib.ExitStack()
+        self.sink = _RecordSink(None, None, dry_run=dry_run, quiet=quiet)
+
+    def __enter__(self) -> RunOutputs:
+        args, stack = self.args, self._stack
+        try:
+            report = stack.enter_context(open(args.report, "w", encoding="utf-8")) if args.report else None
+            # --digestfile lines stream to a temp file (memory stays flat), renamed into place when the run ends.
+            digests = stack.enter_context(files.atomic_file_sync(Path(args.digestfile))) if args.digestfile else None
+        except BaseException:
+            stack.close()
+            raise
+        self.sink = _RecordSink(report, digests, dry_run=self.dry_run, quiet=self.quiet)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            self._stack.__exit__(exc_type, exc, tb)
+        finally:
+            if self.args.metrics:
+                metrics.write(self.args.metrics, metrics.exposition(metrics.run_families(self.figures())).decode())
+
+    def figures(self) -> metrics.RunFigures:
+        result = self.result
+        return metrics.RunFigures.of(self.stats, result.registries if result else {}, self.dry_run,
+                                     success=result is not None and not self.stats.failed)
+
+
+def _explicit(args: argparse.Namespace) -> bool:
+    """``--src docker`` names one image (a tag or digest), not a whole repository."""
+    last = args.source.removeprefix("docker://").rsplit("/", 1)[-1]
+    return args.src == "docker" and ("@" in last or ":" in last)
+
+
+def body(args: argparse.Namespace, prepared: Prepared, sink: Callable[[ImageRecord], None], stats: RunStats,
+         created: CreatedDates | None = None) -> Callable[[Runtime], Awaitable[sync_ops.SyncResult]]:
+    """The run in this process, or (``--queue``) planned into PostgreSQL for ``mirror worker``s.
+    ``created``: images' dates already known (a long-running process keeps them from run to run)."""
+    request, plan = prepared.request, prepared.plan
     if not args.queue:
-        return lambda rt: sync_ops.sync(rt, request, plan, sink, stats)
+        return lambda rt: sync_ops.sync(rt, request, plan, sink, stats, created=created)
     from mirror.distributed.coordinator import queue_sync  # the PostgreSQL client, only when asked for
 
     return lambda rt: queue_sync(rt, request, plan, sink, stats, args.queue, args.max_attempts)
@@ -134,8 +202,7 @@ def _plan(args: argparse.Namespace, config: SyncConfig | None, reference: Refere
     if config is not None:
         return lambda planner: lambda send: planner.yaml(config, send)
     if reference is not None:
-        last = args.source.removeprefix("docker://").rsplit("/", 1)[-1]
-        explicit = "@" in last or ":" in last
+        explicit = _explicit(args)
         return lambda planner: lambda send: planner.docker(reference, explicit, send)
     if args.src == "oci":
         return lambda planner: lambda send: planner.layout(args.source, send)
@@ -170,7 +237,7 @@ def record_json(record: ImageRecord) -> dict[str, object]:
             "duration": record.duration}
 
 
-def _summary(stats: RunStats, dry_run: bool) -> str:
+def summary(stats: RunStats, dry_run: bool) -> str:
     elapsed = time.monotonic() - stats.started
     verb = "compared" if dry_run else "synced"
     return (f"{verb} {stats.done} images in {elapsed:.1f}s: {stats.copied} {'to copy' if dry_run else 'copied'}, "

@@ -27,7 +27,9 @@ from typing import TypeVar
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from mirror.config import retentionload
 from mirror.config.filters import compile_regex, parse_platform
+from mirror.config.retention import Retention
 from mirror.config.schema import Catalog, Credentials, RateLimit, RegistryConfig, RepoSpec, SyncConfig
 from mirror.config.semver import Constraint
 from mirror.config.yamlnodes import (
@@ -48,6 +50,7 @@ SKOPEO_KEYS = ("images", "images-by-tag-regex", "images-by-semver", "credentials
 EXTENSION_KEYS = (
     "exclude-tags", "images-exclude-tags", "platforms", "destinations", "rate-limit", "chunk-size",
     "catalog", "assume-immutable-tags", "prune", "digest-tags", "referrers", "referrers-artifact-types",
+    "keep-latest", "newer-than", "images-keep-latest", "images-newer-than",
 )
 REGISTRY_KEYS = SKOPEO_KEYS + EXTENSION_KEYS
 CREDENTIAL_KEYS = ("username", "password", "identitytoken")
@@ -104,6 +107,7 @@ class _Repo:
     semver: str | None = None
     exclude: list[str] = field(default_factory=list)
     destination: str | None = None
+    retention: Retention | None = None
     names: dict[str, str] = field(default_factory=dict)  # YAML section -> YAML repo key
 
 
@@ -165,11 +169,12 @@ def _registry(ctx: NodeReader, key: str, knode: Node, node: Node) -> RegistryCon
     _images(reg, entries)
     excludes = _regex_list(ctx, f"{key}.exclude-tags", entries.get("exclude-tags"))
     _extensions(reg, entries, excludes)
+    _repo_retention(reg, entries)
     cert_dir = ctx.string(f"{key}.cert-dir", entries["cert-dir"]) if "cert-dir" in entries else None
     catalog = _catalog(ctx, key, reg.namespace, entries.get("catalog"))
     repos = tuple(
         RepoSpec(r.path, tuple(dict.fromkeys(r.tags)), r.all_tags, r.regex, r.semver,
-                 tuple(dict.fromkeys(excludes + r.exclude)), r.destination)
+                 tuple(dict.fromkeys(excludes + r.exclude)), r.destination, r.retention)
         for r in reg.repos.values()
     )
     return RegistryConfig(
@@ -189,6 +194,8 @@ def _registry(ctx: NodeReader, key: str, knode: Node, node: Node) -> RegistryCon
         referrers=bool(_opt(entries, "referrers", lambda n: ctx.boolean(f"{key}.referrers", n))),
         referrers_artifact_types=_artifact_types(ctx, f"{key}.referrers-artifact-types",
                                                  entries.get("referrers-artifact-types")),
+        retention=retentionload.keep_latest(ctx, f"{key}.keep-latest", entries.get("keep-latest")).refined(
+            retentionload.newer_than(ctx, f"{key}.newer-than", entries.get("newer-than"))),
     )
 
 
@@ -259,6 +266,16 @@ def _extensions(reg: _Registry, entries: dict[str, Node], excludes: list[str]) -
             ctx.fail(where, vnode, f"destination {dest!r} is already used by {taken[dest]!r}")
         taken[dest] = name
         repo.destination = dest
+
+
+def _repo_retention(reg: _Registry, entries: dict[str, Node]) -> None:
+    """``images-keep-latest`` and ``images-newer-than``: one repository's rule, refining the registry's."""
+    ctx = reg.ctx
+    for section, read in (("images-keep-latest", retentionload.keep_latest),
+                          ("images-newer-than", retentionload.newer_than)):
+        for name, knode, vnode in ctx.mapping(f"{reg.key}.{section}", entries.get(section, _null())):
+            repo = reg.existing(f"{reg.key}.{section}.{name}", knode, name)
+            repo.retention = (repo.retention or Retention()).refined(read(ctx, f"{reg.key}.{section}.{name}", vnode))
 
 
 def _credentials(ctx: NodeReader, path: str, node: Node | None) -> Credentials | None:

@@ -10,7 +10,9 @@ selects), so it is copied once; skopeo copies it once per key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from mirror.config.retention import Retention
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,7 @@ class RepoSpec:
     semver: str | None = None
     exclude: tuple[str, ...] = ()  # registry-wide + per-repo exclusions, merged
     destination: str | None = None  # mapped destination repository path (extension)
+    retention: Retention | None = None  # ``images-keep-latest`` / ``images-newer-than`` for this repository
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,7 @@ class RegistryConfig:
     exclude_tags: tuple[str, ...] = ()  # registry-wide ``exclude-tags`` (also merged into each RepoSpec)
     referrers: bool = False  # also copy OCI referrers (signatures, SBOMs, attestations attached by subject)
     referrers_artifact_types: tuple[str, ...] = ()  # only referrers of these artifact types (empty: all)
+    retention: Retention = field(default_factory=Retention)  # registry-wide ``keep-latest`` / ``newer-than``
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,10 @@ YAML key whose ``credentials`` apply) and never holds a secret, so it can be que
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from mirror.config.retention import Retention
 from mirror.config.schema import Credentials, RateLimit, SyncConfig
 from mirror.errors import ConfigError
 
@@ -28,6 +29,9 @@ class SyncFlags:
     digest_tags: bool = False
     referrers: bool = False
     referrers_artifact_types: tuple[str, ...] = ()
+    retention: Retention = field(default_factory=Retention)  # --keep-latest, --keep-latest-by, --newer-than
+    include_regex: tuple[str, ...] = ()  # --include-tag-regex (``--src docker``)
+    exclude_regex: tuple[str, ...] = ()  # --exclude-tag-regex (``--src docker``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +55,17 @@ class RegistrySettings:
     def referrer_filter(self) -> tuple[str, ...] | None:
         """The artifact types of referrers to copy (empty: all); None: referrers are not copied."""
         return self.referrers_artifact_types if self.referrers else None
+    retention: Retention = field(default_factory=Retention)  # keep-latest / newer-than (a repository may refine it)
+    include_regex: tuple[str, ...] = ()  # ``--src docker``: tags to select (any matches); empty: all tags
+    exclude_regex: tuple[str, ...] = ()  # ``--src docker``: tags to leave out
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["platforms"] = list(self.platforms)
         out["referrers_artifact_types"] = list(self.referrers_artifact_types)
+        out["include_regex"] = list(self.include_regex)
+        out["exclude_regex"] = list(self.exclude_regex)
+        out["retention"] = self.retention.to_dict()
         out["rate_limit"] = None if self.rate_limit is None else {
             f.name: getattr(self.rate_limit, f.name) for f in fields(self.rate_limit)}
         return out
@@ -67,6 +77,9 @@ class RegistrySettings:
             limit = values.pop("rate_limit", None)
             values["platforms"] = tuple(values.get("platforms") or ())
             values["referrers_artifact_types"] = tuple(values.get("referrers_artifact_types") or ())
+            values["include_regex"] = tuple(values.get("include_regex") or ())
+            values["exclude_regex"] = tuple(values.get("exclude_regex") or ())
+            values["retention"] = Retention.from_dict(values.get("retention"))
             return cls(**values, rate_limit=None if limit is None else RateLimit(**limit))
         except TypeError as exc:
             raise ConfigError(f"invalid registry settings: {exc}") from None
@@ -79,7 +92,8 @@ def resolve_settings(config: SyncConfig | None, flags: SyncFlags,
         return {cli_registry: RegistrySettings(
             name=cli_registry, tls_verify=flags.tls_verify, cert_dir=flags.cert_dir, chunk_size=flags.chunk_size,
             assume_immutable=flags.assume_immutable, prune=flags.prune, digest_tags=flags.digest_tags,
-            referrers=flags.referrers, referrers_artifact_types=flags.referrers_artifact_types)}
+            referrers=flags.referrers, referrers_artifact_types=flags.referrers_artifact_types,
+            retention=flags.retention, include_regex=flags.include_regex, exclude_regex=flags.exclude_regex)}
     out = {}
     for registry in config.registries:
         referrers = flags.referrers or registry.referrers
@@ -99,6 +113,7 @@ def resolve_settings(config: SyncConfig | None, flags: SyncFlags,
             digest_tags=flags.digest_tags or registry.digest_tags,
             referrers=referrers,
             referrers_artifact_types=registry.referrers_artifact_types or flags.referrers_artifact_types,
+            retention=flags.retention.refined(registry.retention),
         )
     return out
 

@@ -17,6 +17,7 @@ from mirror.http.ratelimit import HostPolicy
 from mirror.ops.units import Resolver, SyncEndpoints
 from mirror.plan.expand import Planner, PlanOptions, PruneCandidate
 from mirror.plan.naming import Naming
+from mirror.plan.retention import CreatedDates
 from mirror.plan.shard import Shard
 from mirror.runtime import Runtime
 from mirror.signing.policy import Policy
@@ -61,8 +62,9 @@ Plan = Callable[[Planner], Producer]
 
 
 async def sync(rt: Runtime, request: SyncRequest, plan: Plan, on_record: Callable[[ImageRecord], None],
-               stats: RunStats) -> SyncResult:
-    """Run the units ``plan`` produces; prune (report or delete) what the planner found."""
+               stats: RunStats, created: CreatedDates | None = None) -> SyncResult:
+    """Run the units ``plan`` produces; prune (report or delete) what the planner found. ``created``:
+    images' dates known from earlier runs (retention rules by date), else the run learns its own."""
     resolver = Resolver(rt, request.src_side, request.dst_side, request.secrets, request.policy)
     result = SyncResult(stats)
 
@@ -70,7 +72,7 @@ async def sync(rt: Runtime, request: SyncRequest, plan: Plan, on_record: Callabl
         stats.planned += n
 
     planner = Planner(SyncEndpoints(resolver), PlanOptions(request.naming, dest=request.dest, shard=request.shard),
-                      request.settings, result.prune.append, planned)
+                      request.settings, result.prune.append, planned, created=created)
     scheduler = Scheduler(request.options, rt.known_locations(), on_record, stats, opener=resolver.open)
     await scheduler.run(plan(planner))
     if request.delete_pruned and not request.options.dry_run:

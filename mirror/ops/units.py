@@ -20,7 +20,8 @@ from mirror.config.filters import parse_platform
 from mirror.config.schema import Credentials
 from mirror.config.settings import RegistrySettings
 from mirror.core.descriptor import Platform
-from mirror.core.reference import Repo, split_transport
+from mirror.core.digest import Digest
+from mirror.core.reference import Repo, Tag, split_transport
 from mirror.errors import ConfigError, NotFound, UsageError
 from mirror.http.credentials import Credential
 from mirror.http.tls import TLSOptions
@@ -125,6 +126,11 @@ class SyncEndpoints:
             return [tag async for tag in lister.list_tags()]
         except NotFound:
             return None
+
+    async def destination_digest(self, registry: str, path: str, tag: str) -> Digest | None:
+        lister = self.registry.repo_source(Repo(registry, path), self.resolver.dst_side)
+        desc = await lister.head_manifest(Tag(tag))
+        return None if desc is None else desc.digest
 
     async def image_directories(self, root: str) -> list[str]:
         return await anyio.to_thread.run_sync(_image_directories, root)

@@ -12,7 +12,7 @@ from mirror.core.reference import Tag
 from mirror.transports.base import ImageSource
 
 HEADS_IN_FLIGHT = 16
-_DIGEST_TAG = re.compile(r"^(sha256|sha512)-([0-9a-f]{64}|[0-9a-f]{128})(?:\.[A-Za-z0-9_-]+)?$")
+DIGEST_TAG = re.compile(r"^(sha256|sha512)-([0-9a-f]{64}|[0-9a-f]{128})(?:\.[A-Za-z0-9_-]+)?$")
 
 
 async def with_digest_tags(source: ImageSource, refs: list[str], available: list[str],
@@ -21,7 +21,7 @@ async def with_digest_tags(source: ImageSource, refs: list[str], available: list
     nothing when the repository has no such tag."""
     by_digest: dict[str, list[str]] = {}
     for tag in available:
-        if (match := _DIGEST_TAG.match(tag)) is not None:
+        if (match := DIGEST_TAG.match(tag)) is not None:
             by_digest.setdefault(f"{match[1]}:{match[2]}", []).append(tag)
     if not by_digest:
         return refs

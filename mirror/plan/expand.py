@@ -11,6 +11,7 @@ carries its source registry's settings and names both ends by skopeo image name.
 from __future__ import annotations
 
 import posixpath
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -28,6 +29,8 @@ from mirror.errors import UsageError
 from mirror.plan.digesttags import with_digest_tags
 from mirror.plan.naming import Naming, dir_image_suffix, docker_destination, layout_image_suffix, local_destination
 from mirror.plan.pairs import WorkUnit
+from mirror.plan.pruning import prune_candidates
+from mirror.plan.retention import CreatedDates, created_dates, retain
 from mirror.plan.shard import Shard
 from mirror.transports.base import ImageSource
 
@@ -46,6 +49,10 @@ class Endpoints(Protocol):
 
     async def destination_tags(self, registry: str, path: str) -> list[str] | None:
         """Tags of a destination repository; None when the repository does not exist."""
+        ...
+
+    async def destination_digest(self, registry: str, path: str, tag: str) -> Digest | None:
+        """What a destination tag points at (a HEAD); None when it is gone."""
         ...
 
     async def image_directories(self, root: str) -> list[str]:
@@ -76,7 +83,8 @@ Send = MemoryObjectSendStream[WorkUnit]
 
 class Planner:
     def __init__(self, endpoints: Endpoints, options: PlanOptions, settings: Mapping[str, RegistrySettings],
-                 on_prune: PruneSink | None = None, on_planned: Callable[[int], None] | None = None) -> None:
+                 on_prune: PruneSink | None = None, on_planned: Callable[[int], None] | None = None,
+                 created: CreatedDates | None = None, clock: Callable[[], float] = time.time) -> None:
         self.endpoints = endpoints
         self.options = options
         self.settings = settings
@@ -86,6 +94,8 @@ class Planner:
         # serve source repositories mapped to the same destination. Refetching one only costs a listing.
         self._dst_tags: SingleFlight[frozenset[str] | None] = SingleFlight(remember=4 * REPOS_IN_FLIGHT)
         self._limit = anyio.CapacityLimiter(LIST_CONCURRENCY)
+        self._created = created if created is not None else created_dates()  # images' dates, by digest
+        self._now = clock()  # retention ages are measured from the start of planning
 
     def _settings(self, name: str) -> RegistrySettings:
         return self.settings.get(name) or RegistrySettings(name=name)
@@ -122,10 +132,16 @@ class Planner:
                     await queue_send.send(item)
 
     async def docker(self, reference: Reference, explicit: bool, send: Send) -> None:
-        """``--src docker``: one tag (or digest) when given, otherwise every tag of the repository."""
+        """``--src docker``: one tag (or digest) when given, otherwise every tag of the repository
+        (those matching ``--include-tag-regex`` if any, less those matching ``--exclude-tag-regex``)."""
         repo = reference.repo
-        spec = RepoSpec(path=repo.path, tags=(str(reference.ref),)) if explicit \
-            else RepoSpec(path=repo.path, all_tags=True)
+        if explicit:
+            spec = RepoSpec(path=repo.path, tags=(str(reference.ref),))
+        else:
+            settings = self._settings(repo.registry)
+            include = settings.include_regex
+            spec = RepoSpec(path=repo.path, all_tags=not include, exclude=settings.exclude_regex,
+                            regex="|".join(f"(?:{p})" for p in include) if include else None)
         await self._repo(repo.registry, spec, send)
 
     async def _catalog(self, registry: RegistryConfig, listed: set[str]) -> AsyncIterator[RepoSpec]:
@@ -161,7 +177,9 @@ class Planner:
             or settings.digest_tags
         async with self._limit:
             available = [tag async for tag in source.list_tags()] if needs_listing else []
-        texts = select_tags(available, spec)
+        retained = await retain(source, select_tags(available, spec), spec.tags,
+                                settings.retention.refined(spec.retention), self._limit, self._created, self._now)
+        texts = retained.refs
         if settings.digest_tags:
             texts = await with_digest_tags(source, texts, available, self._limit)
         refs = [manifest_ref(text) for text in texts]
@@ -171,7 +189,7 @@ class Planner:
         for ref in refs:
             await self._to_registry(registry, spec, settings, ref, send)
         if prune and needs_listing:
-            await self._prune(registry, spec, set(available))
+            await self._prune(registry, spec, set(available), retained.dropped)
 
     async def _to_registry(self, registry: str, spec: RepoSpec, settings: RegistrySettings, ref: ManifestRef,
                            send: Send) -> None:
@@ -237,12 +255,18 @@ class Planner:
         for src, dst in mine:
             await send.send(await self._registry_unit(src, src, dst, settings, by_tag=True))
 
-    async def _prune(self, registry: str, spec: RepoSpec, available: set[str]) -> None:
+    async def _prune(self, registry: str, spec: RepoSpec, available: set[str], dropped: frozenset[str]) -> None:
         naming = self.options.naming
         probe = docker_destination(registry, spec.path, manifest_ref("latest"), naming, spec.destination)
-        existing = await self._destination_tags(probe.repo.registry, probe.repo.path)
-        suffix = naming.append_suffix
-        gone = sorted(t for t in existing or () if not (t.endswith(suffix) and t[: len(t) - len(suffix)] in available))
+        host, path = probe.repo.registry, probe.repo.path
+        existing = await self._destination_tags(host, path)
+
+        async def head(tag: str) -> Digest | None:
+            async with self._limit:
+                return await self.endpoints.destination_digest(host, path, tag)
+
+        gone = await prune_candidates(existing or (), available, dropped, naming.append_suffix,
+                                      [ref for ref in spec.tags if ":" in ref], head)
         if gone:
             self.on_prune(PruneCandidate(str(probe.repo), tuple(gone)))
 

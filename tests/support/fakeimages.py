@@ -58,10 +58,11 @@ class FakeImage:
         return (digest_of(self.config), *(digest_of(layer) for layer in self.layers))
 
 
-def random_image(seed: int, *, layers: int = 2, layer_size: int = 1024, shared: Sequence[bytes] = ()) -> FakeImage:
+def random_image(seed: int, *, layers: int = 2, layer_size: int = 1024, shared: Sequence[bytes] = (),
+                 created: str | None = "2024-01-02T03:04:05Z") -> FakeImage:
     rng = random.Random(seed)
     blobs = (*shared, *(rng.randbytes(layer_size) for _ in range(layers)))
-    config = json.dumps({"architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05Z",
+    config = json.dumps({"architecture": "amd64", "os": "linux", **({"created": created} if created else {}),
                          "rootfs": {"type": "layers", "diff_ids": [digest_of(b) for b in blobs]},
                          "config": {"Labels": {"seed": str(seed)}}}).encode()
     manifest = json.dumps({

@@ -283,13 +283,14 @@ def build_image(
     env: list[str] | None = None,
     layer_count: int = 2,
     layer_size: int = 2048,
+    created: str = CREATED,
 ) -> BuiltImage:
     """The bytes :func:`push_image` pushes: a deterministic config and manifest over ``layers``."""
     if layers is None:
         layers = [make_layer(seed * 1000 + i, layer_size + 512 * i) for i in range(layer_count)]
     diff = [_diff_id(layer) for layer in layers]
     config_obj: dict[str, object] = {
-        "created": CREATED,
+        "created": created,
         "architecture": arch,
         "os": os,
         "config": {
@@ -341,11 +342,13 @@ def push_image(
     layer_count: int = 2,
     layer_size: int = 2048,
     client: Client | None = None,
+    created: str = CREATED,
 ) -> PushedImage:
-    """Push blobs + an image manifest; by tag, or by digest only when ``tag`` is ``None``."""
+    """Push blobs + an image manifest; by tag, or by digest only when ``tag`` is ``None``. ``created``:
+    the config's creation date (RFC 3339)."""
     c = client or Client(reg)
     built = build_image(fmt=fmt, layers=layers, seed=seed, arch=arch, os=os, variant=variant, labels=labels,
-                        env=env, layer_count=layer_count, layer_size=layer_size)
+                        env=env, layer_count=layer_count, layer_size=layer_size, created=created)
     c.push_blob(repo, built.config)
     for data in built.layer_data:
         c.push_blob(repo, data)
