@@ -29,6 +29,7 @@ from datetime import datetime
 
 import anyio
 import structlog
+from anyio.abc import TaskStatus
 from croniter import croniter
 
 from mirror.aio import leaf_errors
@@ -89,8 +90,6 @@ def parse_schedule(args: argparse.Namespace) -> Schedule:
 
 def serve(args: argparse.Namespace) -> int:
     """Run syncs on the schedule until SIGTERM; exit 0 then."""
-    if args.dry_run and args.prune == "delete":
-        raise UsageError("--dry-run with --prune=delete deletes nothing; drop one of them")
     schedule = parse_schedule(args)
     address = parse_listen(args.listen) if args.listen else None
     synccmd.prepare(args)  # bad flags or a bad YAML stop here, before anything listens
@@ -100,10 +99,10 @@ def serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
+            await tg.start(_stop_on_sigterm, tg.cancel_scope, service.status)
             if address is not None:
                 port = await tg.start(serve_http, address, service.status)
                 log.info("listening", address=f"{address[0]}:{port}")
-            tg.start_soon(_stop_on_sigterm, tg.cancel_scope, service.status)
             await service.loop()
 
     anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
@@ -111,8 +110,10 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _stop_on_sigterm(scope: anyio.CancelScope, status: ServiceStatus) -> None:
+async def _stop_on_sigterm(scope: anyio.CancelScope, status: ServiceStatus,
+                           *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        task_status.started()
         async for _ in signals:
             log.info("service_stopping", running=status.running)
             scope.cancel()
@@ -159,7 +160,8 @@ class _Service:
                     figures = metrics.RunFigures.of(stats, {}, bool(self.args.dry_run), success=False)
                     outcome = "failed" if error else "stopped"
                 self.status.last = LastRun(run_id, outcome, started, figures, self.schedule.period(slot), error)
-                self.status.runs[outcome if outcome != "stopped" else "failed"] += 1
+                if outcome != "stopped":
+                    self.status.runs[outcome] += 1
                 log.info("run_finished", outcome=outcome, copied=figures.copied, skipped=figures.skipped,
                          failed=figures.failed, bytes=figures.bytes_sent, duration=figures.duration)
 
