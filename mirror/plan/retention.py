@@ -26,7 +26,6 @@ from mirror.core import mediatype as mt
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.reference import Tag
-from mirror.errors import ManifestError
 from mirror.plan.digesttags import DIGEST_TAG
 from mirror.transports.base import ImageSource
 
@@ -96,9 +95,8 @@ async def _created(source: ImageSource, tags: list[str], limit: anyio.CapacityLi
         for tag in pending:
             async with limit:
                 desc = await source.head_manifest(Tag(tag))
-            if desc is None:
-                raise ManifestError(f"{source.location}:{tag}: manifest unknown at the source")
-            out[tag] = await _cached(source, desc, limit, cache)
+            # A tag deleted since the listing has no date: its unit fails like any vanished image.
+            out[tag] = None if desc is None else await _cached(source, desc, limit, cache)
 
     async with anyio.create_task_group() as tg:
         for _ in range(min(FETCHES_IN_FLIGHT, len(tags))):
