@@ -10,25 +10,32 @@ import json
 import os
 import re
 import shlex
+import shutil
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from support.images import list_tags, push_image
 from support.mirror_cli import ROOT, MirrorProcess, run_mirror
 from support.postgres import Postgres
-from support.registry import Registry
+from support.pushgateway import start_pushgateway
+from support.registry import Registry, wait_until
 
 from mirror.cli.main import build_parser
 
 KUBE = ROOT / "configs" / "kubernetes"
 JOB = KUBE / "sync-indexed-job.yaml"
+CRONJOB = KUBE / "sync-cronjob.yaml"
 QUEUE = KUBE / "queue"
 README = ROOT / "README.md"
 #: The apiVersion of every kind the examples use.
-API = {"Job": "batch/v1", "CronJob": "batch/v1", "Deployment": "apps/v1", "StatefulSet": "apps/v1", "Service": "v1"}
+API = {"Job": "batch/v1", "CronJob": "batch/v1", "Deployment": "apps/v1", "StatefulSet": "apps/v1", "Service": "v1",
+       "PersistentVolumeClaim": "v1"}
 #: The destination registry the examples write to (the tests substitute their own).
 DEST_HOST = "registry.internal.example.com"
 VAR_REF = re.compile(r"\$\((\w+)\)")  # Kubernetes expands $(NAME) in command and args from the container's env
@@ -75,6 +82,11 @@ def _pod(doc: dict[str, Any]) -> dict[str, Any]:
 def _mirror_container(doc: dict[str, Any]) -> dict[str, Any]:
     [container] = [c for c in _pod(doc)["containers"] if c.get("command") == ["mirror"]]
     return container
+
+
+def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod's init containers (native sidecars among them) and containers."""
+    return [*pod.get("initContainers", []), *pod["containers"]]
 
 
 def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -124,13 +136,17 @@ def _volume_source(volume: dict[str, Any]) -> tuple[str, str] | None:
 
 def test_every_kubernetes_example_has_what_a_cluster_requires() -> None:
     manifests = _manifests()
-    assert {p for p, _d in manifests} >= {JOB, QUEUE / "postgres.yaml", QUEUE / "workers.yaml",
+    assert {p for p, _d in manifests} >= {JOB, CRONJOB, QUEUE / "postgres.yaml", QUEUE / "workers.yaml",
                                           QUEUE / "sync-coordinator.yaml"}
+    claims = {d["metadata"]["name"] for _p, d in manifests if d["kind"] == "PersistentVolumeClaim"}
     for path, doc in manifests:
         where = f"{path.name}: {doc.get('kind')} {doc.get('metadata', {}).get('name')}"
         assert doc.get("apiVersion") == API[doc["kind"]] and doc["metadata"].get("name"), where
         if doc["kind"] == "Service":
             assert doc["spec"]["ports"] and doc["spec"]["selector"], where
+            continue
+        if doc["kind"] == "PersistentVolumeClaim":
+            assert doc["spec"]["accessModes"] and doc["spec"]["resources"]["requests"]["storage"], where
             continue
         template = _pod_template(doc)
         assert template is not None, where
@@ -141,8 +157,10 @@ def test_every_kubernetes_example_has_what_a_cluster_requires() -> None:
             assert pod["restartPolicy"] in ("Never", "OnFailure"), where
         volumes = {v["name"] for v in pod.get("volumes", [])}
         volumes |= {c["metadata"]["name"] for c in doc["spec"].get("volumeClaimTemplates", [])}
+        assert {v["persistentVolumeClaim"]["claimName"] for v in pod.get("volumes", [])
+                if "persistentVolumeClaim" in v} <= claims, where  # a claim no example creates stays Pending
         assert pod["containers"], where
-        for container in pod["containers"]:
+        for container in _containers(pod):
             assert container["name"] and container["image"], where
             assert {m["name"] for m in container.get("volumeMounts", [])} <= volumes, where
             words = [*container.get("command", []), *container.get("args", [])]
@@ -165,7 +183,7 @@ def test_the_examples_use_the_secrets_and_config_maps_their_instructions_create(
         for volume in volumes.values():
             source = _volume_source(volume)
             assert source is None or source in created, f"{path.name}: {source} is never created"
-        for container in pod["containers"]:
+        for container in _containers(pod):
             for var in _env(container).values():
                 ref = var.get("valueFrom", {}).get("secretKeyRef")
                 if ref is not None:
@@ -329,3 +347,107 @@ def test_the_indexed_job_command_syncs_the_catalog_once_over_its_pods(registry: 
         assert "mirror_sync_success 1" in (work / "mirror.prom").read_text()
         copied += [r["destination"] for r in records]
     assert sorted(copied) == sorted(f"{registry2.host}/mirror/{r.split('/')[1]}:v1" for r in repos)
+
+
+def test_the_nightly_cronjob_keeps_its_state_on_a_claim_and_pushes_metrics_from_a_sidecar() -> None:
+    cronjob, claim = _find("CronJob", "mirror-sync"), _find("PersistentVolumeClaim", "mirror-state")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"  # one run at a time on the state file
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    pod, container = _pod(cronjob), _mirror_container(cronjob)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    args = build_parser().parse_args(container["args"])
+    state = Path(args.state)
+    assert volumes[mounts[str(state.parent)]]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert args.metrics and args.keep_going and args.dest == "docker"
+    # The sidecar starts before mirror, outlives it, and reads the metrics mirror writes.
+    [sidecar] = pod["initContainers"]
+    assert sidecar["restartPolicy"] == "Always"
+    sidecar_mounts = {m["name"]: m for m in sidecar["volumeMounts"]}
+    metrics_volume = mounts[str(Path(args.metrics).parent)]
+    assert "emptyDir" in volumes[metrics_volume] and sidecar_mounts[metrics_volume]["readOnly"]
+    assert args.metrics in sidecar["command"][-1]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan is reaped by whatever runs as PID 1)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _traps_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (a shell's ``trap ... TERM`` installs one)."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    status = dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+    return bool(int(status["SigCgt"], 16) >> (signal.SIGTERM - 1) & 1)
+
+
+def test_the_nightly_cronjob_resyncs_and_its_sidecar_pushes_each_run(registry: Registry, htpasswd_registry: Registry,
+                                                                      tmp_path: Path) -> None:
+    """The CronJob's mirror container twice, as a kubelet would run it (volumes as directories, the
+    claim's directory kept between runs), then its sidecar's own script, stopped by SIGTERM as
+    Kubernetes stops a native sidecar, against a real Pushgateway; Prometheus' parser reads back what
+    it serves."""
+    repos = [f"team/svc{i}" for i in range(3)]
+    for i, repo in enumerate(repos):
+        push_image(registry, repo, "v1", seed=900 + i, layer_size=4096)
+    dest = htpasswd_registry
+    auth = base64.b64encode(f"{dest.username}:{dest.password}".encode()).decode()
+    objects: Objects = {
+        ("secret", "mirror-auth"): {"auth.json": json.dumps({"auths": {dest.host: {"auth": auth}}})},
+        ("configmap", "mirror-sync"): {"sync.yaml": yaml.safe_dump(
+            {registry.host: {"tls-verify": False, "images": {repo: [] for repo in repos}}})},
+    }
+    cronjob = _find("CronJob", "mirror-sync")
+    outcomes = []
+    for night in ("first", "second"):
+        args, env = _as_kubelet_would(cronjob, objects, tmp_path / night, dest.host)
+        if night == "second":  # the same claim, a new pod: its other volumes start empty
+            shutil.rmtree(tmp_path / "second" / "state")
+            shutil.copytree(tmp_path / "first" / "state", tmp_path / "second" / "state")
+        run_mirror(*args, "--dest-tls-verify=false", env={**os.environ, **env})
+        report = tmp_path / night / "state" / "report.jsonl"
+        outcomes.append(sorted(json.loads(line)["outcome"] for line in report.read_text().splitlines()))
+    assert outcomes == [["copied"] * 3, ["skipped"] * 3]
+    assert (tmp_path / "second" / "state" / "state.sqlite").is_file()
+    assert all(list_tags(dest, f"mirror/svc{i}") == ["v1"] for i in range(3))
+    metrics = tmp_path / "second" / "metrics" / "mirror.prom"
+    [sidecar] = _pod(cronjob)["initContainers"]
+    [gateway_url] = [e["value"] for e in sidecar["env"] if e["name"] == "PUSHGATEWAY_URL"]
+    assert sidecar["command"][:2] == ["/bin/sh", "-c"]
+    script = sidecar["command"][2].replace("/metrics/mirror.prom", str(metrics))
+    with start_pushgateway(tmp_path / "pushgateway") as gateway:
+        assert gateway_url.startswith("http://")
+        log = tmp_path / "sidecar.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(["/bin/sh", "-c", script], env={**os.environ, "PUSHGATEWAY_URL": gateway.url},
+                                    stdout=out, stderr=subprocess.STDOUT)
+        try:
+            # Kubernetes stops a native sidecar with SIGTERM once mirror has exited: here, once the
+            # script has set its trap and sleeps.
+            wait_until(lambda: proc.poll() is not None or (_traps_sigterm(proc.pid) and bool(_children(proc.pid))),
+                       10, "the sidecar's trap and sleep")
+            sleepers = _children(proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err = log.read_text()
+        assert proc.returncode == 0 and err == "", err
+        assert not [pid for pid in sleepers if _running(pid)]  # it leaves no sleep behind
+        pushed = {(s.name, s.labels.get("outcome", "")): (s.value, s.labels.get("job"))
+                  for family in text_string_to_metric_families(gateway.metrics())
+                  for s in family.samples if s.name.startswith("mirror_")}
+    written = {(s.name, s.labels.get("outcome", "")): s.value
+               for family in text_string_to_metric_families(metrics.read_text()) for s in family.samples}
+    assert {key: value for key, (value, _job) in pushed.items()} == written
+    assert {job for _value, job in pushed.values()} == {"mirror-sync"}
+    assert pushed[("mirror_sync_success", "")][0] == 1 and pushed[("mirror_sync_images", "skipped")][0] == 3

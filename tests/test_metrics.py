@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -41,12 +42,14 @@ def test_metrics_file_reports_the_run(registry: Registry, registry2: Registry, t
         len(i.config) + sum(len(d) for d in i.layer_data) for i in images)
     # Without the broken tag: everything up to date, success.
     config.write_text(json.dumps({registry.host: {"tls-verify": False, "images": {"metrics/app": ["v0", "v1", "v2"]}}}))
+    started = time.time()
     run_mirror(*args)
     second = _samples(metrics)
     assert second[("mirror_sync_images", (("outcome", "skipped"),))] == 3
     assert second[("mirror_sync_success", ())] == 1
     stamp = ("mirror_sync_last_run_timestamp_seconds", ())
     assert second[stamp] >= first[stamp]
+    assert started - 1 <= second[stamp] <= time.time() + 1  # to the second: alerts compute ages from it
     # A run that stops on an error (no --keep-going) still leaves a file saying so.
     config.write_text(json.dumps({registry.host: {"tls-verify": False, "images": {"metrics/app": ["missing"]}}}))
     assert run_mirror(*args, check=False).returncode == 2  # the image does not exist
