@@ -1,11 +1,12 @@
 """The signature examples: configs/policy/*.json load with mirror's own policy loader and decide as
 their comments say (the lab policy drives a real ``mirror copy --policy``, the production policy
-refuses unsigned and unlisted images), and configs/registries.d/*.yaml hold only the documented keys.
+refuses unsigned and unlisted images), and configs/registries.d/*.yaml hold only the documented keys
+and load with mirror's registries.d loader into the storage their comments describe.
 
-mirror does not read registries.d yet, so skopeo 1.9, the reference, reads the examples (hosts, URLs
-and the key swapped for the test's): a signing copy writes its signature where the registry's own
-entry says, not default-docker's, and the production policy accepts that image through the lookaside
-and refuses an unsigned one."""
+Then skopeo 1.9, the reference, and mirror read the examples (hosts, URLs and the key swapped for the
+test's): skopeo's signing copy writes its signature where the registry's own entry says, not
+default-docker's, and under the production policy both accept that image through the lookaside and
+refuse an unsigned one."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from support.registry import Registry
 
 from mirror.core.reference import parse_docker
 from mirror.signing.policy import load_policy
+from mirror.transports.registry import registriesd
 
 POLICY = ROOT / "configs" / "policy"
 REGISTRIES_D = ROOT / "configs" / "registries.d"
@@ -126,6 +128,22 @@ def test_the_registries_d_examples_hold_only_documented_keys() -> None:
                     assert key.endswith("-staging") <= value.startswith("file://"), (name, scope, key)
 
 
+def test_mirror_reads_the_registries_d_examples_as_their_comments_say() -> None:
+    config = registriesd.load(str(REGISTRIES_D), {})
+
+    def storage(ref: str) -> tuple[str, str, bool]:
+        found = config.storage(parse_docker(ref))
+        return str(found.read), str(found.write), found.attachments
+
+    assert storage("registry.example.com/platform/app:1.0") == (
+        "https://sigstore.example.com/sigstore/platform/app", "file:///srv/sigstore/platform/app", True)
+    # A scope's lookaside is its write location too (containers/image): the most specific scope wins.
+    assert storage("registry.redhat.io/ubi9/ubi:latest")[::2] == (
+        "https://registry.redhat.io/containers/sigstore/ubi9/ubi", False)
+    # Elsewhere default-docker's staging directory takes signatures; they are read from the built-in one.
+    assert storage("quay.io/team/app:1.0")[1:] == ("file:///var/lib/containers/sigstore/team/app", False)
+
+
 def _skopeo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["skopeo", *args], capture_output=True, text=True, env=skopeo_env(), timeout=120)
 
@@ -170,3 +188,10 @@ def test_skopeo_signs_into_and_verifies_from_the_registries_d_examples(registry:
     refused = _skopeo(*base, registry.ref("platform/unsigned", "v1"), registry2.ref("verified/unsigned", "v1"))
     assert refused.returncode != 0 and "signature" in refused.stderr.lower(), refused.stderr
     assert json.loads(get_manifest(registry2, "verified/app", "v1")[0]) == json.loads(image.manifest)
+    # mirror, given the same directory and policy, decides alike.
+    ours = ["--policy", str(prod), "--registries.d", str(registries_d), "copy", *PLAIN]
+    run_mirror(*ours, registry.ref("platform/app", "v1"), registry2.ref("mirrored/app", "v1"))
+    assert get_manifest(registry2, "mirrored/app", "v1")[2] == image.digest
+    refused_too = run_mirror(*ours, registry.ref("platform/unsigned", "v1"), registry2.ref("mirrored/unsigned", "v1"),
+                             check=False)
+    assert_one_line_error(refused_too, "signature")
