@@ -37,12 +37,14 @@ def _answers(url: str) -> bool:
 
 @contextmanager
 def start_pushgateway(workdir: Path) -> Iterator[Pushgateway]:
-    """A Pushgateway with no persistence file, gone when the block ends."""
+    """A Pushgateway that keeps pushes in memory only, gone when the block ends."""
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "pushgateway.log"
     url = f"http://127.0.0.1:{free_port()}"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([PUSHGATEWAY_BIN, f"--web.listen-address={url.removeprefix('http://')}"],
+        # Debian's build persists to /var/lib/prometheus/pushgateway.data by default: other runs' pushes.
+        proc = subprocess.Popen([PUSHGATEWAY_BIN, f"--web.listen-address={url.removeprefix('http://')}",
+                                 "--persistence.file="],
                                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=workdir)
     try:
         wait_until(lambda: proc.poll() is not None or _answers(url), 10, f"pushgateway {url}")
