@@ -41,7 +41,14 @@ class RegistryError(MirrorError):
 
 
 class NotFound(RegistryError):
-    """Manifest, blob, repository or upload session unknown (404)."""
+    """Manifest, blob, repository, file or upload session unknown (404). Exit 1: skopeo 1.22 exits 2
+    only when the image itself is missing (:class:`ImageNotFound`)."""
+
+
+class ImageNotFound(NotFound):
+    """The image asked for does not exist: a registry's ``MANIFEST_UNKNOWN``, a ref name an OCI
+    layout's index.json lacks, an image containers-storage does not hold. Exit 2, as skopeo (>= 1.16,
+    ``isNotFoundImageError``)."""
 
     exit_code = 2
 

@@ -197,7 +197,7 @@ def test_login_to_token_registry(seeded_images: SeededImages, token_registry: Re
     reg = token_registry
     default = Path(env["XDG_RUNTIME_DIR"]) / "containers" / "auth.json"
     proc = run_mirror("login", PLAIN, "-u", USER, "-p", "bad-pass-42", reg.host, env=env, check=False)
-    assert_one_line_error(proc, "authentication failed")
+    assert_one_line_error(proc, "invalid username/password")
     assert "bad-pass-42" not in proc.stderr
     assert not default.exists()
     assert any(r.status == 401 and r.username is None for r in token_server.requests)

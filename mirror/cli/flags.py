@@ -17,10 +17,17 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+_UNKNOWN_COMMAND = re.compile(r"argument COMMAND: invalid choice: '([^']*)'")
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one-line UsageErrors (exit 1, like skopeo)."""
 
     def error(self, message: str) -> NoReturn:
+        unknown = _UNKNOWN_COMMAND.match(message)
+        if unknown:  # skopeo's (cobra's) words, on one line
+            raise UsageError(f"Unrecognized command `{self.prog} {unknown.group(1)}`; "
+                             f"try '{self.prog} --help' for more information")
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 

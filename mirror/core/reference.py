@@ -7,6 +7,7 @@ transport, as containers/image does.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -32,6 +33,13 @@ _LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN_RE = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?$")
 TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
 _MAX_NAME = 255
+#: docker/distribution's words for a malformed reference (``ErrReferenceInvalidFormat``): scripts match them.
+FORMAT = "invalid reference format"
+
+
+def _q(text: str) -> str:
+    """Go's %q, as skopeo quotes names in its messages."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,38 +119,42 @@ def parse_repo(name: str) -> Repo:
     """Parse a repository name (no tag, no digest), normalised."""
     domain, path = split_domain(name)
     if not _DOMAIN_RE.match(domain):
-        raise InvalidReference(f"invalid reference {name!r}: bad registry host {domain!r}")
+        raise InvalidReference(f"{FORMAT}: bad registry host {domain!r} in {name!r}")
     _host, colon, port = domain.rpartition(":")
     if colon and port.isdigit() and (len(port) > 5 or not 0 < int(port) <= 65535):
-        raise InvalidReference(f"invalid reference {name!r}: port {port[:20]} out of range in {domain[:100]!r}")
+        raise InvalidReference(f"{FORMAT}: port {port[:20]} out of range in {domain[:100]!r}")
     if not _PATH_RE.match(path):
         if path.lower() != path and _PATH_RE.match(path.lower()):
-            raise InvalidReference(f"invalid reference {name!r}: repository name must be lowercase")
-        raise InvalidReference(f"invalid reference {name!r}: bad repository name {path!r}")
+            raise InvalidReference(f"{FORMAT}: repository name must be lowercase ({name!r})")
+        raise InvalidReference(f"{FORMAT}: bad repository name {path!r} in {name!r}")
     if len(domain) + 1 + len(path) > _MAX_NAME:
-        raise InvalidReference(f"invalid reference {name!r}: name longer than {_MAX_NAME} characters")
+        raise InvalidReference(f"{FORMAT}: repository name must not be more than {_MAX_NAME} characters "
+                               f"({name[:100]!r}...)")
     return Repo(domain, path)
 
 
 def parse_docker(text: str) -> Reference:
     """Parse a docker reference (the part after ``docker://``)."""
     if not text:
-        raise InvalidReference("invalid reference: empty name")
+        raise InvalidReference(f"{FORMAT}: empty name")
     name, at, digest_text = text.partition("@")
-    digest = Digest.parse(digest_text) if at else None
+    try:
+        digest = Digest.parse(digest_text) if at else None
+    except InvalidReference as exc:
+        raise InvalidReference(f"{FORMAT}: {exc}") from None
     tag = None
     slash = name.rfind("/")
     colon = name.rfind(":")
     if colon > slash:
         name, tag = name[:colon], name[colon + 1 :]
         if not TAG_RE.match(tag):
-            raise InvalidReference(f"invalid reference {text!r}: bad tag {tag!r}")
+            raise InvalidReference(f"{FORMAT}: bad tag {tag!r} in {text!r}")
     if tag is not None and digest is not None:
         raise InvalidReference(
-            f"invalid reference {text!r}: docker references with both a tag and digest are not supported"
+            f"invalid reference {text!r}: Docker references with both a tag and digest are currently not supported"
         )
     if len(name) == 64 and all(c in "0123456789abcdef" for c in name) and tag is None:
-        raise InvalidReference(f"invalid reference {text!r}: a bare 64-hex name is ambiguous")
+        raise InvalidReference(f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings")
     repo = parse_repo(name)
     if tag is None and digest is None:
         tag = "latest"
@@ -153,12 +165,13 @@ def split_transport(text: str) -> tuple[str, str]:
     """Split skopeo's ``transport:reference`` form; unknown transports are refused."""
     transport, sep, rest = text.partition(":")
     if not sep:
-        raise InvalidReference(f"invalid image name {text!r}, expected colon-separated transport:reference")
+        raise InvalidReference(f"Invalid image name {_q(text)}, expected colon-separated transport:reference")
     if transport not in TRANSPORTS:
-        raise InvalidReference(f"invalid image name {text!r}: unknown transport {transport!r}")
+        raise InvalidReference(f"Invalid image name {_q(text)}, unknown transport {_q(transport)}")
     if transport == "docker":
         if not rest.startswith("//"):
-            raise InvalidReference(f"invalid image name {text!r}: docker: reference must start with //")
+            raise InvalidReference(f"Invalid image name {_q(text)}: docker: image reference {rest} does not start "
+                                   "with //")
         rest = rest[2:]
     return transport, rest
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
+from typing import NoReturn
 
 import anyio
 import structlog
@@ -29,7 +30,7 @@ from mirror.core.manifest import Manifest
 from mirror.engine.blobs import BlobGate, BlobMover, BlobOutcome, KnownLocations
 from mirror.engine.image import CopyOptions, ImageCopier, ImageWork, ManifestWriter, MultiArch, subset_index
 from mirror.engine.referrers import ReferrerCopier, check_supported
-from mirror.errors import ManifestError, MirrorError
+from mirror.errors import ImageNotFound, ManifestError, MirrorError
 from mirror.plan.pairs import ImagePair, WorkUnit
 
 log = structlog.get_logger("mirror.sync")
@@ -222,9 +223,7 @@ class Scheduler:
         if (pair.dst_has_tag is not False or src_is_digest) and not self.options.copy.signers:
             # The destination may already hold it: compare digests with HEADs only (never when
             # signing: the copy must run to add the new signature, as skopeo's does).
-            src_desc = await pair.source.head_manifest(pair.src_ref)
-            if src_desc is None:
-                raise MirrorError(f"{pair.src_name}: manifest unknown at the source")
+            src_desc = await pair.source.head_manifest(pair.src_ref) or await _missing(pair)
             wanted, top = await self._wanted_digest(pair, src_desc)
             dst_desc = await pair.destination.head_manifest(pair.dst_ref or wanted)
             if dst_desc is not None and dst_desc.digest == wanted:
@@ -234,9 +233,7 @@ class Scheduler:
                 return str(wanted), "skipped", "up to date", top or src_desc
         if self.options.dry_run:
             if src_desc is None:
-                src_desc = await pair.source.head_manifest(pair.src_ref)
-                if src_desc is None:
-                    raise MirrorError(f"{pair.src_name}: manifest unknown at the source")
+                src_desc = await pair.source.head_manifest(pair.src_ref) or await _missing(pair)
             return str(src_desc.digest), "would-copy", "differs or missing at destination", None
         if top is None:
             top = await pair.source.get_manifest(pair.src_ref)
@@ -265,6 +262,13 @@ class Scheduler:
         if options.platforms:
             return subset_index(index, options.platforms)[0].digest, index
         return index.select(options.platform).digest, index
+
+
+async def _missing(pair: ImagePair) -> NoReturn:
+    """The source's HEAD found no manifest: its GET says why, in the source's own words (a registry's
+    "manifest unknown", exit 2 as skopeo)."""
+    await pair.source.get_manifest(pair.src_ref)
+    raise ImageNotFound(f"{pair.src_name}: manifest unknown at the source")
 
 
 def _image_error(exc: BaseException) -> MirrorError | None:

@@ -140,9 +140,12 @@ class TokenCache:
     @staticmethod
     def _parse(status: int, body: bytes, realm: URL) -> Token:
         server = f"token server {realm.host}:{realm.port}"
-        if status in (401, 403):
-            raise Unauthorized(f"authentication failed: {server} answered HTTP {status} "
-                               "(wrong username or password, or an invalid refresh token)", status=status)
+        if status == 401:  # containers/image's words: "unable to retrieve auth token: invalid username/password"
+            raise Unauthorized("unable to retrieve auth token: invalid username/password: unauthorized: "
+                               f"authentication required ({server} answered HTTP 401: wrong username or password, "
+                               "or an invalid refresh token)", status=status)
+        if status == 403:
+            raise Unauthorized(f"unable to retrieve auth token: denied: {server} answered HTTP 403", status=status)
         if status != 200:
             raise RegistryError(f"{server} answered HTTP {status}", status=status)
         if len(body) > MAX_TOKEN_BODY:

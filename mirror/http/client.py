@@ -31,7 +31,7 @@ from yarl import URL
 from mirror.errors import RegistryError, TLSError, TransientError, Unauthorized
 from mirror.http.auth import MAX_TOKEN_BODY, TokenCache, basic_header, futile_retry, merge_scopes, pick_challenge
 from mirror.http.credentials import Credential
-from mirror.http.errors import error_for
+from mirror.http.errors import PLAIN_HTTP_SERVER, error_for
 from mirror.http.headers import Challenge
 from mirror.http.ratelimit import HostLimiter, HostPolicy, Permit
 from mirror.http.retry import RETRY_STATUSES, Exhausted, RetryPolicy, may_retry, retrying
@@ -163,6 +163,9 @@ class Endpoint:
             return URL(f"{scheme}://{self.registry}")
         assert last is not None
         if isinstance(last, TLSError) and "http" not in schemes:
+            if PLAIN_HTTP_SERVER in str(last):
+                raise TLSError(f"pinging container registry {self.registry}: {last} (use --tls-verify=false "
+                               f"for a plain-HTTP registry)")
             raise TLSError(f"{last} (use --tls-verify=false or --cert-dir for {self.registry})")
         raise last
 
@@ -233,7 +236,10 @@ class Endpoint:
             body = b""  # the status says enough
         error = error_for(resp.status, body, what or f"{method} {resp.url.path}", resp.headers.get("Retry-After"))
         if resp.status == 401:
-            raise Unauthorized(f"{error}: {self._unauthorized_hint()}", status=401, code=getattr(error, "code", None))
+            if getattr(error, "code", None) is None:  # no error body: say it in the registry's words
+                error = Unauthorized(f"{what or f'{method} {resp.url.path}'}: unauthorized: authentication required "
+                                     "(HTTP 401)", status=401)
+            raise Unauthorized(f"{error}; {self._unauthorized_hint()}", status=401, code=getattr(error, "code", None))
         raise error
 
     async def _authorized(self, method: str, url: URL, headers: dict[str, str], data: Body,
@@ -245,9 +251,11 @@ class Endpoint:
         challenge = pick_challenge(resp.headers)
         if challenge is not None and auth is not None and futile_retry(challenge, auth, scopes):
             return resp  # the caller reports this 401
+        if challenge is not None and challenge.scheme == "basic" and not self.credential.username:
+            return resp  # nothing to answer Basic with: the caller reports the 401 with what it was doing
         self._release(resp)
         if challenge is None:
-            raise Unauthorized(f"{method} {url.path}: HTTP 401 without a usable challenge", status=401)
+            raise Unauthorized(f"{method} {url.path}: unauthorized: HTTP 401 without a usable challenge", status=401)
         wanted = scopes
         if challenge.scheme == "bearer":
             wanted = merge_scopes(scopes, challenge.scopes)
@@ -256,15 +264,15 @@ class Endpoint:
         self._state.challenge = challenge
         auth = await self._auth_header(wanted)
         if auth is None:
-            raise Unauthorized(f"{method} {url.path}: HTTP 401: {self._unauthorized_hint()}", status=401)
+            raise Unauthorized(f"{method} {url.path}: unauthorized: authentication required (HTTP 401); "
+                               f"{self._unauthorized_hint()}", status=401)
         return await self._follow(method, url, headers, auth, data)
 
     def _unauthorized_hint(self) -> str:
         """Why a 401 happened, in words; names the registry, never a credential."""
         if self.credential.is_anonymous:
-            return (f"authentication required, and no credentials were used for {self.registry} "
-                    "(use --creds, --authfile or mirror login)")
-        return f"unauthorized: {self.registry} refused the credentials, or they do not grant this access"
+            return f"no credentials were used for {self.registry} (use --creds, --authfile or mirror login)"
+        return f"{self.registry} refused the credentials, or they do not grant this access"
 
     async def _auth_header(self, scopes: tuple[str, ...]) -> str | None:
         challenge = self._state.challenge

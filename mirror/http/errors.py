@@ -1,13 +1,23 @@
-"""Mapping of HTTP error responses to the mirror error tree (one place)."""
+"""Mapping of HTTP error responses to the mirror error tree (one place).
+
+The words are containers/image's (``docker/errors.go``, docker/distribution's ``errcode``), because
+scripts match on them: a registry's ``{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest
+unknown"}]}`` reads ``manifest unknown: manifest unknown`` (the code lower-cased with spaces, then the
+message, as skopeo 1.9 prints it; skopeo 1.22 drops the code when the message is its default, so
+both versions' phrases are in mirror's text). The HTTP status follows in brackets.
+"""
 
 from __future__ import annotations
 
 import json
 
-from mirror.errors import NotFound, RateLimited, RegistryError, TransientError, Unauthorized, Unsupported
+from mirror.errors import ImageNotFound, NotFound, RateLimited, RegistryError, TransientError, Unauthorized, Unsupported
 from mirror.http.headers import parse_retry_after
 
 MAX_ERROR_BODY = 1 << 20
+MANIFEST_UNKNOWN = "MANIFEST_UNKNOWN"
+#: Go's net/http error for a TLS handshake answered in plain HTTP, as skopeo prints it (scripts match it).
+PLAIN_HTTP_SERVER = "http: server gave HTTP response to HTTPS client"
 
 
 def describe(body: bytes) -> tuple[str | None, str]:
@@ -25,16 +35,27 @@ def describe(body: bytes) -> tuple[str | None, str]:
     return None, ""
 
 
+def registry_words(code: str | None, message: str) -> str:
+    """An error code and message as containers/image prints them: ``manifest unknown: manifest unknown``."""
+    if not code:
+        return message
+    words = code.lower().replace("_", " ")
+    return f"{words}: {message}" if message else words
+
+
 def error_for(status: int, body: bytes, what: str, retry_after: str | None = None) -> RegistryError | TransientError:
-    """The exception for a failed response to ``what`` (e.g. ``"reading manifest x"``)."""
+    """The exception for a failed response to ``what`` (e.g. ``"reading manifest x in host/repo"``)."""
     code, message = describe(body)
-    detail = f"{code}: {message}" if code and message else (code or message or "")
-    text = f"{what}: HTTP {status}" + (f" ({detail})" if detail else "")
+    if code:
+        text = f"{what}: {registry_words(code, message)} (HTTP {status})"
+    else:
+        text = f"{what}: HTTP {status}" + (f" ({message})" if message else "")
     text = " ".join(text.split())
     if status in (401, 403):
         return Unauthorized(text, status=status, code=code)
     if status == 404:
-        return NotFound(text, status=status, code=code)
+        kind = ImageNotFound if code == MANIFEST_UNKNOWN else NotFound
+        return kind(text, status=status, code=code)
     if status == 405:
         return Unsupported(text, status=status, code=code)
     if status == 429:

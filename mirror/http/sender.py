@@ -17,6 +17,7 @@ from multidict import MultiMapping
 from yarl import URL
 
 from mirror.errors import TLSError, TransientError
+from mirror.http.errors import PLAIN_HTTP_SERVER
 from mirror.http.seam import Request, Response
 
 _BROKEN = (aiohttp.ClientError, TimeoutError, OSError)
@@ -59,6 +60,10 @@ class AiohttpSender:
         except aiohttp.ClientSSLError as exc:
             # The underlying ssl error, not aiohttp's text (which embeds the SSLContext repr).
             reason = getattr(exc, "os_error", None) or exc
+            if getattr(reason, "reason", None) == "WRONG_VERSION_NUMBER":  # a plain-HTTP server answered
+                # Go's words (what skopeo prints), which scripts match on.
+                raise TLSError(f'{request.method.capitalize()} "https://{url.host}:{url.port}{url.path}": '
+                               f"{PLAIN_HTTP_SERVER}") from None
             raise TLSError(f"TLS handshake with {url.host}:{url.port} failed: {short_error(reason)}") from None
         except _BROKEN as exc:
             raise TransientError(f"{request.method} {url.host}:{url.port}{url.path}: {short_error(exc)}") from None

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mirror.core.reference import split_domain
-from mirror.errors import UsageError
+from mirror.errors import Unauthorized, UsageError
 from mirror.http import authfile
 from mirror.http.credentials import Credential
 from mirror.http.tls import TLSOptions
@@ -29,7 +29,10 @@ async def login(rt: Runtime, key: str, username: str, password: str, tls: TLSOpt
     host = key.split("/", 1)[0]
     api_host = "registry-1.docker.io" if host == "docker.io" else host
     endpoint = rt.http.endpoint(api_host, Credential(username=username, password=password), tls)
-    await endpoint.fetch("GET", "/v2/", what=f"logging in to {host}")
+    try:
+        await endpoint.fetch("GET", "/v2/", what=f"logging into {host}")
+    except Unauthorized as exc:  # skopeo's words: logging into "host": invalid username/password
+        raise Unauthorized(f'logging into "{host}": invalid username/password ({exc})', status=exc.status) from None
     authfile.store(auth_path, key, username, password)
 
 

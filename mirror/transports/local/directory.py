@@ -59,7 +59,7 @@ class DirSource:
     async def open(cls, root: Path) -> DirSource:
         raw = await files.read_file(root / MANIFEST, MAX_MANIFEST_SIZE, "manifest")
         if raw is None:
-            raise NotFound(f"{root}: not a dir-transport directory (no manifest.json)")
+            raise NotFound(f"{root}: not a dir-transport directory (open {root / MANIFEST}: no such file or directory)")
         try:
             return cls(root, manifest_mod.parse(raw))
         except ManifestError as exc:

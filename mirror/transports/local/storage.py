@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import anyio
 
 from mirror.core.reference import ManifestRef, Tag
-from mirror.errors import InvalidReference, MirrorError, NotFound
+from mirror.errors import ImageNotFound, InvalidReference, MirrorError
 from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location, Untagged
 from mirror.transports.local.directory import DirDestination
 from mirror.transports.local.dockerarchive import ArchiveSource, normalise_tag
@@ -105,7 +105,7 @@ async def podman(ref: StorageRef, *args: str) -> str:
         message = lines[-1].strip() if lines else f"exit status {proc.returncode}"
         message = re.sub(r'^(Error: |time="[^"]*" level=\w+ msg=")', "", message)[:300]
         if "image not known" in message or "no such image" in message.lower():
-            raise NotFound(f"containers-storage ({ref.store}): image {ref.name} not found")
+            raise ImageNotFound(f"containers-storage ({ref.store}): image {ref.name} not found")
         raise MirrorError(f"containers-storage ({ref.store}): podman {args[0]}: {message}")
     return proc.stdout.decode("utf-8", "replace")
 
