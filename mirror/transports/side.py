@@ -17,6 +17,7 @@ class LocalOptions:
     daemon_cert_dir: str | None = None   # docker-daemon on tcp://: ca.pem, cert.pem, key.pem (--src-cert-dir)
     daemon_tls_verify: bool = True       # docker-daemon on tcp://: --src-tls-verify / --dest-tls-verify
     additional_tags: tuple[str, ...] = ()  # docker-archive destination: --additional-tag
+    shared_blob_dir: str | None = None   # oci: --src-shared-blob-dir / --dest-shared-blob-dir (blobs kept there)
     compress_layers: bool = False        # archive sources: gzip plain-tar layers (the destination is a registry)
 
 

@@ -4,6 +4,11 @@ Reading goes through a :class:`Reader` (a directory, or the members of a tar), s
 ``oci-archive:`` share one source. Tags are the ``org.opencontainers.image.ref.name`` annotation of
 ``index.json`` entries.
 
+A shared blob directory (skopeo's ``--src-shared-blob-dir`` / ``--dest-shared-blob-dir``, containers/image's
+``OCISharedBlobDirPath``) holds the blobs and manifests of many layouts as ``DIR/<alg>/<hex>``: with one,
+``blobs/`` is neither read nor written (the layout keeps ``oci-layout``, ``index.json`` and an empty
+``blobs/``, as containers/image leaves it).
+
 Writing (a directory only): blobs and manifests are content-addressed files, each written to a temp
 file, hashed while written and renamed into place only when its digest matches; a blob already
 present with the right content is not rewritten. ``commit`` adds the top-level manifest (the last
@@ -35,7 +40,7 @@ from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.manifest import MAX_MANIFEST_SIZE, Manifest
 from mirror.core.reference import ManifestRef
-from mirror.errors import InvalidReference, ManifestError, MirrorError, NotFound
+from mirror.errors import ImageNotFound, InvalidReference, ManifestError, MirrorError, NotFound
 from mirror.transports.base import BlobOpener, Capabilities, Location
 from mirror.transports.local import convert, files
 
@@ -70,16 +75,27 @@ class Reader(Protocol):
     def open(self, name: str, offset: int) -> AbstractAsyncContextManager[AsyncIterator[bytes]]: ...
 
 
+def blob_root(root: Path, shared: str | Path | None) -> Path:
+    """Where a layout's blobs live: ``root/blobs``, or the shared blob directory."""
+    return Path(shared) if shared else root / "blobs"
+
+
 class DirReader:
-    def __init__(self, root: Path) -> None:
+    """A layout directory; ``shared``: the shared blob directory its blobs are read from."""
+
+    def __init__(self, root: Path, shared: str | Path | None = None) -> None:
         self.root = root
         self.where = str(root)
+        self._blobs = blob_root(root, shared)
+
+    def _path(self, name: str) -> Path:
+        return self._blobs / name.removeprefix("blobs/") if name.startswith("blobs/") else self.root / name
 
     async def read(self, name: str, limit: int) -> bytes | None:
-        return await files.read_file(self.root / name, limit, name)
+        return await files.read_file(self._path(name), limit, name)
 
     def open(self, name: str, offset: int) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        return files.open_chunks(self.root / name, offset, None, f"{self.where}: {name}")
+        return files.open_chunks(self._path(name), offset, None, f"{self.where}: {name}")
 
 
 def parse_index(raw: bytes, where: str) -> dict[str, Any]:
@@ -118,7 +134,8 @@ class LayoutSource:
         if ref:
             found = [e for e in self.entries if e.annotations.get(REF_NAME) == ref]
             if not found:
-                raise NotFound(f"{self.reader.where}: no image with reference name {ref!r} in index.json")
+                raise ImageNotFound(f'{self.reader.where}: no descriptor found for reference "{ref}" '
+                                    "(no image of that name in index.json)")
             return found[0]
         if len(self.entries) != 1:
             raise MirrorError(f"{self.reader.where}: index.json holds {len(self.entries)} images; "
@@ -152,14 +169,17 @@ class LayoutSource:
         return self.reader.open(blob_name(desc.digest), offset)
 
 
-async def prepare_layout(root: Path) -> None:
+async def prepare_layout(root: Path, shared: str | Path | None = None) -> None:
     """Create the layout (or check an existing one): refuses a non-empty directory without ``oci-layout``.
-    Runs under the layout's lock, so concurrent writers creating one layout agree."""
+    Runs under the layout's lock, so concurrent writers creating one layout agree. ``shared``: the
+    shared blob directory, created too."""
     def run() -> None:
         try:
             root.mkdir(parents=True, exist_ok=True)
             with files.exclusive_lock_sync(root / LOCK_FILE):
                 check()
+            if shared:
+                (Path(shared) / "sha256").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise MirrorError(f"creating OCI layout {root}: {exc.strerror}") from None
 
@@ -197,25 +217,30 @@ class LayoutDestination:
     """``ImageDestination`` into an OCI layout directory; ``commit`` publishes the index entry.
 
     ``configs``: the conversions of the layout's other destinations in this run (see
-    :class:`ConvertedConfigs`); a private one when None."""
+    :class:`ConvertedConfigs`); a private one when None. ``shared``: the shared blob directory that
+    receives blobs and manifests instead of ``blobs/``."""
 
     capabilities = Capabilities(converts_manifests=True)
 
     def __init__(self, root: Path, ref: str | None, location: Location,
-                 configs: ConvertedConfigs | None = None) -> None:
+                 configs: ConvertedConfigs | None = None, shared: str | Path | None = None) -> None:
         self.root = root
+        self.blobs = blob_root(root, shared)
         self.ref = ref or None
         self.location = location
         self._top: Manifest | None = None
         self._configs = configs if configs is not None else ConvertedConfigs()
         self._converter = convert.OciConverter(self._configs.children)
 
+    def _blob(self, digest: Digest) -> Path:
+        return self.blobs / digest.algorithm / digest.hex
+
     async def has_blob(self, desc: Descriptor) -> bool:
         if desc.media_type == mt.DOCKER_CONFIG:
             stored = self._configs.get(desc.digest)
-            if stored is not None and await files.file_matches(self.root / blob_name(stored.digest), stored):
+            if stored is not None and await files.file_matches(self._blob(stored.digest), stored):
                 return True
-        return await files.file_matches(self.root / blob_name(desc.digest), desc)
+        return await files.file_matches(self._blob(desc.digest), desc)
 
     async def mount_blob(self, desc: Descriptor, source: Location) -> bool:
         return False
@@ -227,16 +252,16 @@ class LayoutDestination:
             try:
                 await self._store_oci_config(desc.digest, raw)
             except ManifestError:  # not an image config after all: kept as it is
-                await files.atomic_write(self.root / blob_name(desc.digest), raw)
+                await files.atomic_write(self._blob(desc.digest), raw)
             return len(raw)
-        final = self.root / blob_name(desc.digest)
+        final = self._blob(desc.digest)
         if desc.digest.algorithm != "sha256":
             await anyio.to_thread.run_sync(lambda: final.parent.mkdir(exist_ok=True))
         return await files.write_blob(final.parent, final, desc, open_source)
 
     async def head_manifest(self, ref: ManifestRef) -> Descriptor | None:
         if isinstance(ref, Digest):
-            raw = await files.read_file(self.root / blob_name(ref), MAX_MANIFEST_SIZE, "manifest")
+            raw = await files.read_file(self._blob(ref), MAX_MANIFEST_SIZE, "manifest")
             if raw is None or Digest.of(raw, ref.algorithm) != ref:
                 return None
             try:
@@ -259,7 +284,7 @@ class LayoutDestination:
             raise ManifestError(f"{self.location}: {exc}") from None
         if manifest.digest.algorithm != "sha256" or Digest.of(manifest.raw) != manifest.digest:
             raise ManifestError(f"{self.location}: manifest bytes do not match {manifest.digest}")
-        path = self.root / blob_name(manifest.digest)
+        path = self._blob(manifest.digest)
         if not await files.file_matches(path, manifest.descriptor):
             await files.atomic_write(path, manifest.raw)
         self._top = manifest
@@ -272,7 +297,7 @@ class LayoutDestination:
         docker = manifest.config.digest
         stored = self._configs.get(docker)
         if stored is None:
-            raw = await files.read_file(self.root / blob_name(docker), MAX_MANIFEST_SIZE, "config")
+            raw = await files.read_file(self._blob(docker), MAX_MANIFEST_SIZE, "config")
             if raw is None or Digest.of(raw, docker.algorithm) != docker:
                 raise ManifestError(f"config {docker} is missing or corrupt")
             stored = await self._store_oci_config(docker, raw)
@@ -282,7 +307,7 @@ class LayoutDestination:
         """Store the OCI form of the (verified) Docker config ``raw`` and remember it for the layout."""
         converted = convert.oci_config(raw)
         stored = Descriptor(mt.OCI_CONFIG, Digest.of(converted), len(converted))
-        path = self.root / blob_name(stored.digest)
+        path = self._blob(stored.digest)
         if not await files.file_matches(path, stored):
             await files.atomic_write(path, converted)
         self._configs.add(docker, stored)

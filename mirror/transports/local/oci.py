@@ -5,6 +5,11 @@ As containers/image, the path ends at the first ``:``; REF is an OCI ref name (t
 allowed when index.json holds exactly one image. An ``oci-archive`` is an uncompressed tar of a
 layout: read by seeking to its members, written by building the layout in a temp directory, taring
 it (uid/gid 0) to a temp file next to the target and renaming that into place on success only.
+
+``oci:`` reads and writes blobs and manifests in a shared blob directory instead of ``blobs/`` when
+the side has one (``--src-shared-blob-dir`` / ``--dest-shared-blob-dir``, see ``layout.py``).
+``oci-archive:`` ignores it: skopeo would leave the blobs out of the archive, mirror keeps archives
+whole.
 """
 
 from __future__ import annotations
@@ -60,16 +65,17 @@ class OciTransport(Untagged):
     @asynccontextmanager
     async def source(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[ImageSource, ManifestRef]]:
         path, ref = split_reference(self.name, rest)
-        src = await LayoutSource.open(DirReader(path), Location(self.name, "", str(path)))
+        src = await LayoutSource.open(DirReader(path, side.local.shared_blob_dir), Location(self.name, "", str(path)))
         yield src, src.resolve(ref).digest
 
     @asynccontextmanager
     async def destination(self, rest: str, side: SideOptions
                           ) -> AsyncIterator[tuple[ImageDestination, Tag | None]]:
         path, ref = split_reference(self.name, rest)
-        await prepare_layout(path)
+        shared = side.local.shared_blob_dir
+        await prepare_layout(path, shared)
         configs = self._configs.setdefault(path.absolute(), ConvertedConfigs())
-        dest = LayoutDestination(path, ref, Location(self.name, "", str(path.absolute())), configs)
+        dest = LayoutDestination(path, ref, Location(self.name, "", str(path.absolute())), configs, shared)
         yield dest, Tag(ref) if ref else None
         await dest.commit()
 
