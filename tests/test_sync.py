@@ -134,7 +134,8 @@ def test_dry_run_report_keep_going_prune_and_exit_codes(registry: Registry, regi
     before = len(registry2.access_log_requests())
     dry = run_mirror(*common, "--dry-run", str(path), dst, check=False)
     assert dry.returncode == 3, dry.stderr  # the missing tag fails; dry-run keeps going by reporting it
-    assert f"would copy {registry.host}/shop/cart:v1 -> {dst}/cart:v1" in dry.stdout
+    assert (f'msg="Would have copied image ref 2/3" from="docker://{registry.host}/shop/cart:v1" '
+            f'to="docker://{dst}/cart:v1"') in dry.stderr
     assert not [r for r in registry2.access_log_requests()[before:] if r[0] not in ("HEAD", "GET")]
     # Without --keep-going the broken tag stops the run with one clear line (exit 2: image not found).
     fail = run_mirror(*common, str(path), dst, check=False)

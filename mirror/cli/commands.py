@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import anyio
 
-from mirror.cli import render, signflags
+from mirror.cli import parity, render, signflags
 from mirror.cli.flags import get, stdin_secret
 from mirror.cli.gotemplate import render as render_template
 from mirror.cli.logsetup import configure_logging
@@ -62,6 +62,7 @@ def side_options(args: argparse.Namespace, prefix: str = "", fallback_authfile: 
     """Credentials, TLS and local-transport settings of one side, from ``--[src-|dest-]…`` flags."""
     p = prefix.replace("-", "_")
     tls_verify = get(args, f"{p}tls_verify")
+    registry_tls = parity.tls_verify(args, prefix)  # also skopeo's deprecated --tls-verify forms
     creds = CredentialOptions(
         creds=get(args, f"{p}creds"),
         username=get(args, f"{p}username"),
@@ -71,8 +72,9 @@ def side_options(args: argparse.Namespace, prefix: str = "", fallback_authfile: 
         authfile=get(args, f"{p}authfile") or fallback_authfile,
     )
     local = LocalOptions(tmpdir=get(args, "tmpdir"), daemon_host=get(args, f"{p}daemon_host"),
-                         daemon_cert_dir=get(args, f"{p}cert_dir"), daemon_tls_verify=tls_verify is not False)
-    return SideOptions(creds, TLSOptions(verify=True if tls_verify is None else tls_verify,
+                         daemon_cert_dir=get(args, f"{p}cert_dir"), daemon_tls_verify=tls_verify is not False,
+                         shared_blob_dir=get(args, f"{p}shared_blob_dir"))
+    return SideOptions(creds, TLSOptions(verify=registry_tls is not False,
                                          cert_dir=get(args, f"{p}cert_dir")), local=local)
 
 
@@ -236,7 +238,7 @@ def login(args: argparse.Namespace) -> int:
     username = args.username
     if not username or not password:
         username, password = render.prompt_credentials(username, password)
-    tls = TLSOptions(verify=True if args.tls_verify is None else args.tls_verify, cert_dir=args.cert_dir)
+    tls = TLSOptions(verify=parity.tls_verify(args) is not False, cert_dir=args.cert_dir)
     path = authfile.default_auth_path(args.authfile, env)
     run(args, lambda rt: login_ops.login(rt, key, username, password, tls, path))
     print("Login Succeeded!")

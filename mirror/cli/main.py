@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
 from mirror import __version__
-from mirror.aio import leaf_errors
-from mirror.cli import commands, signflags, synccmd, syncflags
+from mirror.cli import parity, syncflags
 from mirror.cli.flags import Parser, add_bool, add_referrer_flags, duration, size_arg
 from mirror.cli.signflags import add_sign_flags
 from mirror.errors import MirrorError
+
+
+class _Commands:
+    """A command module imported only when one of its commands runs, so ``mirror --version`` and
+    ``--help`` import no HTTP client: ``commands.inspect`` is a function that imports, then calls."""
+
+    def __init__(self, module: str) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> Callable[[argparse.Namespace], int]:
+        def run(args: argparse.Namespace) -> int:
+            result: int = getattr(importlib.import_module(self._module), name)(args)
+            return result
+
+        return run
+
+
+commands = _Commands("mirror.cli.commands")
+synccmd = _Commands("mirror.cli.synccmd")
+signflags = _Commands("mirror.cli.signflags")
 
 DESCRIPTION = """\
 Copy, inspect and mirror container images between registries (skopeo-compatible).
@@ -41,6 +61,7 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         "sigstore attachments)")
     g.add_argument("--user-agent-prefix", default=d, metavar="PREFIX", help="prefix for the User-Agent")
     g.add_argument("--log-format", choices=("console", "json"), default=d, help="log event format")
+    parity.hidden_globals(g, d)
 
 
 def _auth_flags(parser: argparse.ArgumentParser, prefix: str = "", what: str = "the registry") -> None:
@@ -93,6 +114,7 @@ def _inspect(sub: Subparsers[Parser]) -> None:
     add_bool(p, "--no-tags", "do not list the repository's tags", short="-n")
     p.add_argument("--format", "-f", metavar="TEMPLATE", help="Go template for the output, e.g. '{{.Digest}}'")
     p.add_argument("--daemon-host", metavar="HOST", help="docker-daemon: the daemon to use (default $DOCKER_HOST)")
+    parity.shared_blob_dir_flag(p)
     _auth_flags(p)
     _retry_flags(p)
     p.set_defaults(func=commands.inspect)
@@ -133,6 +155,9 @@ def _copy(sub: Subparsers[Parser]) -> None:
     p.add_argument("--authfile", metavar="PATH", help="auth file for both sides")
     _auth_flags(p, "src-", "the source")
     _auth_flags(p, "dest-", "the destination")
+    parity.shared_blob_dir_flag(p, "src-")
+    parity.shared_blob_dir_flag(p, "dest-")
+    parity.deprecated_copy_flags(p)
     _retry_flags(p)
     _state_flags(p)
     p.set_defaults(func=commands.copy)
@@ -164,6 +189,7 @@ def _sync(sub: Subparsers[Parser]) -> None:
     p.add_argument("--authfile", metavar="PATH", help="auth file for both sides")
     _auth_flags(p, "src-", "the source")
     _auth_flags(p, "dest-", "the destination")
+    parity.deprecated_copy_flags(p)
     _retry_flags(p)
     _sync_extensions(p.add_argument_group("mirror extensions"))
     p.set_defaults(func=synccmd.sync)
@@ -200,6 +226,8 @@ def _sync_extensions(e: argparse._ArgumentGroup) -> None:
 def _delete(sub: Subparsers[Parser]) -> None:
     p = _command(sub, "delete", "Delete an image's manifest from a registry (all tags pointing at it)", "IMAGE-NAME")
     p.add_argument("image", metavar="IMAGE-NAME")
+    p.add_argument("--daemon-host", metavar="HOST", help="docker-daemon: the daemon to use (default $DOCKER_HOST)")
+    parity.shared_blob_dir_flag(p)
     _auth_flags(p)
     _retry_flags(p)
     p.set_defaults(func=commands.delete)
@@ -297,7 +325,14 @@ COMMANDS: tuple[Callable[[Subparsers[Parser]], None], ...] = (
 
 def build_parser() -> Parser:
     parser = Parser(prog="mirror", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", "-v", action="version", version=f"mirror version {__version__}")
+    version = f"mirror version {__version__}"  # skopeo's shape: "skopeo version 1.9.3"
+    parser.add_argument("--version", "-v", action="version", version=version, help="print the version and exit")
+    for value in ("true", "True", "TRUE", "t", "T", "1"):  # pflag's bool syntax; =false is a no-op there
+        parser.add_argument(f"--version={value}", action="version", version=version, help=argparse.SUPPRESS)
+    for value in ("false", "False", "FALSE", "f", "F", "0"):
+        parser.add_argument(f"--version={value}", action="store_const", const=None, dest="no_version",
+                            help=argparse.SUPPRESS)
+    parity.root_flags(parser)
     _globals(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for add_command in COMMANDS:
@@ -314,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 0
+        parity.before(args)
         result: int = args.func(args)
         return result
     except BaseExceptionGroup as group:
@@ -342,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error to report from a task group: the first MirrorError, else the first error."""
+    from mirror.aio import leaf_errors  # anyio: not imported at start-up
+
     leaves = leaf_errors(group)
     return next((exc for exc in leaves if isinstance(exc, MirrorError)), leaves[0])
 

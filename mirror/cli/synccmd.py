@@ -16,6 +16,7 @@ from typing import IO
 
 from mirror.cli import metrics, render, signflags, syncflags
 from mirror.cli.commands import global_options, run, side_options, signature_policy
+from mirror.cli.skopeolog import SyncLog
 from mirror.config.load import load_sync_config
 from mirror.config.schema import SyncConfig
 from mirror.config.settings import RegistrySettings, SyncFlags, resolve_settings, yaml_credentials
@@ -120,6 +121,9 @@ def sync(args: argparse.Namespace) -> int:
         result = outputs.result
     for line in prune_lines(args, result):
         print(line)
+    if prepared.dry_run or not args.quiet:
+        for line in outputs.sink.log.lines():  # skopeo's listing (a dry run) and its closing count
+            print(line, file=sys.stderr)
     if not args.quiet:
         for host, counters in result.registries.items():
             hub = counters.get("hub_remaining")
@@ -150,7 +154,7 @@ class RunOutputs:
         self.args, self.dry_run, self.stats, self.quiet = args, dry_run, stats, quiet
         self.result: sync_ops.SyncResult | None = None
         self._stack = contextlib.ExitStack()
-        self.sink = _RecordSink(None, None, dry_run=dry_run, quiet=quiet)
+        self.sink = _RecordSink(None, None, SyncLog(dry_run), quiet=quiet)
 
     def __enter__(self) -> RunOutputs:
         args, stack = self.args, self._stack
@@ -161,7 +165,7 @@ class RunOutputs:
         except BaseException:
             stack.close()
             raise
-        self.sink = _RecordSink(report, digests, dry_run=self.dry_run, quiet=self.quiet)
+        self.sink = _RecordSink(report, digests, SyncLog(self.dry_run), quiet=self.quiet)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -210,10 +214,10 @@ def _plan(args: argparse.Namespace, config: SyncConfig | None, reference: Refere
 
 
 class _RecordSink:
-    def __init__(self, report: IO[str] | None, digests: IO[bytes] | None, dry_run: bool, quiet: bool) -> None:
+    def __init__(self, report: IO[str] | None, digests: IO[bytes] | None, log: SyncLog, quiet: bool) -> None:
         self.report = report
         self.digests = digests
-        self.dry_run = dry_run
+        self.log = log
         self.quiet = quiet
 
     def __call__(self, record: ImageRecord) -> None:
@@ -222,10 +226,8 @@ class _RecordSink:
             self.report.flush()
         if self.digests is not None and record.digest and record.outcome in ("copied", "skipped"):
             self.digests.write(f"{record.digest} {record.destination}\n".encode())
-        if self.dry_run:
-            verb = {"would-copy": "would copy", "skipped": "skip (up to date)"}.get(record.outcome, record.outcome)
-            print(f"{verb} {record.source} -> {record.destination}", flush=True)
-        elif record.outcome == "failed" and not self.quiet:
+        self.log.add(record)
+        if record.outcome == "failed" and not self.quiet and not self.log.dry_run:
             print(f"failed {record.source} -> {record.destination}: {record.reason}", file=sys.stderr, flush=True)
 
 
