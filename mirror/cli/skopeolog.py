@@ -9,9 +9,9 @@ it once).
 
 mirror's dry run compares with the destination where skopeo's lists every image, so an image already
 there reads ``Would have skipped image ref 1/2 (up to date)``; it still counts in N, as a real run
-would leave it synced. A dry run's lines are printed when the comparison ends (after the progress
-display), grouped by source repository and sorted, so the listing is the same whatever order the
-parallel comparisons finished in.
+would leave it synced. A dry run's lines, the warning first, are printed when the comparison ends
+(after the progress display), grouped by source repository and sorted, so the listing is the same
+whatever order the parallel comparisons finished in; a run that fails before any image prints none.
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ class SyncLog:
 
     def lines(self) -> Iterator[str]:
         """A dry run's lines, then the closing count (a real run: the count only)."""
+        if self.dry_run:
+            yield logrus("warning", "Running in dry-run mode")
         for repo in sorted(self.listing):
             items = sorted(self.listing[repo])
             for i, (src, dst, outcome, reason) in enumerate(items, 1):
