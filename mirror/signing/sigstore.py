@@ -32,10 +32,9 @@ from mirror import __version__
 from mirror.core.digest import Digest
 from mirror.core.sigblob import SIGSTORE_MIME_TYPE, SIGSTORE_SIGNATURE_ANNOTATION, Sigstore, go_json
 from mirror.errors import MirrorError, SignatureInvalid
-from mirror.signing.simple import manifest_digest
+from mirror.signing.simple import SIGSTORE_SIGNATURE_TYPE, manifest_digest, parse_payload
 
 PRIVATE_PEM_TYPES = ("ENCRYPTED COSIGN PRIVATE KEY", "ENCRYPTED SIGSTORE PRIVATE KEY")
-SIGNATURE_TYPE = "cosign container image signature"
 #: go-securesystemslib's "standard" scrypt parameters (its Encrypt default), and the others it accepts.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 65536, 8, 1
 SCRYPT_ACCEPTED = frozenset({(32768, 8, 1), (65536, 8, 1), (131072, 8, 1)})
@@ -98,7 +97,7 @@ def sign(key: PrivateKey, manifest: bytes, identity: str) -> Sigstore:
     """A signature of ``manifest`` (its digest, as containers/image computes it) naming ``identity``."""
     payload = go_json({"critical": {"identity": {"docker-reference": identity},
                                     "image": {"docker-manifest-digest": str(manifest_digest(manifest))},
-                                    "type": SIGNATURE_TYPE},
+                                    "type": SIGSTORE_SIGNATURE_TYPE},
                        "optional": {"creator": f"mirror {__version__}", "timestamp": int(time.time())}})
     if isinstance(key, ec.EllipticCurvePrivateKey):
         raw = key.sign(payload, ec.ECDSA(hashes.SHA256()))
@@ -130,7 +129,7 @@ def verify(keys: list[PublicKey], sig: Sigstore) -> tuple[str, Digest]:
         raise SignatureInvalid("base64 decoding of the signature failed") from None
     if not any(_verifies(key, raw, sig.payload) for key in keys):
         raise SignatureInvalid("cryptographic signature verification failed")
-    return parse_payload(sig.payload)
+    return parse_payload(sig.payload, sigstore=True)
 
 
 def _verifies(key: PublicKey, signature: bytes, payload: bytes) -> bool:
@@ -144,35 +143,6 @@ def _verifies(key: PublicKey, signature: bytes, payload: bytes) -> bool:
     except InvalidSignature:
         return False
     return True
-
-
-def parse_payload(data: bytes) -> tuple[str, Digest]:
-    """A verified payload's (docker-reference, docker-manifest-digest), parsed as strictly as
-    containers/image: exact keys in ``critical``, ``optional`` an object or null."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise SignatureInvalid("the sigstore payload is not JSON") from None
-    top = _exact(doc, "payload", {"critical", "optional"})
-    if top["optional"] is not None and not isinstance(top["optional"], dict):
-        raise SignatureInvalid("the sigstore payload's optional section is not an object")
-    critical = _exact(top["critical"], "critical section", {"type", "image", "identity"})
-    if critical["type"] != SIGNATURE_TYPE:
-        raise SignatureInvalid(f"unrecognized signature type {str(critical['type'])[:80]!r}")
-    digest = _exact(critical["image"], "image", {"docker-manifest-digest"})["docker-manifest-digest"]
-    ref = _exact(critical["identity"], "identity", {"docker-reference"})["docker-reference"]
-    if not isinstance(digest, str) or not isinstance(ref, str):
-        raise SignatureInvalid("the sigstore payload's digest or reference is not a string")
-    try:
-        return ref, Digest.parse(digest)
-    except MirrorError:
-        raise SignatureInvalid(f"the sigstore payload has an invalid digest {digest[:80]!r}") from None
-
-
-def _exact(value: Any, what: str, keys: set[str]) -> dict[str, Any]:
-    if not isinstance(value, dict) or set(value) != keys:
-        raise SignatureInvalid(f"the signed {what} must be an object with exactly the keys {', '.join(sorted(keys))}")
-    return value
 
 
 def _b64(data: bytes) -> str:

@@ -20,6 +20,7 @@ from mirror.core.digest import Digest
 from mirror.errors import MirrorError, SignatureInvalid
 
 SIGNATURE_TYPE = "atomic container signature"
+SIGSTORE_SIGNATURE_TYPE = "cosign container image signature"
 
 
 def manifest_digest(raw: bytes, algorithm: str = "sha256") -> Digest:
@@ -42,26 +43,30 @@ def make_payload(reference: str, digest: Digest, creator: str, timestamp: int) -
     }, separators=(",", ":")).encode()
 
 
-def parse_payload(data: bytes) -> tuple[str, Digest]:
-    """(docker-reference, docker-manifest-digest) of a verified payload."""
+def parse_payload(data: bytes, *, sigstore: bool = False) -> tuple[str, Digest]:
+    """(docker-reference, docker-manifest-digest) of a verified payload, parsed as strictly as
+    containers/image. Simple signing: ``optional`` may be absent, else an object. Sigstore
+    (``sigstore=True``): ``optional`` must be there, an object or null."""
+    what = "sigstore payload" if sigstore else "signed payload"
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise SignatureInvalid("the signed payload is not JSON") from None
-    top = _exact(doc, "payload", {"critical", "optional"}, optional={"optional"})
-    if "optional" in top and not isinstance(top["optional"], dict):
-        raise SignatureInvalid("the signed payload's optional section is not an object")
+        raise SignatureInvalid(f"the {what} is not JSON") from None
+    top = _exact(doc, "payload", {"critical", "optional"}, optional=set() if sigstore else {"optional"})
+    if ("optional" in top and not isinstance(top["optional"], dict)
+            and not (sigstore and top["optional"] is None)):
+        raise SignatureInvalid(f"the {what}'s optional section is not an object")
     critical = _exact(top["critical"], "critical section", {"type", "image", "identity"})
-    if critical["type"] != SIGNATURE_TYPE:
+    if critical["type"] != (SIGSTORE_SIGNATURE_TYPE if sigstore else SIGNATURE_TYPE):
         raise SignatureInvalid(f"unrecognized signature type {str(critical['type'])[:80]!r}")
     digest = _exact(critical["image"], "image", {"docker-manifest-digest"})["docker-manifest-digest"]
     ref = _exact(critical["identity"], "identity", {"docker-reference"})["docker-reference"]
     if not isinstance(digest, str) or not isinstance(ref, str):
-        raise SignatureInvalid("the signed payload's docker-manifest-digest or docker-reference is not a string")
+        raise SignatureInvalid(f"the {what}'s docker-manifest-digest or docker-reference is not a string")
     try:
         return ref, Digest.parse(digest)
     except MirrorError:
-        raise SignatureInvalid(f"the signed payload has an invalid digest {digest[:80]!r}") from None
+        raise SignatureInvalid(f"the {what} has an invalid digest {digest[:80]!r}") from None
 
 
 def _exact(value: Any, what: str, keys: set[str], optional: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
