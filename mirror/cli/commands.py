@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import anyio
 
-from mirror.cli import parity, render, signflags
+from mirror.cli import parity, reformatflags, render, signflags
 from mirror.cli.flags import get, stdin_secret
 from mirror.cli.gotemplate import render as render_template
 from mirror.cli.logsetup import configure_logging
@@ -147,8 +147,6 @@ def list_tags(args: argparse.Namespace) -> int:
 def copy(args: argparse.Namespace) -> int:
     src = copy_ops.parse_name(args.source)
     dst = copy_ops.parse_name(args.destination)
-    if args.manifest_format:
-        raise UsageError("--format (manifest conversion) is not supported: mirror copies manifests unchanged")
     if args.additional_tag and dst.transport != "docker-archive":
         raise UsageError("--additional-tag is only supported for docker-archive destinations")
     mode = MultiArch(args.multi_arch) if args.multi_arch else MultiArch.SYSTEM
@@ -159,7 +157,8 @@ def copy(args: argparse.Namespace) -> int:
     options = global_options(args)
     signers, identity = signflags.signers(args)
     copy_options = CopyOptions(multi_arch=mode, platform=options.platform,
-                               remove_signatures=bool(args.remove_signatures), signers=signers, sign_identity=identity)
+                               remove_signatures=bool(args.remove_signatures), signers=signers, sign_identity=identity,
+                               reformat=reformatflags.reformat(args, dst.transport))
     src_side = side_options(args, "src-", args.authfile)
     dst_side = side_options(args, "dest-", args.authfile)
     dst_side = replace(dst_side, local=replace(dst_side.local, additional_tags=tuple(args.additional_tag)))

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from mirror import __version__
 from mirror.cli import parity, syncflags
 from mirror.cli.flags import Parser, add_bool, add_referrer_flags, duration, size_arg
+from mirror.cli.reformatflags import add_compression_flags, add_format_flags
 from mirror.cli.signflags import add_sign_flags
 from mirror.errors import MirrorError
 
@@ -137,15 +138,14 @@ def _copy(sub: Subparsers[Parser]) -> None:
     add_bool(p, "--all", "copy all images of a list (same as --multi-arch=all)", short="-a")
     p.add_argument("--multi-arch", choices=("system", "all", "index-only"), default=None,
                    help="for lists: copy the system's image (default), all images, or only the index")
-    add_bool(p, "--preserve-digests", "fail if digests cannot be preserved (mirror always preserves them)")
+    add_format_flags(p, "in the destination")
+    add_compression_flags(p)
     add_bool(p, "--remove-signatures", "do not copy signatures")
     add_sign_flags(p, identity=True)
     p.add_argument("--digestfile", metavar="PATH", help="write the digest of the copied manifest to PATH")
     add_bool(p, "--quiet", "suppress progress output", short="-q")
     p.add_argument("--image-parallel-copies", type=int, default=6, metavar="N",
                    help="maximum number of blobs copied in parallel (default 6)")
-    p.add_argument("--format", "-f", dest="manifest_format", metavar="FORMAT",
-                   help="manifest type conversion (not supported: mirror copies manifests byte for byte)")
     p.add_argument("--additional-tag", action="append", default=[], metavar="TAG",
                    help="additional tags (docker-archive destinations only)")
     add_referrer_flags(p)
@@ -180,12 +180,10 @@ def _sync(sub: Subparsers[Parser]) -> None:
     add_bool(p, "--all", "copy all images of multi-arch lists", short="-a")
     add_bool(p, "--dry-run", "compare source and destination and report, without writing anything")
     add_bool(p, "--keep-going", "continue after an image fails; exit 3 at the end if any failed")
-    add_bool(p, "--preserve-digests", "fail if digests cannot be preserved (mirror always preserves them)")
+    add_format_flags(p, "when syncing images to the destination")
     add_bool(p, "--remove-signatures", "do not copy signatures")
     add_sign_flags(p, identity=False)
     p.add_argument("--digestfile", metavar="PATH", help="write 'DIGEST DESTINATION' for every image synced")
-    p.add_argument("--format", "-f", dest="manifest_format", metavar="FORMAT",
-                   help="manifest type conversion (not supported: manifests are copied byte for byte)")
     p.add_argument("--authfile", metavar="PATH", help="auth file for both sides")
     _auth_flags(p, "src-", "the source")
     _auth_flags(p, "dest-", "the destination")

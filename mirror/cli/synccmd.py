@@ -16,6 +16,7 @@ from typing import IO
 
 from mirror.cli import metrics, render, signflags, syncflags
 from mirror.cli.commands import global_options, run, side_options, signature_policy
+from mirror.cli.reformatflags import reformat
 from mirror.cli.skopeolog import SyncLog
 from mirror.config.load import load_sync_config
 from mirror.config.schema import SyncConfig
@@ -49,8 +50,6 @@ def _platforms(values: list[str]) -> tuple[Platform, ...]:
 def _check(args: argparse.Namespace) -> None:
     if args.src in ("dir", "oci") and args.dest != "docker":
         raise UsageError(f"sync from {args.src} to {args.dest} is not supported (only to docker)")
-    if args.manifest_format:
-        raise UsageError("--format (manifest conversion) is not supported: mirror copies manifests unchanged")
     if args.jobs < 1 or args.blob_jobs < 1:
         raise UsageError("--jobs and --blob-jobs must be at least 1")
 
@@ -88,7 +87,8 @@ def prepare(args: argparse.Namespace) -> Prepared:
     sync_options = SyncOptions(
         jobs=args.jobs, blob_jobs=args.blob_jobs, keep_going=bool(args.keep_going), dry_run=bool(args.dry_run),
         copy=CopyOptions(multi_arch=MultiArch.ALL if args.all else MultiArch.SYSTEM, platform=options.platform,
-                         platforms=platforms, remove_signatures=bool(args.remove_signatures), signers=signers))
+                         platforms=platforms, remove_signatures=bool(args.remove_signatures), signers=signers,
+                         reformat=reformat(args, args.dest)))
     src_side = side_options(args, "src-", args.authfile)
     reference = parse_docker(args.source.removeprefix("docker://")) if args.src == "docker" else None
     flags = SyncFlags(tls_verify=src_side.tls.verify, cert_dir=src_side.tls.cert_dir, chunk_size=options.chunk_size,

@@ -1,7 +1,9 @@
 """Copy one image or index: blobs before manifests, children before the index, the tag last.
 
 Raw manifest bytes are copied unchanged, so digests are preserved — except when a platform
-subset of an index is requested, which necessarily writes a new, smaller index.
+subset of an index is requested, which necessarily writes a new, smaller index, and when the
+manifest format or layer compression changes on the way (``reformat.py``: ``--format``,
+``--dest-compress*``, or what the destination takes).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 from mirror.core.reference import Tag
 from mirror.engine.blobs import BlobCounters, BlobMover
+from mirror.engine.reformat import Reformat, Reformatter
+from mirror.engine.spool import SpoolSource
 from mirror.errors import ManifestError, SignatureError
 from mirror.signing.policy import ImagePolicy
 from mirror.signing.signers import Signer, SigningStep
@@ -41,6 +45,7 @@ class CopyOptions:
     remove_signatures: bool = False
     signers: tuple[Signer, ...] = ()  # --sign-by*: each adds a signature of the copied top-level manifest
     sign_identity: str | None = None  # --sign-identity (default: the destination's docker reference)
+    reformat: Reformat = field(default_factory=Reformat)  # manifest format and layer compression changes
 
 
 @dataclass(slots=True)
@@ -81,6 +86,8 @@ class ImageCopier:
         self.manifests = manifests
         self.options = options
         self.trust = Trust()
+        # One per Reformat in use: the run's, and a referrer's (copied as it is).
+        self._reformatters: dict[Reformat, Reformatter] = {options.reformat: Reformatter(options.reformat)}
 
     async def copy(self, src: ImageSource, top: Manifest, dst: ImageDestination, dst_ref: Tag | None,
                    fresh_repo: bool, work: ImageWork, options: CopyOptions | None = None,
@@ -98,7 +105,7 @@ class ImageCopier:
             top, signatures = await self._copy_index(src, top, dst, fresh_repo, work, options, checked)
         else:
             signatures = await self._signatures(src, None, top.digest, dst, options)
-            await self._copy_blobs(src, top, dst, fresh_repo, work)
+            top = await self._copy_image(src, top, dst, fresh_repo, work, signatures, options)
         if dst_ref is None:
             if await self.manifests.by_digest(dst, top):
                 work.manifests_written += 1
@@ -121,11 +128,13 @@ class ImageCopier:
             await checked(child, child.digest)
             # As containers/image: the chosen instance's signatures become the copy's own.
             signatures = await self._signatures(src, child.digest, child.digest, dst, options)
-            await self._copy_blobs(src, child, dst, fresh_repo, work)
-            return child, signatures
+            return await self._copy_image(src, child, dst, fresh_repo, work, signatures, options), signatures
         signatures = await self._signatures(src, None, index.digest, dst, options)
+        frozen = _frozen(signatures)
+        reformatter = self._reformatter(options)
+        reformatter.check_list(index, dst.capabilities, frozen)
         if mode is MultiArch.INDEX_ONLY:
-            return index, signatures
+            return reformatter.index(index, {}, dst.capabilities, frozen, options.platform), signatures
         children = index.manifests
         if options.platforms:
             subset, children = subset_index(index, options.platforms)
@@ -133,26 +142,52 @@ class ImageCopier:
                 raise SignatureError(f"Can not copy signatures of {index.digest}: a platform subset changes the "
                                      "index they sign (use --remove-signatures)")
             index = subset
+        written: dict[Digest, Descriptor] = {}  # each child copied -> what was written for it
         async with anyio.create_task_group() as tg:
             for desc in children:
-                tg.start_soon(self._copy_child, src, desc, dst, fresh_repo, work, options, checked)
-        return index, signatures
+                tg.start_soon(self._copy_child, src, desc, dst, fresh_repo, work, options, checked, written)
+        return reformatter.index(index, written, dst.capabilities, frozen, options.platform), signatures
 
-    async def _copy_child(self, src: ImageSource, desc: Descriptor, dst: ImageDestination,
-                          fresh_repo: bool, work: ImageWork, options: CopyOptions, checked: _Checked) -> None:
-        if self.manifests.known(dst, desc.digest):
-            return
-        if not fresh_repo and await dst.head_manifest(desc.digest) is not None:
-            return
+    async def _copy_child(self, src: ImageSource, desc: Descriptor, dst: ImageDestination, fresh_repo: bool,
+                          work: ImageWork, options: CopyOptions, checked: _Checked,
+                          written: dict[Digest, Descriptor]) -> None:
+        reformatter = self._reformatter(options)
+        if not reformatter.converts(desc.media_type, dst.capabilities):
+            # Written as it is (unless its layers need compressing): a copy already there will do.
+            if self.manifests.known(dst, desc.digest):
+                return
+            if not fresh_repo and await dst.head_manifest(desc.digest) is not None:
+                return
         child = await src.get_manifest(desc.digest)
         if child.is_index:
             raise ManifestError(f"nested index {desc.digest} is not supported")
         await checked(child, child.digest)
         signatures = await self._signatures(src, child.digest, child.digest, dst, options)
-        await self._copy_blobs(src, child, dst, fresh_repo, work)
-        if await self.manifests.by_digest(dst, child):
+        plan = reformatter.plan(child, dst.capabilities, _frozen(signatures))
+        async with reformatter.image(src, child, plan) as (result, spool):
+            written[desc.digest] = result.descriptor
+            if result is not child and (self.manifests.known(dst, result.digest) or (
+                    not fresh_repo and await dst.head_manifest(result.digest) is not None)):
+                return
+            await self._copy_blobs(src, result, dst, fresh_repo, work, spool)
+        if await self.manifests.by_digest(dst, result):
             work.manifests_written += 1
         await self._put_signatures(dst, signatures, child.digest, child.digest)
+
+    async def _copy_image(self, src: ImageSource, image: Manifest, dst: ImageDestination, fresh_repo: bool,
+                          work: ImageWork, signatures: list[bytes], options: CopyOptions) -> Manifest:
+        """Copy one image's blobs, converted as the run asks; returns the manifest to write."""
+        reformatter = self._reformatter(options)
+        plan = reformatter.plan(image, dst.capabilities, _frozen(signatures))
+        async with reformatter.image(src, image, plan) as (result, spool):
+            await self._copy_blobs(src, result, dst, fresh_repo, work, spool)
+        return result
+
+    def _reformatter(self, options: CopyOptions) -> Reformatter:
+        found = self._reformatters.get(options.reformat)
+        if found is None:
+            found = self._reformatters[options.reformat] = Reformatter(options.reformat)
+        return found
 
     async def refresh_signatures(self, src: ImageSource, dst: ImageDestination, digest: Digest,
                                  instance: Digest | None, options: CopyOptions) -> None:
@@ -182,14 +217,20 @@ class ImageCopier:
             await store_signatures(dst, signatures, instance, digest)
 
     async def _copy_blobs(self, src: ImageSource, image: Manifest, dst: ImageDestination,
-                          fresh_repo: bool, work: ImageWork) -> None:
+                          fresh_repo: bool, work: ImageWork, spool: SpoolSource | None = None) -> None:
         async def one(desc: Descriptor) -> None:
-            outcome, sent = await self.blobs.ensure(src, dst, desc, may_exist=not fresh_repo)
+            origin: ImageSource = spool if spool is not None and spool.holds(desc.digest) else src
+            outcome, sent = await self.blobs.ensure(origin, dst, desc, may_exist=not fresh_repo)
             work.counters.add(outcome, sent)
 
         async with anyio.create_task_group() as tg:
             for desc in image.blobs():
                 tg.start_soon(one, desc)
+
+
+def _frozen(signatures: list[bytes]) -> str:
+    """Why a signed manifest may not change (containers/image's words)."""
+    return "Would invalidate signatures" if signatures else ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,8 +42,6 @@ async def open_ends(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideO
     """Source and destination of one image, by name, for ``copy`` and for sync's work units alike.
     A local destination is published when this exits without an exception."""
     source_transport, dest_transport = rt.transport(src.transport), rt.transport(dst.transport)
-    if dest_transport.capabilities.compressed_layers:  # docker save's plain tar layers get gzipped, as skopeo
-        src_side = replace(src_side, local=replace(src_side.local, compress_layers=True))
     async with source_transport.source(src.rest, src_side) as (source, src_ref), \
             dest_transport.destination(dst.rest, dst_side) as (destination, dst_ref):
         yield source, src_ref, destination, dst_ref
@@ -58,17 +56,19 @@ async def copy(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideOption
     ``referrers``: also copy the image's OCI referrers of these artifact types (empty: all)."""
     if referrers is not None:
         refuse_referrers(rt, src, dst)
+    wanted = parse_docker(dst.rest).digest if dst.transport == "docker" else None
+    if wanted is not None and not options.reformat.frozen:  # containers/image: nothing may change then
+        options = replace(options, reformat=replace(options.reformat, frozen="Destination specifies a digest"))
     async with open_ends(rt, src, dst, src_side, dst_side) as (source, src_ref, destination, dst_ref):
         pair = ImagePair(source=source, src_ref=src_ref, destination=destination, dst_ref=dst_ref,
                          src_name=str(src), dst_name=str(dst), policy=image_policy(policy, src), referrers=referrers)
         scheduler = Scheduler(SyncOptions(jobs=1, blob_jobs=jobs, copy=options), rt.known_locations(),
                               on_blob=on_blob)
         record = await scheduler.sync_pair(pair)
-        wanted = parse_docker(dst.rest).digest if dst.transport == "docker" else None
         if wanted is not None and record.digest != str(wanted):
             raise DigestMismatch(f"copied manifest is {record.digest}, destination asked for {wanted}")
         if destination.capabilities.converts_manifests and dst_ref is not None and record.digest is not None:
-            # The destination converted the manifest (Docker → OCI layout): report the digest it
+            # The destination stored another manifest (a docker save archive): report the digest it
             # stored, as skopeo does (--digestfile).
             stored = await destination.head_manifest(dst_ref)
             if stored is not None and str(stored.digest) != record.digest:

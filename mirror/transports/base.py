@@ -32,11 +32,14 @@ class Capabilities:
     instead of checking types.
 
     ``signatures``: a source with it implements ``SignatureSource``, a destination ``SignatureDestination``.
-    ``compressed_layers``: the transport stores only compressed layers (a registry): archive sources
-    gzip their plain-tar layers for it (``LocalOptions.compress_layers``), as skopeo does.
-    ``converts_manifests``: a destination that may store a converted manifest (Docker → OCI layout),
-    so the digest stored can differ from the source's. ``named``: images have a registry name and
-    tags (``inspect`` shows ``Name`` and ``RepoTags``). ``referrers``: OCI referrers can be listed (a
+    ``compressed_layers``: the destination wants compressed layers (containers/image's
+    ``DesiredLayerCompression`` = Compress: a registry, an OCI layout), so the copy compresses
+    uncompressed ones on the way (``engine/reformat.py``), as skopeo does.
+    ``manifest_types``: the manifest types the destination takes (empty: any); the copy converts
+    others (an OCI layout takes OCI only). ``converts_manifests``: a destination that stores another
+    manifest than the one put (a docker save archive regenerates one), so the digest stored can
+    differ from the one copied. ``named``: images have a registry name and tags (``inspect`` shows
+    ``Name`` and ``RepoTags``). ``referrers``: OCI referrers can be listed (a
     source implements ``ReferrerSource``) and attached (a destination implements ``ReferrerDestination``).
     """
 
@@ -49,6 +52,7 @@ class Capabilities:
     converts_manifests: bool = False
     named: bool = False
     referrers: bool = False
+    manifest_types: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,6 @@ class LocalOptions:
     daemon_tls_verify: bool = True       # docker-daemon on tcp://: --src-tls-verify / --dest-tls-verify
     additional_tags: tuple[str, ...] = ()  # docker-archive destination: --additional-tag
     shared_blob_dir: str | None = None   # oci: --src-shared-blob-dir / --dest-shared-blob-dir (blobs kept there)
-    compress_layers: bool = False        # archive sources: gzip plain-tar layers (the destination is a registry)
 
 
 @dataclass(frozen=True, slots=True)

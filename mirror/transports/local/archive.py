@@ -40,7 +40,6 @@ from mirror.transports.local.dockerarchive import (
 )
 from mirror.transports.local.dockerwriter import ArchiveDestination
 from mirror.transports.local.files import work_dir
-from mirror.transports.local.recompress import served
 from mirror.transports.side import LocalOptions, SideOptions
 
 
@@ -118,8 +117,7 @@ class DockerArchiveTransport:
         path, selector = split_reference(self.name, rest)
         async with self._tarball(path, side.local) as tarball:
             src = await ArchiveSource.open(tarball, selector, Location(self.name, "", str(path)))
-            async with served(src, side.local) as opened:
-                yield opened
+            yield src, src.manifest.digest
 
     async def list_tags(self, rest: str, side: SideOptions) -> list[str]:
         """skopeo's ``list-tags docker-archive:PATH[:REF]`` (the REF part is ignored, as skopeo does)."""

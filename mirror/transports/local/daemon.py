@@ -38,7 +38,6 @@ from mirror.transports.base import Capabilities, ImageDestination, ImageSource, 
 from mirror.transports.local.archive import build_archive
 from mirror.transports.local.dockerarchive import ArchiveSource, normalise_tag
 from mirror.transports.local.files import work_dir
-from mirror.transports.local.recompress import served
 from mirror.transports.side import LocalOptions, SideOptions
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -173,8 +172,7 @@ class DockerDaemonTransport(Untagged):
             spool = work / "image.tar"
             await save(host, name, spool)
             src = await ArchiveSource.open(spool, None, Location(self.name, host.host, name))
-            async with served(src, side.local) as opened:
-                yield opened
+            yield src, src.manifest.digest
 
     @asynccontextmanager
     async def destination(self, rest: str, side: SideOptions

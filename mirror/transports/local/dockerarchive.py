@@ -15,10 +15,10 @@ Layers, and where mirror differs from skopeo 1.9:
   ``application/vnd.docker.image.rootfs.diff.tar`` with its diff_id as digest and its member size;
   skopeo labels it ``…diff.tar.gzip`` (wrongly, the bytes are not gzip), so ``mirror inspect`` and
   ``skopeo inspect`` of an archive report different manifest digests (same config, same layers);
-- copying to a registry, skopeo gzips each such layer on the way; so does mirror
-  (``recompress.py``, chosen by ``ops/copy.py`` when the destination is a registry): the registry
-  gets ``…diff.tar.gzip`` layers, the config (image ID) byte for byte. Copies to other local
-  transports keep the layers uncompressed, byte for byte;
+- copying to a destination that wants compressed layers (a registry, an OCI layout), skopeo gzips
+  each such layer on the way; so does mirror (``engine/reformat.py``): the registry gets
+  ``…diff.tar.gzip`` layers, the config (image ID) byte for byte. Copies to ``dir:`` and archives
+  keep the layers uncompressed, byte for byte;
 - a gzip-compressed layer member (some tools write them) is described as ``…diff.tar.gzip`` with
   the digest of its compressed bytes (hashed once when the archive is opened).
 """
@@ -35,6 +35,7 @@ import anyio
 
 from mirror.core import manifest as manifest_mod
 from mirror.core import mediatype as mt
+from mirror.core.convert import go_json as _dumps
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest, Hasher
 from mirror.core.manifest import Manifest
@@ -42,7 +43,6 @@ from mirror.core.reference import ManifestRef, Tag, parse_docker
 from mirror.errors import InvalidReference, ManifestError, MirrorError, NotFound
 from mirror.transports.base import Capabilities, Location
 from mirror.transports.local import files
-from mirror.transports.local.convert import _dumps
 from mirror.transports.local.tarstore import TarReader
 
 MANIFEST = "manifest.json"

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mirror.core.convert import go_json as _dumps
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
@@ -34,7 +35,6 @@ from mirror.core.reference import ManifestRef
 from mirror.errors import DigestMismatch, ManifestError, MirrorError
 from mirror.transports.base import BlobOpener, Capabilities, Location
 from mirror.transports.local import files
-from mirror.transports.local.convert import _dumps
 from mirror.transports.local.dockerarchive import GZIP_MAGIC, ZSTD_MAGIC
 
 LEGACY_KEYS = ("architecture", "config", "container", "container_config", "created", "docker_version", "os")

@@ -17,10 +17,10 @@ lock on ``index.json.lock``, read, modify, write to a temp file, rename, so conc
 one layout keep every entry. As containers/image does, an entry carrying the same ref name loses it
 (the previous image under that ref is replaced); an unnamed entry of the same digest is replaced.
 
-Docker-format manifests are converted to OCI on the way in, as skopeo does (``convert.py`` says how
-and where mirror's conversion differs); OCI manifests are stored byte for byte. A Docker image config
-is converted as it arrives and only its OCI form is stored, so the layout holds no blob that nothing
-references (skopeo's layout has none either).
+Manifests are stored byte for byte. A layout takes OCI manifests (``Capabilities.manifest_types``):
+the copy converts Docker-format images to OCI on the way in, as skopeo does (``engine/reformat.py``,
+``core/convert.py``), unless ``--format v2s2`` asks for Docker manifests, which skopeo then stores as
+they are. As skopeo, a layout wants compressed layers (``compressed_layers``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from mirror.core.manifest import MAX_MANIFEST_SIZE, Manifest
 from mirror.core.reference import ManifestRef
 from mirror.errors import ImageNotFound, InvalidReference, ManifestError, MirrorError, NotFound
 from mirror.transports.base import BlobOpener, Capabilities, Location
-from mirror.transports.local import convert, files
+from mirror.transports.local import files
 
 LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
@@ -50,6 +50,8 @@ LOCK_FILE = "index.json.lock"
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
 MAX_INDEX_SIZE = 64 << 20
+#: As containers/image's OCI layout destination: OCI manifests only (the copy converts), compressed layers.
+CAPS = Capabilities(compressed_layers=True, manifest_types=frozenset({mt.OCI_MANIFEST, mt.OCI_INDEX}))
 
 _COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
 _REF_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
@@ -193,67 +195,29 @@ async def prepare_layout(root: Path, shared: str | Path | None = None) -> None:
     await anyio.to_thread.run_sync(run)
 
 
-class ConvertedConfigs:
-    """Docker → OCI conversions done in one layout: config digest -> stored OCI config, and Docker
-    image manifest digest -> its OCI form (``children``, for converting lists).
-
-    Shared by every destination writing into the same layout during a run: in a sync, an image whose
-    config (or list instance) another image already brought in is not handed the blob (or instance)
-    again, since the engine remembers it as done, yet its manifest still needs the conversion.
-    """
-
-    def __init__(self) -> None:
-        self._stored: dict[Digest, Descriptor] = {}
-        self.children: dict[Digest, Manifest] = {}
-
-    def get(self, docker: Digest) -> Descriptor | None:
-        return self._stored.get(docker)
-
-    def add(self, docker: Digest, oci: Descriptor) -> None:
-        self._stored[docker] = oci
-
-
 class LayoutDestination:
     """``ImageDestination`` into an OCI layout directory; ``commit`` publishes the index entry.
+    ``shared``: the shared blob directory that receives blobs and manifests instead of ``blobs/``."""
 
-    ``configs``: the conversions of the layout's other destinations in this run (see
-    :class:`ConvertedConfigs`); a private one when None. ``shared``: the shared blob directory that
-    receives blobs and manifests instead of ``blobs/``."""
+    capabilities = CAPS
 
-    capabilities = Capabilities(converts_manifests=True)
-
-    def __init__(self, root: Path, ref: str | None, location: Location,
-                 configs: ConvertedConfigs | None = None, shared: str | Path | None = None) -> None:
+    def __init__(self, root: Path, ref: str | None, location: Location, shared: str | Path | None = None) -> None:
         self.root = root
         self.blobs = blob_root(root, shared)
         self.ref = ref or None
         self.location = location
         self._top: Manifest | None = None
-        self._configs = configs if configs is not None else ConvertedConfigs()
-        self._converter = convert.OciConverter(self._configs.children)
 
     def _blob(self, digest: Digest) -> Path:
         return self.blobs / digest.algorithm / digest.hex
 
     async def has_blob(self, desc: Descriptor) -> bool:
-        if desc.media_type == mt.DOCKER_CONFIG:
-            stored = self._configs.get(desc.digest)
-            if stored is not None and await files.file_matches(self._blob(stored.digest), stored):
-                return True
         return await files.file_matches(self._blob(desc.digest), desc)
 
     async def mount_blob(self, desc: Descriptor, source: Location) -> bool:
         return False
 
     async def put_blob(self, desc: Descriptor, open_source: BlobOpener) -> int:
-        if desc.media_type == mt.DOCKER_CONFIG and desc.digest.algorithm == "sha256":
-            # Only the OCI form is stored (see _oci_config); the Docker bytes would be referenced by nothing.
-            raw = await files.read_blob(desc, open_source, MAX_MANIFEST_SIZE)
-            try:
-                await self._store_oci_config(desc.digest, raw)
-            except ManifestError:  # not an image config after all: kept as it is
-                await files.atomic_write(self._blob(desc.digest), raw)
-            return len(raw)
         final = self._blob(desc.digest)
         if desc.digest.algorithm != "sha256":
             await anyio.to_thread.run_sync(lambda: final.parent.mkdir(exist_ok=True))
@@ -278,40 +242,12 @@ class LayoutDestination:
         return found[0] if found else None
 
     async def put_manifest(self, manifest: Manifest, ref: ManifestRef) -> None:
-        try:
-            manifest = self._converter.convert(manifest, await self._oci_config(manifest))
-        except ManifestError as exc:
-            raise ManifestError(f"{self.location}: {exc}") from None
         if manifest.digest.algorithm != "sha256" or Digest.of(manifest.raw) != manifest.digest:
             raise ManifestError(f"{self.location}: manifest bytes do not match {manifest.digest}")
         path = self._blob(manifest.digest)
         if not await files.file_matches(path, manifest.descriptor):
             await files.atomic_write(path, manifest.raw)
         self._top = manifest
-
-    async def _oci_config(self, manifest: Manifest) -> tuple[Digest, int] | None:
-        """For a Docker image: the digest and size of its config's OCI form, stored by ``put_blob``
-        (this run) or converted now from a Docker config an older layout holds as a blob."""
-        if manifest.media_type != mt.DOCKER_MANIFEST or manifest.config is None:
-            return None
-        docker = manifest.config.digest
-        stored = self._configs.get(docker)
-        if stored is None:
-            raw = await files.read_file(self._blob(docker), MAX_MANIFEST_SIZE, "config")
-            if raw is None or Digest.of(raw, docker.algorithm) != docker:
-                raise ManifestError(f"config {docker} is missing or corrupt")
-            stored = await self._store_oci_config(docker, raw)
-        return stored.digest, stored.size
-
-    async def _store_oci_config(self, docker: Digest, raw: bytes) -> Descriptor:
-        """Store the OCI form of the (verified) Docker config ``raw`` and remember it for the layout."""
-        converted = convert.oci_config(raw)
-        stored = Descriptor(mt.OCI_CONFIG, Digest.of(converted), len(converted))
-        path = self._blob(stored.digest)
-        if not await files.file_matches(path, stored):
-            await files.atomic_write(path, converted)
-        self._configs.add(docker, stored)
-        return stored
 
     async def commit(self) -> Manifest | None:
         """Add the top-level manifest to index.json (atomically, under the layout's lock)."""

@@ -23,10 +23,10 @@ import anyio
 
 from mirror.core.reference import ManifestRef, Tag
 from mirror.errors import InvalidReference, MirrorError
-from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location, Untagged
+from mirror.transports.base import ImageDestination, ImageSource, Location, Untagged
 from mirror.transports.local import files
 from mirror.transports.local.layout import (
-    ConvertedConfigs,
+    CAPS,
     DirReader,
     LayoutDestination,
     LayoutSource,
@@ -46,18 +46,12 @@ def split_reference(transport: str, rest: str) -> tuple[Path, str]:
     return Path(path), ref
 
 
-CAPS = Capabilities(converts_manifests=True)  # as its destinations: Docker schema2 is stored converted to OCI
-
 
 class OciTransport(Untagged):
-    """``oci:``. One instance serves a whole run: its destinations into one layout share the
-    Docker → OCI config conversions (:class:`ConvertedConfigs`)."""
+    """``oci:``."""
 
     name = "oci"
     capabilities = CAPS
-
-    def __init__(self) -> None:
-        self._configs: dict[Path, ConvertedConfigs] = {}
 
     def validate(self, rest: str) -> None:
         split_reference(self.name, rest)
@@ -74,8 +68,7 @@ class OciTransport(Untagged):
         path, ref = split_reference(self.name, rest)
         shared = side.local.shared_blob_dir
         await prepare_layout(path, shared)
-        configs = self._configs.setdefault(path.absolute(), ConvertedConfigs())
-        dest = LayoutDestination(path, ref, Location(self.name, "", str(path.absolute())), configs, shared)
+        dest = LayoutDestination(path, ref, Location(self.name, "", str(path.absolute())), shared)
         yield dest, Tag(ref) if ref else None
         await dest.commit()
 

@@ -40,7 +40,6 @@ from mirror.transports.base import Capabilities, ImageDestination, ImageSource, 
 from mirror.transports.local.directory import DirDestination
 from mirror.transports.local.dockerarchive import ArchiveSource, normalise_tag
 from mirror.transports.local.files import work_dir
-from mirror.transports.local.recompress import served
 from mirror.transports.side import SideOptions
 
 _ID_RE = re.compile(r"^(?:sha256:)?[a-f0-9]{64}$")
@@ -127,8 +126,7 @@ class StorageTransport(Untagged):
             spool = work / "image.tar"
             await podman(ref, "save", "--format", "docker-archive", "-o", str(spool), ref.name)
             src = await ArchiveSource.open(spool, None, Location(self.name, "", ref.name))
-            async with served(src, side.local) as opened:
-                yield opened
+            yield src, src.manifest.digest
 
     @asynccontextmanager
     async def destination(self, rest: str, side: SideOptions

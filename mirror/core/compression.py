@@ -1,0 +1,130 @@
+"""Layer (de)compression as incremental byte transforms: gzip (zlib) and zstd (zstandard).
+
+A :class:`Transcoder` is fed a layer's bytes block by block and returns the bytes to write, so a
+layer of any size passes through a few MiB of memory. Input is decoded according to its magic
+bytes (as containers/image's ``DetectCompression``), whatever its media type claims; concatenated
+gzip members and zstd frames are read through. Output is a single gzip member (mtime 0, zlib's
+deflate) or a single zstd frame; gzip output therefore differs from skopeo's pgzip bytes, while the
+uncompressed content (the config's diff_ids) is the same.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Protocol
+
+import zstandard
+
+from mirror.errors import MirrorError
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+NAMES = ("gzip", "zstd")
+#: Levels each algorithm accepts; None picks the library default (gzip 6, zstd 3: as skopeo's defaults).
+LEVELS = {"gzip": range(0, 10), "zstd": range(1, 23)}
+DEFAULT_LEVEL = {"gzip": 6, "zstd": 3}
+
+
+class CompressionError(MirrorError):
+    """A layer could not be decompressed (corrupt or truncated data)."""
+
+
+def check(algorithm: str, level: int | None) -> None:
+    """skopeo's words for an unknown algorithm; a level the algorithm does not have is refused too."""
+    if algorithm not in NAMES:
+        raise MirrorError(f'cannot find compressor for "{algorithm}"')
+    if level is not None and level not in LEVELS[algorithm]:
+        bounds = LEVELS[algorithm]
+        raise MirrorError(f"{algorithm}: invalid compression level: {level} (from {bounds.start} to {bounds.stop - 1})")
+
+
+def detect(head: bytes) -> str | None:
+    """The compression of a stream starting with ``head`` (None: not compressed, or unknown)."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    return None
+
+
+class _Step(Protocol):
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+class _Identity:
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> bytes:
+        return b""
+
+
+class _Compressor:
+    def __init__(self, algorithm: str, level: int | None) -> None:
+        level = DEFAULT_LEVEL[algorithm] if level is None else level
+        if algorithm == "gzip":
+            self._z: zlib._Compress | zstandard.ZstdCompressionObj = zlib.compressobj(level, zlib.DEFLATED, 31)
+        else:
+            self._z = zstandard.ZstdCompressor(level=level).compressobj()
+
+    def feed(self, data: bytes) -> bytes:
+        return self._z.compress(data)
+
+    def finish(self) -> bytes:
+        return self._z.flush()
+
+
+class _Decompressor:
+    """Decodes gzip members or zstd frames one after another until the input ends."""
+
+    def __init__(self, algorithm: str) -> None:
+        self.algorithm = algorithm
+        self._d = self._new()
+        self._started = False
+
+    def _new(self) -> zlib._Decompress | zstandard.ZstdDecompressionObj:
+        return zlib.decompressobj(31) if self.algorithm == "gzip" else zstandard.ZstdDecompressor().decompressobj()
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        try:
+            while data:
+                if self._d.eof:
+                    self._d = self._new()
+                self._started = True
+                out.append(self._d.decompress(data))
+                data = self._d.unused_data if self._d.eof else b""
+        except (zlib.error, zstandard.ZstdError) as exc:
+            raise CompressionError(f"corrupt {self.algorithm} data: {exc}") from None
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        if self._started and not self._d.eof:
+            raise CompressionError(f"truncated {self.algorithm} data")
+        return b""
+
+
+class Transcoder:
+    """Turns a layer into ``target`` (an algorithm, or None: uncompressed); the input's own compression
+    is found from its first bytes (pass at least 4 in the first ``feed``)."""
+
+    def __init__(self, target: str | None, level: int | None = None) -> None:
+        self.target = target
+        self.level = level
+        self._decode: _Step | None = None
+        self._encode: _Step = _Compressor(target, level) if target is not None else _Identity()
+        self.source: str | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        if self._decode is None:
+            self.source = detect(data[:4])
+            self._decode = _Decompressor(self.source) if self.source is not None else _Identity()
+        return self._encode.feed(self._decode.feed(data))
+
+    def finish(self) -> bytes:
+        if self._decode is None:  # an empty layer
+            self._decode = _Identity()
+        tail = self._decode.finish()
+        return self._encode.feed(tail) + self._encode.finish()
