@@ -25,7 +25,9 @@ import pytest
 import zstandard
 from support.images import Client, PushedImage, SeededImages, make_layer, push_image
 from support.mirror_cli import assert_one_line_error, run_mirror
+from support.postgres import Postgres
 from support.registry import Registry
+from support.workers import run_workers
 
 Skopeo = Callable[..., subprocess.CompletedProcess[str]]
 InspectRaw = Callable[..., bytes]
@@ -269,7 +271,8 @@ def test_docker_image_to_zstd_becomes_oci_and_back(seeded_images: SeededImages, 
     v2s2`` then gives a Docker image again. skopeo 1.9 refuses that last step (it converts the
     manifest before the layer edits); containers/image now recompresses first, and mirror does so.
     Sources and destinations are different registries: skopeo 1.9 would otherwise reuse the
-    destination's copy of a source layer instead of recompressing it (fixed in later c/image)."""
+    destination's copy of a source layer instead of recompressing it (fixed in later c/image).
+    Written to a docker-archive, the zstd layers are decompressed, as skopeo does."""
     docker = seeded_images.docker_image
     src = seeded_images.registry.ref(docker.repo, docker.tag or "")
     skopeo("copy", *TLS, "--dest-compress-format", "zstd", src, registry.ref("zstd/skopeo", "v1"))
@@ -285,6 +288,12 @@ def test_docker_image_to_zstd_becomes_oci_and_back(seeded_images: SeededImages, 
     assert (back.manifest["mediaType"], back.layer_types) == (DOCKER_MANIFEST, [DOCKER_GZIP, DOCKER_GZIP])
     assert back.contents() == diff_ids and back.manifest["config"]["digest"] == ours.manifest["config"]["digest"]
     skopeo("copy", "--src-tls-verify=false", back.name, f"dir:{tmp_path / 'verified'}")
+    # A docker save archive holds plain layers: zstd ones are decompressed (c/image's Decompress).
+    archive = tmp_path / "zstd.tar"
+    run_mirror("copy", "-q", "--src-tls-verify=false", ours.name, f"docker-archive:{archive}:zstd/image:v1")
+    saved = json.loads(skopeo("inspect", "--config", "--raw", f"docker-archive:{archive}").stdout)
+    assert saved["rootfs"]["diff_ids"] == diff_ids
+    skopeo("copy", f"docker-archive:{archive}", f"dir:{tmp_path / 'from-archive'}")
 
 
 # -- what cannot change: one line, nothing written -----------------------------------------------
@@ -404,3 +413,19 @@ def test_a_large_layer_is_converted_in_constant_memory(registry: Registry, regis
     got = Read(registry2.ref("big/zstd", "v1"), inspect_raw, registry2)
     assert got.layer_types == [OCI_ZSTD]
     assert got.contents() == [_sha(layer)] == json.loads(image.config)["rootfs"]["diff_ids"]
+
+
+def test_queued_sync_workers_convert_as_asked(seeded_images: SeededImages, registry2: Registry, skopeo: Skopeo,
+                                              inspect_raw: InspectRaw, tmp_path: Path, postgres: Postgres,
+                                              queue_url: str) -> None:
+    """``sync --queue --format oci``: the run's conversion travels with its options, so a ``mirror
+    worker`` writes what ``copy --format oci`` (and skopeo) writes."""
+    docker = seeded_images.docker_image
+    src = seeded_images.registry
+    skopeo("copy", *TLS, "--format", "oci", src.ref(docker.repo, docker.tag or ""), registry2.ref("skopeo", "v1"))
+    with run_workers(postgres, queue_url, 1, tmp_path / "workers", "--dest-tls-verify=false", "--lease", "3s"):
+        run_mirror("sync", "-q", "--format", "oci", "--src", "docker", "--dest", "docker", "--src-tls-verify=false",
+                   "--dest-tls-verify=false", "--queue", queue_url, f"{src.host}/{docker.repo}", f"{registry2.host}/q")
+    ours = Read(registry2.ref("q/docker", docker.tag or ""), inspect_raw, registry2)
+    assert ours.raw == Read(registry2.ref("skopeo", "v1"), inspect_raw, registry2).raw
+    assert ours.manifest["mediaType"] == OCI_MANIFEST

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from mirror.config.filters import parse_platform
 from mirror.core.descriptor import Platform
 from mirror.engine.image import CopyOptions, MultiArch
+from mirror.engine.reformat import Reformat
 from mirror.engine.sync import ImageRecord
 from mirror.errors import ConfigError
 from mirror.plan.pairs import WorkUnit
@@ -41,7 +42,8 @@ class RunOptions:
     def to_dict(self) -> dict[str, Any]:
         return {"multi_arch": self.copy.multi_arch.value, "platform": _platform_text(self.copy.platform),
                 "platforms": [_platform_text(p) for p in self.copy.platforms],
-                "remove_signatures": self.copy.remove_signatures, "dest_tls_verify": self.dest_tls_verify,
+                "remove_signatures": self.copy.remove_signatures, "reformat": self.copy.reformat.to_dict(),
+                "dest_tls_verify": self.dest_tls_verify,
                 "dest_cert_dir": self.dest_cert_dir, "max_attempts": self.max_attempts}
 
     @classmethod
@@ -49,7 +51,8 @@ class RunOptions:
         try:
             copy = CopyOptions(multi_arch=MultiArch(data["multi_arch"]), platform=parse_platform(data["platform"]),
                                platforms=tuple(parse_platform(p) for p in data["platforms"]),
-                               remove_signatures=bool(data["remove_signatures"]))
+                               remove_signatures=bool(data["remove_signatures"]),
+                               reformat=Reformat.from_dict(data.get("reformat") or {}))
             return cls(copy, bool(data["dest_tls_verify"]), data.get("dest_cert_dir"), int(data["max_attempts"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"invalid run options in the queue: {exc}") from None

@@ -80,8 +80,9 @@ class Worker:
                 dst = replace(dst, tls=TLSOptions(verify=options.dest_tls_verify,
                                                   cert_dir=dst.tls.cert_dir or options.dest_cert_dir))
             resolver = Resolver(self.rt, self.settings.src_side, dst, self.settings.secrets, self.settings.policy)
+            reformat = replace(options.copy.reformat, tmpdir=dst.local.tmpdir)  # this worker's --tmpdir
             sync_options = SyncOptions(jobs=self.settings.jobs, blob_jobs=self.settings.blob_jobs, keep_going=True,
-                                       copy=options.copy)
+                                       copy=replace(options.copy, reformat=reformat))
             state, since = self.state, claim.started
             locations = KnownLocations(lambda host, digest: state.known_repos(host, str(digest)),
                                        shared=lambda host, repo, digest: state.verified_since(host, repo, str(digest),

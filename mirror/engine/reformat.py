@@ -65,6 +65,19 @@ class Reformat:
     frozen: str = ""
     tmpdir: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """As plain data for another process (a queue's workers); ``tmpdir`` is each process's own."""
+        return {"manifest_type": self.manifest_type, "algorithm": self.algorithm, "level": self.level,
+                "compression": self.compression.value if self.compression is not None else None,
+                "frozen": self.frozen}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], tmpdir: str | None = None) -> Reformat:
+        compression = data.get("compression")
+        return cls(manifest_type=data.get("manifest_type"), algorithm=data.get("algorithm"), level=data.get("level"),
+                   compression=LayerCompression(compression) if compression is not None else None,
+                   frozen=str(data.get("frozen") or ""), tmpdir=tmpdir)
+
     @property
     def explicit_layers(self) -> bool:
         """The user asked for a layer change (not only the destination's default)."""

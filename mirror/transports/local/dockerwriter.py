@@ -3,8 +3,8 @@
 Blobs are received verified (``files.write_blob``) into a private work directory. At ``finish`` (only
 when the copy succeeded) the archive is built in a worker thread, in skopeo's order:
 
-1. every layer as ``<diff_id hex>.tar``, **uncompressed** (``docker save``'s format: gzip layers
-   from a registry are decompressed here, and each uncompressed digest must equal the config's
+1. every layer as ``<diff_id hex>.tar``, **uncompressed** (``docker save``'s format: gzip and zstd
+   layers are decompressed here, and each uncompressed digest must equal the config's
    ``rootfs.diff_ids`` entry, or the write fails);
 2. the config blob byte for byte as ``<config hex>.json`` (so the image ID survives);
 3. the legacy per-layer directories ``<chain id>/{layer.tar -> ../<hex>.tar, VERSION, json}``;
@@ -16,17 +16,16 @@ renamed into place. ``RepoTags`` are written in skopeo's full form (``docker.io/
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
 import os
 import tarfile
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mirror.core.compression import CompressionError, Transcoder
 from mirror.core.convert import go_json as _dumps
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
@@ -35,7 +34,6 @@ from mirror.core.reference import ManifestRef
 from mirror.errors import DigestMismatch, ManifestError, MirrorError
 from mirror.transports.base import BlobOpener, Capabilities, Location
 from mirror.transports.local import files
-from mirror.transports.local.dockerarchive import GZIP_MAGIC, ZSTD_MAGIC
 
 LEGACY_KEYS = ("architecture", "config", "container", "container_config", "created", "docker_version", "os")
 
@@ -102,23 +100,20 @@ class ArchiveDestination:
 
 
 def _uncompress(src: Path, dst: Path) -> str:
-    """Copy ``src`` to ``dst`` uncompressed (gzip or plain), returning the sha256 of what was written."""
+    """Copy ``src`` to ``dst`` uncompressed (gzip, zstd or plain), returning the sha256 of what was written."""
     hasher = hashlib.sha256()
-    with open(src, "rb") as f:
-        magic = f.read(4)
-        f.seek(0)
-        if magic.startswith(ZSTD_MAGIC):
-            raise ManifestError("zstd-compressed layers cannot be written to a docker-archive (not supported)")
-        reader: BinaryIO | gzip.GzipFile = f
-        if magic.startswith(GZIP_MAGIC):
-            reader = gzip.GzipFile(fileobj=f, mode="rb")
-        try:
-            with open(dst, "wb") as out:
-                while data := reader.read(files.CHUNK):
-                    hasher.update(data)
-                    out.write(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise MirrorError(f"layer {src.name}: corrupt compressed data ({exc})") from None
+    codec = Transcoder(None)
+    try:
+        with open(src, "rb") as f, open(dst, "wb") as out:
+            while data := f.read(files.CHUNK):
+                plain = codec.feed(data)
+                hasher.update(plain)
+                out.write(plain)
+            tail = codec.finish()
+            hasher.update(tail)
+            out.write(tail)
+    except CompressionError as exc:
+        raise MirrorError(f"layer {src.name}: {exc}") from None
     os.replace(dst, dst.with_name(f"sha256-{hasher.hexdigest()}.tar"))
     return f"sha256:{hasher.hexdigest()}"
 
