@@ -330,6 +330,8 @@ def test_refusals_are_one_line_and_write_nothing(seeded_images: SeededImages, re
          'Copying this image would require changing layer representation, which we cannot do: '
          '"Instructed to preserve digests"', False),
         (("--format", "v2s1", src.ref(docker.repo, docker.tag or "")), "--format v2s1 is not supported", False),
+        (("--referrers", "--format", "oci", src.ref(docker.repo, docker.tag or "")),
+         "--referrers cannot be combined with --format", False),  # a mirror extension: referrers name digests
         (("--format", "v3", src.ref(docker.repo, docker.tag or "")),
          "unknown format \"v3\". Choose one of the supported formats: 'oci', 'v2s1', or 'v2s2'", True),
         (("--dest-compress-format", "brotli", src.ref(docker.repo, docker.tag or "")),

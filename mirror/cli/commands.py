@@ -165,6 +165,7 @@ def copy(args: argparse.Namespace) -> int:
     if args.referrers_artifact_type and not args.referrers:
         raise UsageError("--referrers-artifact-type needs --referrers")
     referrers = tuple(dict.fromkeys(args.referrers_artifact_type)) if args.referrers else None
+    reformatflags.refuse_with_referrers(copy_options.reformat, referrers is not None)
     progress = render.CopyProgress(quiet=bool(args.quiet))
     policy = signature_policy(args)
     record = run(args, lambda rt: copy_ops.copy(rt, src, dst, src_side, dst_side, copy_options,

@@ -75,3 +75,10 @@ def reformat(args: argparse.Namespace, dest_transport: str) -> Reformat:
     return Reformat(manifest_type=manifest_type(get(args, "manifest_format")), compression=layers,
                     algorithm=algorithm, level=level, frozen=PRESERVE if get(args, "preserve_digests", False) else "",
                     tmpdir=get(args, "tmpdir"))
+
+
+def refuse_with_referrers(changes: Reformat, referrers: bool) -> None:
+    """A referrer names its subject's digest: an image converted on the way would lose them."""
+    if referrers and (changes.manifest_type is not None or changes.explicit_layers):
+        raise UsageError("--referrers cannot be combined with --format or a layer compression change: referrers "
+                         "name the digest of the image as the source has it")

@@ -16,7 +16,7 @@ from typing import IO
 
 from mirror.cli import metrics, render, signflags, syncflags
 from mirror.cli.commands import global_options, run, side_options, signature_policy
-from mirror.cli.reformatflags import reformat
+from mirror.cli.reformatflags import reformat, refuse_with_referrers
 from mirror.cli.skopeolog import SyncLog
 from mirror.config.load import load_sync_config
 from mirror.config.schema import SyncConfig
@@ -98,6 +98,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
                       **syncflags.selection(args, _explicit(args)))
     settings = resolve_settings(config, flags, reference.repo.registry if reference is not None else "")
     _check_referrers(args, settings)
+    refuse_with_referrers(sync_options.copy.reformat, any(s.referrers for s in settings.values()))
     request = sync_ops.SyncRequest(
         naming=Naming(args.destination.removeprefix("docker://"), bool(args.scoped), args.append_suffix),
         src_side=src_side, dst_side=side_options(args, "dest-", args.authfile), options=sync_options,

@@ -24,14 +24,17 @@ from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 from mirror.engine.image import CopyOptions, ImageCopier, ImageWork, MultiArch
+from mirror.engine.reformat import Reformat
 from mirror.errors import UsageError
 from mirror.transports.base import ImageDestination, ImageSource, ReferrerDestination, ReferrerSource
 
 log = structlog.get_logger("mirror.referrers")
 
 MAX_DEPTH = 4
-#: A referrer is copied whole (an index with every instance), without signatures of its own.
-REFERRER_COPY = CopyOptions(multi_arch=MultiArch.ALL, remove_signatures=True)
+#: A referrer is copied whole (an index with every instance), without signatures of its own, and as it is:
+#: no format conversion or layer compression (its digest is what its own referrers name).
+REFERRER_COPY = CopyOptions(multi_arch=MultiArch.ALL, remove_signatures=True,
+                            reformat=Reformat(frozen="Referrers are copied as they are"))
 
 
 def check_supported(src: ImageSource, dst: ImageDestination) -> None:
