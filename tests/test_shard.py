@@ -93,6 +93,7 @@ def test_three_shard_processes_sync_the_whole_catalog(registry: Registry, regist
     everything = sorted(str(r["destination"]) for r in _records(tmp_path / "all.jsonl"))
     assert len(everything) == 18
     seen: list[str] = []
+    busy = 0
     for k in range(3):  # shard 2 through the Kubernetes Indexed Job variable, the others with --shard
         report = tmp_path / f"shard{k}.jsonl"
         digests = tmp_path / f"shard{k}.digests"
@@ -100,10 +101,14 @@ def test_three_shard_processes_sync_the_whole_catalog(registry: Registry, regist
         env = {**os.environ, "MIRROR_STATE": "none", "JOB_COMPLETION_INDEX": str(k)}
         run_mirror(*base, *flags, "--report", str(report), "--digestfile", str(digests), env=env)
         records = _records(report)
-        assert records and all(r["outcome"] == "copied" for r in records), records
+        # A shard may own none of 9 repositories (the hash covers the registry's random port): that is
+        # still a valid (empty) sync; the union below is what must be whole.
+        assert all(r["outcome"] == "copied" for r in records), records
+        busy += bool(records)
         assert len(digests.read_text().splitlines()) == len(records)  # each shard's files are its own
         seen += [str(r["destination"]) for r in records]
     assert sorted(seen) == everything
+    assert busy >= 2  # the work was shared (all in one shard: 3 x (1/3)^9 by chance)
     for r in range(9):
         assert sorted(list_tags(registry2, f"m/svc{r}")) == ["v1", "v2"]
 
