@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Generic, TypeVar, cast
 
 import anyio
+
+from mirror.errors import MirrorError
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -117,3 +123,18 @@ def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None
     cancelled = anyio.get_cancelled_exc_class()
     real = [e for e in leaves if not isinstance(e, cancelled)] or leaves
     return real[0] if len(real) == 1 else None
+
+
+@asynccontextmanager
+async def temp_dir(parent: str | Path | None, prefix: str) -> AsyncIterator[Path]:
+    """A private temp directory (in ``parent``, else the system's), removed on exit even when cancelled."""
+    try:
+        work = Path(await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix=prefix, dir=parent)))
+    except OSError as exc:
+        raise MirrorError(f"creating a temporary directory in {parent or tempfile.gettempdir()}: "
+                          f"{exc.strerror}") from None
+    try:
+        yield work
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(lambda: shutil.rmtree(work, ignore_errors=True))

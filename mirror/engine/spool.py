@@ -12,8 +12,6 @@ output is deterministic and every upload verifies it against the digest announce
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import BinaryIO
 
 import anyio
 
+from mirror.aio import temp_dir
 from mirror.core.compression import Transcoder
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest, Hasher
@@ -172,16 +171,6 @@ async def _chunks(f: anyio.AsyncFile[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
-@asynccontextmanager
-async def spool_dir(parent: str | None) -> AsyncIterator[Path]:
+def spool_dir(parent: str | None) -> AbstractAsyncContextManager[Path]:
     """A private temp directory under ``parent`` (``--tmpdir``), removed on exit."""
-    try:
-        work = Path(await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix=".mirror-spool-", dir=parent)))
-    except OSError as exc:
-        raise MirrorError(f"creating a temporary directory in {parent or tempfile.gettempdir()}: "
-                          f"{exc.strerror}") from None
-    try:
-        yield work
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(lambda: shutil.rmtree(work, ignore_errors=True))
+    return temp_dir(parent, ".mirror-spool-")

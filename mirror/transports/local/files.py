@@ -10,12 +10,13 @@ import posixpath
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import anyio
 
+from mirror.aio import temp_dir
 from mirror.core.descriptor import Descriptor
 from mirror.errors import DigestMismatch, InvalidReference, MirrorError, NotFound
 from mirror.transports.base import BlobOpener
@@ -218,17 +219,6 @@ async def exclusive_lock(path: Path) -> AsyncIterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-@asynccontextmanager
-async def work_dir(parent: str | Path | None) -> AsyncIterator[Path]:
+def work_dir(parent: str | Path | None) -> AbstractAsyncContextManager[Path]:
     """A private temp directory (in ``parent``, else the system's), removed on exit."""
-    try:
-        work = Path(await anyio.to_thread.run_sync(
-            lambda: tempfile.mkdtemp(prefix=TMP_PREFIX, dir=parent)))
-    except OSError as exc:
-        raise MirrorError(f"creating a temporary directory in {parent or tempfile.gettempdir()}: "
-                          f"{exc.strerror}") from None
-    try:
-        yield work
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(remove_tree, work)
+    return temp_dir(parent, TMP_PREFIX)
