@@ -86,14 +86,9 @@ def prompt_passphrase(key_file: str) -> str:
 
 
 def _read(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE + 1)
-    except OSError as exc:
-        raise UsageError(f"reading {what} {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_FILE:
-        raise UsageError(f"{what} {path} is larger than {MAX_FILE} bytes")
-    return data
+    from mirror.signing.standalone import read_limited  # only when signing: not on every start-up
+
+    return read_limited(path, MAX_FILE, what)
 
 
 def _private_key(path: str, passphrase: str) -> sigstore.PrivateKey:

@@ -34,7 +34,8 @@ class Verified:
     fingerprint: str
 
 
-def _read(path: str, limit: int, what: str) -> bytes:
+def read_limited(path: str, limit: int, what: str) -> bytes:
+    """A small file named on the command line, whole; one-line UsageErrors when unreadable or over ``limit``."""
     try:
         with open(path, "rb") as f:
             data = f.read(limit + 1)
@@ -54,16 +55,16 @@ def _normalised(reference: str, what: str) -> str:
 
 def sign(manifest_path: str, reference: str, fingerprint: str, passphrase_file: str | None) -> bytes:
     """The signature, for the caller to write out (``cli.commands`` writes it atomically)."""
-    raw = _read(manifest_path, MAX_MANIFEST, "manifest")
+    raw = read_limited(manifest_path, MAX_MANIFEST, "manifest")
     _normalised(reference, "docker reference")
     payload = make_payload(reference, manifest_digest(raw), f"mirror {__version__}", int(time.time()))
     return gpg.sign(payload, fingerprint, passphrase_file)
 
 
 def verify(manifest_path: str, reference: str, fingerprint: str, signature_path: str) -> Verified:
-    raw = _read(manifest_path, MAX_MANIFEST, "manifest")
+    raw = read_limited(manifest_path, MAX_MANIFEST, "manifest")
     expected_ref = _normalised(reference, "docker reference")
-    signature = _read(signature_path, MAX_SIGNATURE, "signature")
+    signature = read_limited(signature_path, MAX_SIGNATURE, "signature")
     try:
         payload, signer = gpg.verify(signature)
     except SignatureInvalid as exc:
