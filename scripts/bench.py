@@ -182,6 +182,8 @@ def skopeo_sync(prefix: str) -> Callable[[Registry, Registry, Path], list[str]]:
 
 
 WORKLOADS = {
+    "many": Workload("many tiny images (40 repos x 5 tags)", 200, lambda reg: seed_small(reg, repos=40, tags=5),
+                     mirror_sync("small"), skopeo_sync("small"), resync_extra=[["--assume-immutable-tags"]]),
     "small": Workload("many small images (200 repos x 10 tags)", 2000, seed_small, mirror_sync("small"),
                       skopeo_sync("small"), resync_extra=[["--assume-immutable-tags"]]),
     "mixed": Workload("mixed (20 repos x 5 tags, 1-8 MiB layers, indexes)", 100, seed_mixed, mirror_sync("mixed"),
@@ -252,7 +254,7 @@ def ratio_row(key: str, label: str, results: dict[str, tuple[list[Run], list[Run
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workloads", help="comma-separated (default small,mixed,large; with --workers: mixed)")
+    parser.add_argument("--workloads", help="comma-separated (default many,small,mixed,large; with --workers: mixed)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--baseline", metavar="REV", help="also time mirror at this git revision (same run)")
     parser.add_argument("--tools", help="comma-separated: skopeo, mirror, base (default: all that apply)")
@@ -269,7 +271,7 @@ def main() -> int:
         parser.error("--tools base needs --baseline REV")
     rows: list[str] = []
     with baseline_tree(args.baseline) as base:
-        for key in (args.workloads or "small,mixed,large").split(","):
+        for key in (args.workloads or "many,small,mixed,large").split(","):
             rows += run_workload(key, tools, base, args.reps)
     print(f"\n== summary (median of {args.reps}; ratios are wall-time ratios: above 1 means mirror is faster)")
     print("\n".join(rows))
