@@ -3,17 +3,23 @@
 A :class:`Transcoder` is fed a layer's bytes block by block and returns the bytes to write, so a
 layer of any size passes through a few MiB of memory. Input is decoded according to its magic
 bytes (as containers/image's ``DetectCompression``), whatever its media type claims; concatenated
-gzip members and zstd frames are read through. Output is a single gzip member (mtime 0, zlib's
-deflate) or a single zstd frame; gzip output therefore differs from skopeo's pgzip bytes, while the
+gzip members and zstd frames are read through. Output is a single gzip member (mtime 0) or a single
+zstd frame; gzip output differs from skopeo's pgzip bytes (as any two gzip encoders' do), while the
 uncompressed content (the config's diff_ids) is the same.
+
+gzip goes through ISA-L (``isal``), 10-15x faster than zlib on incompressible layers and 4x on
+decompression here. ISA-L has four levels (0-3) where gzip has ten: :data:`ISAL_LEVEL` maps them, so
+``--dest-compress-level 9`` still asks for the smallest output and 1 for the fastest; level 0 (store
+only) stays with zlib, which ISA-L does not do.
 """
 
 from __future__ import annotations
 
 import zlib
-from typing import Protocol
+from typing import Protocol, cast
 
 import zstandard
+from isal import isal_zlib
 
 from mirror.errors import MirrorError
 
@@ -23,6 +29,10 @@ NAMES = ("gzip", "zstd")
 #: Levels each algorithm accepts; None picks the library default (gzip 6, zstd 3: as skopeo's defaults).
 LEVELS = {"gzip": range(0, 10), "zstd": range(1, 23)}
 DEFAULT_LEVEL = {"gzip": 6, "zstd": 3}
+#: gzip level -> ISA-L level (0 fastest ... 3 smallest); the default 6 is ISA-L's default 2.
+#: ISA-L's decoding error (its stub declares an instance, not the class).
+GZIP_ERROR = cast("type[Exception]", isal_zlib.error)
+ISAL_LEVEL = {1: 0, 2: 1, 3: 1, 4: 1, 5: 2, 6: 2, 7: 3, 8: 3, 9: 3}
 
 
 class CompressionError(MirrorError):
@@ -64,8 +74,11 @@ class _Identity:
 class _Compressor:
     def __init__(self, algorithm: str, level: int | None) -> None:
         level = DEFAULT_LEVEL[algorithm] if level is None else level
-        if algorithm == "gzip":
-            self._z: zlib._Compress | zstandard.ZstdCompressionObj = zlib.compressobj(level, zlib.DEFLATED, 31)
+        self._z: zlib._Compress | isal_zlib.Compress | zstandard.ZstdCompressionObj
+        if algorithm == "gzip" and level == 0:
+            self._z = zlib.compressobj(0, zlib.DEFLATED, 31)
+        elif algorithm == "gzip":
+            self._z = isal_zlib.compressobj(ISAL_LEVEL[level], isal_zlib.DEFLATED, 31)
         else:
             self._z = zstandard.ZstdCompressor(level=level).compressobj()
 
@@ -84,8 +97,8 @@ class _Decompressor:
         self._d = self._new()
         self._started = False
 
-    def _new(self) -> zlib._Decompress | zstandard.ZstdDecompressionObj:
-        return zlib.decompressobj(31) if self.algorithm == "gzip" else zstandard.ZstdDecompressor().decompressobj()
+    def _new(self) -> isal_zlib.Decompress | zstandard.ZstdDecompressionObj:
+        return isal_zlib.decompressobj(31) if self.algorithm == "gzip" else zstandard.ZstdDecompressor().decompressobj()
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
@@ -96,7 +109,7 @@ class _Decompressor:
                 self._started = True
                 out.append(self._d.decompress(data))
                 data = self._d.unused_data if self._d.eof else b""
-        except (zlib.error, zstandard.ZstdError) as exc:
+        except (GZIP_ERROR, zstandard.ZstdError) as exc:
             raise CompressionError(f"corrupt {self.algorithm} data: {exc}") from None
         return b"".join(out)
 
