@@ -19,6 +19,21 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
+def read_limited(path: str | Path, limit: int, what: str, error: type[MirrorError] = MirrorError) -> bytes | None:
+    """A small file, whole (blocking: call it from a worker thread in async code). None when it does
+    not exist; a one-line ``error`` when it cannot be read or is larger than ``limit`` bytes."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise error(f"reading {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(f"{what} {path} is larger than {limit} bytes")
+    return data
+
+
 #: Default bound of the run-wide memories (SingleFlight successes, blob locations). A key forgotten
 #: (least recently used first) only means the work is checked again (a HEAD), never lost. Sized for
 #: the working set (images in flight and the layers they share), not for the catalog: it fills

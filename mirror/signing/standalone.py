@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from mirror import __version__
+from mirror import __version__, aio
 from mirror.core.digest import Digest
 from mirror.core.reference import parse_docker
 from mirror.errors import MirrorError, SignatureInvalid, UsageError
@@ -35,14 +35,11 @@ class Verified:
 
 
 def read_limited(path: str, limit: int, what: str) -> bytes:
-    """A small file named on the command line, whole; one-line UsageErrors when unreadable or over ``limit``."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as exc:
-        raise UsageError(f"reading {what} {path}: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise UsageError(f"{what} {path} is larger than {limit} bytes")
+    """A small file named on the command line, whole; one-line UsageErrors when missing, unreadable or
+    over ``limit``."""
+    data = aio.read_limited(path, limit, what, UsageError)
+    if data is None:
+        raise UsageError(f"reading {what} {path}: No such file or directory")
     return data
 
 

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import anyio
 
-from mirror.aio import temp_dir
+from mirror.aio import read_limited, temp_dir
 from mirror.core.descriptor import Descriptor
 from mirror.errors import DigestMismatch, InvalidReference, MirrorError, NotFound
 from mirror.transports.base import BlobOpener
@@ -50,18 +50,7 @@ def link_target(member: str, target: str, symbolic: bool, where: str) -> str:
 
 async def read_file(path: Path, limit: int, what: str) -> bytes | None:
     """The whole file (None when missing), refusing files over ``limit`` bytes."""
-    def run() -> bytes | None:
-        try:
-            with open(path, "rb") as f:
-                data = f.read(limit + 1)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise MirrorError(f"reading {what} {path}: {exc.strerror}") from None
-        if len(data) > limit:
-            raise MirrorError(f"{what} {path} is larger than {limit} bytes")
-        return data
-    return await anyio.to_thread.run_sync(run)
+    return await anyio.to_thread.run_sync(read_limited, path, limit, what)
 
 
 @asynccontextmanager

@@ -17,6 +17,7 @@ from pathlib import Path
 import anyio
 from yarl import URL
 
+from mirror import aio
 from mirror.core.digest import Digest
 from mirror.errors import MirrorError, SignatureError
 from mirror.http.client import HttpClient
@@ -48,23 +49,11 @@ async def read(http: HttpClient, storage: SignatureStorage, digest: Digest) -> l
 
 async def _read_one(http: HttpClient, url: URL) -> bytes | None:
     if url.scheme == "file":
-        return await anyio.to_thread.run_sync(_read_file, Path(url.path))
+        path = Path(url.path)
+        return await anyio.to_thread.run_sync(aio.read_limited, path, MAX_SIGNATURE, "signature", SignatureError)
     if url.scheme in ("http", "https"):
         return await get_public(http, url, MAX_SIGNATURE, f"reading signature {_shown(url)}")
     raise SignatureError(f"Unsupported scheme when reading signature from {_shown(url)}")
-
-
-def _read_file(path: Path) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_SIGNATURE + 1)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise SignatureError(f"reading signature {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_SIGNATURE:
-        raise SignatureError(f"signature {path} is larger than {MAX_SIGNATURE} bytes")
-    return data
 
 
 async def write(storage: SignatureStorage, digest: Digest, signatures: list[bytes]) -> None:
