@@ -187,8 +187,9 @@ def copy(args: argparse.Namespace) -> int:
 
         return pairs.copy_pairs(args)
     if args.source is None or args.destination is None:
-        raise UsageError("the following arguments are required: SOURCE-IMAGE, DESTINATION-IMAGE "
-                         "(see 'mirror copy --help')")
+        missing = ", ".join(n for n, v in (("SOURCE-IMAGE", args.source), ("DESTINATION-IMAGE", args.destination))
+                            if v is None)  # argparse's words, as when both were required positionals
+        raise UsageError(f"the following arguments are required: {missing} (see 'mirror copy --help')")
     if args.jobs is not None or args.report is not None:
         raise UsageError("--jobs and --report go with --pairs")
     src = copy_ops.parse_name(args.source)
