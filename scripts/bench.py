@@ -3,7 +3,7 @@
 Run through ./scripts/bench [--workloads small,mixed,large] [--reps N]. For each workload it starts a
 source registry, seeds it, then per repetition starts a fresh destination registry and times:
 the first copy (mirror sync vs skopeo sync; the large one: mirror copy vs skopeo copy) and an
-immediate no-op resync. It prints wall time (median), peak RSS, requests per image from the
+immediate no-op resync. It prints wall time and CPU seconds (medians), peak RSS, requests per image from the
 destination registry's access log, and the mirror/skopeo ratio.
 
 ``--baseline REV`` also times mirror as of git revision REV (checked out into a temporary worktree,
@@ -67,6 +67,7 @@ class Run:
     wall: float
     rss_mib: float
     requests: int
+    cpu: float = 0.0  # user + system seconds of the tool's process tree (less noisy than wall on a shared machine)
 
 
 @dataclass
@@ -80,8 +81,14 @@ class Workload:
 
 
 def timed(cmd: list[str], cwd: Path = ROOT) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one command. The peak comes from GNU time's %M for the
-    command itself (wait4's ru_maxrss would include this process's memory at fork time)."""
+    """(wall seconds, peak RSS MiB) of one command."""
+    wall, rss, _cpu = timed_cpu(cmd, cwd)
+    return wall, rss
+
+
+def timed_cpu(cmd: list[str], cwd: Path = ROOT) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS MiB, CPU seconds) of one command. The peak comes from GNU time's %M for
+    the command itself (wait4's ru_maxrss would include this process's memory at fork time)."""
     with tempfile.TemporaryFile() as errfile, tempfile.NamedTemporaryFile("r") as rssfile:
         start = time.perf_counter()
         proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rssfile.name, *cmd],
@@ -96,7 +103,7 @@ def timed(cmd: list[str], cwd: Path = ROOT) -> tuple[float, float]:
         raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
     if os.environ.get("BENCH_VERBOSE"):
         print(f"   {wall:.2f}s wall, {usage.ru_utime + usage.ru_stime:.2f}s cpu: {' '.join(cmd[:4])}", flush=True)
-    return wall, rss_kib / 1024
+    return wall, rss_kib / 1024, usage.ru_utime + usage.ru_stime
 
 
 def push_big_blob(reg: Registry, repo: str, size: int) -> tuple[str, int]:
@@ -222,14 +229,14 @@ def measure(w: Workload, src: Registry, tmp: Path, reps: range, tool: str,
         with start_registry(tmp / f"{tool}-dst-{rep}-{len(extra_resync or [])}") as dst:
             build = w.skopeo_cmd if tool == "skopeo" else w.mirror_cmd
             cmd = build(src, dst, tmp)
-            wall, rss = timed(cmd, cwd)
-            first.append(Run(wall, rss, len(dst.access_log_requests())))
+            wall, rss, cpu = timed_cpu(cmd, cwd)
+            first.append(Run(wall, rss, len(dst.access_log_requests()), cpu))
             before = len(dst.access_log_requests())
             again = cmd + (extra_resync or []) if extra_resync else cmd
             if extra_resync:
                 again = cmd[:cmd.index("sync") + 1] + extra_resync + cmd[cmd.index("sync") + 1:]
-            wall, rss = timed(again, cwd)
-            resync.append(Run(wall, rss, len(dst.access_log_requests()) - before))
+            wall, rss, cpu = timed_cpu(again, cwd)
+            resync.append(Run(wall, rss, len(dst.access_log_requests()) - before, cpu))
     return first, resync
 
 
@@ -237,7 +244,8 @@ def summary(runs: list[Run], images: int) -> str:
     wall = statistics.median(r.wall for r in runs)
     rss = max(r.rss_mib for r in runs)
     req = statistics.median(r.requests for r in runs) / max(1, images)
-    return f"{wall:8.2f}s  {rss:7.1f} MiB  {req:6.2f} req/img"
+    cpu = statistics.median(r.cpu for r in runs)
+    return f"{wall:8.2f}s  cpu {cpu:6.2f}s  {rss:7.1f} MiB  {req:6.2f} req/img"
 
 
 @contextmanager
