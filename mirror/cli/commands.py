@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -144,11 +144,25 @@ def list_tags(args: argparse.Namespace) -> int:
     return 0
 
 
-def copy(args: argparse.Namespace) -> int:
-    src = copy_ops.parse_name(args.source)
-    dst = copy_ops.parse_name(args.destination)
-    if args.additional_tag and dst.transport != "docker-archive":
-        raise UsageError("--additional-tag is only supported for docker-archive destinations")
+@dataclass(frozen=True, slots=True)
+class CopySetup:
+    """What ``copy``'s flags mean, read once (keys unlocked, policy loaded) for one copy or many."""
+
+    args: argparse.Namespace
+    base: CopyOptions
+    src_side: SideOptions
+    dst_side: SideOptions
+    referrers: tuple[str, ...] | None
+    policy: Policy | None
+
+    def options(self, dest_transport: str) -> CopyOptions:
+        """The copy options for a destination of this transport (the layer flags depend on it)."""
+        options = replace(self.base, reformat=reformatflags.reformat(self.args, dest_transport))
+        reformatflags.refuse_with_referrers(options.reformat, self.referrers is not None)
+        return options
+
+
+def copy_setup(args: argparse.Namespace) -> CopySetup:
     mode = MultiArch(args.multi_arch) if args.multi_arch else MultiArch.SYSTEM
     if args.all:
         if args.multi_arch and mode is not MultiArch.ALL:
@@ -156,20 +170,38 @@ def copy(args: argparse.Namespace) -> int:
         mode = MultiArch.ALL
     options = global_options(args)
     signers, identity = signflags.signers(args)
-    copy_options = CopyOptions(multi_arch=mode, platform=options.platform,
-                               remove_signatures=bool(args.remove_signatures), signers=signers, sign_identity=identity,
-                               reformat=reformatflags.reformat(args, dst.transport))
+    base = CopyOptions(multi_arch=mode, platform=options.platform, remove_signatures=bool(args.remove_signatures),
+                       signers=signers, sign_identity=identity)
     src_side = side_options(args, "src-", args.authfile)
     dst_side = side_options(args, "dest-", args.authfile)
     dst_side = replace(dst_side, local=replace(dst_side.local, additional_tags=tuple(args.additional_tag)))
     if args.referrers_artifact_type and not args.referrers:
         raise UsageError("--referrers-artifact-type needs --referrers")
     referrers = tuple(dict.fromkeys(args.referrers_artifact_type)) if args.referrers else None
-    reformatflags.refuse_with_referrers(copy_options.reformat, referrers is not None)
+    return CopySetup(args, base, src_side, dst_side, referrers, signature_policy(args))
+
+
+def copy(args: argparse.Namespace) -> int:
+    if args.pairs is not None:  # many copies in one process
+        from mirror.cli import pairs
+
+        return pairs.copy_pairs(args)
+    if args.source is None or args.destination is None:
+        missing = ", ".join(n for n, v in (("SOURCE-IMAGE", args.source), ("DESTINATION-IMAGE", args.destination))
+                            if v is None)  # argparse's words, as when both were required positionals
+        raise UsageError(f"the following arguments are required: {missing} (see 'mirror copy --help')")
+    if args.jobs is not None or args.report is not None:
+        raise UsageError("--jobs and --report go with --pairs")
+    src = copy_ops.parse_name(args.source)
+    dst = copy_ops.parse_name(args.destination)
+    if args.additional_tag and dst.transport != "docker-archive":
+        raise UsageError("--additional-tag is only supported for docker-archive destinations")
+    setup = copy_setup(args)
+    copy_options = setup.options(dst.transport)
     progress = render.CopyProgress(quiet=bool(args.quiet))
-    policy = signature_policy(args)
-    record = run(args, lambda rt: copy_ops.copy(rt, src, dst, src_side, dst_side, copy_options,
-                                                max(1, args.image_parallel_copies), progress, policy, referrers))
+    record = run(args, lambda rt: copy_ops.copy(rt, src, dst, setup.src_side, setup.dst_side, copy_options,
+                                                max(1, args.image_parallel_copies), progress, setup.policy,
+                                                setup.referrers))
     progress.finish(record)
     if args.digestfile:
         Path(args.digestfile).write_text(str(record.digest))

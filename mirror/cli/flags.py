@@ -95,3 +95,13 @@ def add_referrer_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup
     parser.add_argument("--referrers-artifact-type", action="append", default=[], type=artifact_type_arg,
                         metavar="TYPE", dest="referrers_artifact_type",
                         help="with --referrers: only referrers of this artifact type (repeatable)")
+
+
+def add_pairs_flags(p: argparse.ArgumentParser) -> None:
+    """``copy --pairs FILE`` and the flags that go with it (mirror/cli/pairs.py runs them)."""
+    p.add_argument("--pairs", metavar="FILE", help="copy every 'SOURCE-IMAGE DESTINATION-IMAGE' line of FILE ('-': "
+                   "stdin; '#' comments) in this one process, the flags applying to each; one 'ok'/'failed' line "
+                   "per pair; exit 0 if all copied, 3 if some failed, 2 or 1 if all did; --digestfile gets "
+                   "'DIGEST DESTINATION' lines")
+    p.add_argument("--jobs", type=int, metavar="N", help="with --pairs: pairs copied at once (default 8)")
+    p.add_argument("--report", metavar="FILE", help="with --pairs: write one JSON record per pair to FILE")

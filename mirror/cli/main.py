@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 from mirror import __version__
 from mirror.cli import parity, syncflags
-from mirror.cli.flags import Parser, add_bool, add_referrer_flags, duration, size_arg
+from mirror.cli.flags import Parser, add_bool, add_pairs_flags, add_referrer_flags, duration, size_arg
 from mirror.cli.reformatflags import add_compression_flags, add_format_flags
 from mirror.cli.signflags import add_sign_flags
 from mirror.errors import MirrorError
@@ -132,9 +132,11 @@ def _list_tags(sub: Subparsers[Parser]) -> None:
 
 
 def _copy(sub: Subparsers[Parser]) -> None:
-    p = _command(sub, "copy", "Copy an image from one location to another", "SOURCE-IMAGE DESTINATION-IMAGE")
-    p.add_argument("source", metavar="SOURCE-IMAGE")
-    p.add_argument("destination", metavar="DESTINATION-IMAGE")
+    p = _command(sub, "copy", "Copy an image from one location to another",
+                 "SOURCE-IMAGE DESTINATION-IMAGE | --pairs FILE")
+    p.add_argument("source", metavar="SOURCE-IMAGE", nargs="?")
+    p.add_argument("destination", metavar="DESTINATION-IMAGE", nargs="?")
+    add_pairs_flags(p)
     add_bool(p, "--all", "copy all images of a list (same as --multi-arch=all)", short="-a")
     p.add_argument("--multi-arch", choices=("system", "all", "index-only"), default=None,
                    help="for lists: copy the system's image (default), all images, or only the index")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import cast
@@ -49,11 +49,14 @@ async def open_ends(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideO
 
 async def copy(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideOptions, dst_side: SideOptions,
                options: CopyOptions, jobs: int = 6, on_blob: BlobSink | None = None,
-               policy: Policy | None = None, referrers: tuple[str, ...] | None = None) -> ImageRecord:
+               policy: Policy | None = None, referrers: tuple[str, ...] | None = None,
+               scheduler: Callable[[CopyOptions], Scheduler] | None = None) -> ImageRecord:
     """Copy one image between any two transports. A local destination is published only if the
     copy succeeds. An image already at a registry destination with the same digest costs two HEADs.
     Retries happen per request, in the HTTP client (``--retry-times``), and nowhere else.
-    ``referrers``: also copy the image's OCI referrers of these artifact types (empty: all)."""
+    ``referrers``: also copy the image's OCI referrers of these artifact types (empty: all).
+    ``scheduler``: the engine for these options (``copy --pairs`` shares one between images; then
+    ``jobs`` and ``on_blob`` are the caller's business); default: a new one for this image."""
     if referrers is not None:
         refuse_referrers(rt, src, dst)
     wanted = parse_docker(dst.rest).digest if dst.transport == "docker" else None
@@ -62,9 +65,9 @@ async def copy(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideOption
     async with open_ends(rt, src, dst, src_side, dst_side) as (source, src_ref, destination, dst_ref):
         pair = ImagePair(source=source, src_ref=src_ref, destination=destination, dst_ref=dst_ref,
                          src_name=str(src), dst_name=str(dst), policy=image_policy(policy, src), referrers=referrers)
-        scheduler = Scheduler(SyncOptions(jobs=1, blob_jobs=jobs, copy=options), rt.known_locations(),
-                              on_blob=on_blob)
-        record = await scheduler.sync_pair(pair)
+        engine = scheduler(options) if scheduler is not None else Scheduler(
+            SyncOptions(jobs=1, blob_jobs=jobs, copy=options), rt.known_locations(), on_blob=on_blob)
+        record = await engine.sync_pair(pair)
         if wanted is not None and record.digest != str(wanted):
             raise DigestMismatch(f"copied manifest is {record.digest}, destination asked for {wanted}")
         if destination.capabilities.converts_manifests and dst_ref is not None and record.digest is not None:
