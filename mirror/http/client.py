@@ -129,6 +129,8 @@ class Endpoint:
         """Ping ``/v2/`` (https first; http only when TLS verification is off) and learn the auth scheme.
 
         The ping is sent once per call; its failures are retried by the request that needed it."""
+        if self._base is not None:  # known: no lock (taking an anyio lock yields to the event loop)
+            return self._base
         async with self._state.lock:
             if self._base is None:
                 self._base = await self._ping()
