@@ -87,7 +87,7 @@ def test_blobs_move_once_and_resync_is_heads_only(registry: Registry, registry2:
     path = _write(tmp_path / "sync.yaml", {registry.host: {"tls-verify": False, "images": {
         f"team/app{r}": [] for r in range(4)}}})
     report = tmp_path / "r.jsonl"
-    before_src = len(registry.access_log_requests())
+    before_src, before_dst = len(registry.access_log_requests()), len(registry2.access_log_requests())
     run_mirror("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", "--report", str(report),
                str(path), f"{registry2.host}/m")
     records = [json.loads(line) for line in report.read_text().splitlines()]
@@ -98,11 +98,17 @@ def test_blobs_move_once_and_resync_is_heads_only(registry: Registry, registry2:
     src_gets = Counter(uri.rsplit("/", 1)[-1] for method, uri, _ in registry.access_log_requests()[before_src:]
                        if method == "GET" and "/blobs/" in uri)
     assert len(src_gets) == uploaded and set(src_gets.values()) == {1}, src_gets  # each blob read once
-    dst = registry2.access_log_requests()
+    dst = registry2.access_log_requests()[before_dst:]
     puts = Counter(uri.split("?")[0] for method, uri, status in dst if method == "PUT" and "/blobs/uploads/" in uri)
     assert len(puts) == uploaded
     mounts = [uri for method, uri, status in dst if method == "POST" and "mount=" in uri and status == 201]
     assert len(mounts) == 3
+    # Into repositories the tag listing shows new: no blob HEAD, no session opened then deleted; one
+    # ping, one tag listing per repository, POST + PUT per upload, one POST per mount, one PUT per tag.
+    kinds = Counter((method, "blobs" if "/blobs/" in uri else uri.split("/")[-2] if uri != "/v2/" else "ping")
+                    for method, uri, _ in dst)
+    assert kinds == {("GET", "ping"): 1, ("GET", "tags"): 4, ("POST", "blobs"): uploaded + mounted,
+                     ("PUT", "blobs"): uploaded, ("PUT", "manifests"): 12}, kinds
     # Second run against the unchanged source: HEADs and tag lists only; no manifest/blob GETs, no writes.
     before_src, before_dst = len(registry.access_log_requests()), len(registry2.access_log_requests())
     out = run_mirror("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", str(path),
@@ -119,6 +125,37 @@ def test_blobs_move_once_and_resync_is_heads_only(registry: Registry, registry2:
                str(path), f"{registry2.host}/m")
     again = registry.access_log_requests()[before_src:] + registry2.access_log_requests()[before_dst:]
     assert all("/tags/list" in r[1] or r[1] == "/v2/" for r in again), again
+
+
+def test_index_copied_as_one_platform_resyncs_without_a_source_get(registry: Registry, registry2: Registry,
+                                                                     tmp_path: Path) -> None:
+    """The instance an index resolves to is remembered in the state file (indexes are content-addressed),
+    so a no-op resync HEADs the index and the destination's tag, and GETs nothing; without the state
+    file the index is read again to pick the instance."""
+    arm_first = [("linux", "arm64", "v8"), ("linux", "amd64", None)]
+    indexes = [push_index(registry, "multi/app", "v1", seed=7),
+               push_index(registry, "multi/app", "v2", seed=8, platforms=arm_first)]
+    path = _write(tmp_path / "sync.yaml", {registry.host: {"tls-verify": False, "images": {"multi/app": []}}})
+    state = tmp_path / "state.sqlite"
+
+    def sync(*flags: str) -> list[tuple[str, str, int]]:
+        before = len(registry.access_log_requests())
+        out = run_mirror("sync", *flags, "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", str(path),
+                         f"{registry2.host}/m")
+        return [*registry.access_log_requests()[before:], ("stderr", out.stderr, 0)]
+
+    first = sync("--state", str(state))
+    assert sum(1 for r in first if r[0] == "GET" and "/manifests/" in r[1]) == 4  # each index and its amd64 child
+    stored = run_mirror("inspect", "--raw", "--tls-verify=false", f"docker://{registry2.host}/m/app:v1").stdout
+    assert json.loads(stored)["config"]  # the instance, not the index
+    again = sync("--state", str(state))
+    assert "2 up to date" in again[-1][1], again[-1][1]
+    assert not [r for r in again[:-1] if r[0] == "GET" and "/manifests/" in r[1]], again
+    assert sorted(r[1].rsplit("/", 1)[-1] for r in again if r[0] == "HEAD") == ["v1", "v2"]
+    # Without the remembered choice: one GET per index, none of its instances.
+    fresh = sync("--state", "none")
+    gets = [r[1].rsplit("/", 1)[-1] for r in fresh if r[0] == "GET" and "/manifests/" in r[1]]
+    assert sorted(gets) == sorted(i.digest for i in indexes), gets
 
 
 def test_dry_run_report_keep_going_prune_and_exit_codes(registry: Registry, registry2: Registry,
