@@ -185,7 +185,10 @@ class Endpoint:
                                   what=what, repeatable=repeatable, read_limit=limit) as (resp, body):
             if len(body) > limit:
                 raise RegistryError(f"{what or method}: response larger than {limit} bytes")
-            return Reply(resp.status, CIMultiDictProxy(CIMultiDict(resp.headers)), body, resp.url)
+            headers = resp.headers  # aiohttp's are an immutable proxy already: no copy needed
+            if not isinstance(headers, CIMultiDictProxy):
+                headers = CIMultiDictProxy(CIMultiDict(headers))
+            return Reply(resp.status, headers, body, resp.url)
 
     @asynccontextmanager
     async def stream(self, method: str, target: str | URL, *, scopes: Sequence[str] = (),

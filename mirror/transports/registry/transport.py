@@ -26,6 +26,7 @@ from mirror.transports.registry.endpoint import DeferredEndpoint, RegistryEndpoi
 from mirror.transports.registry.referrers import ReferrersSupport
 from mirror.transports.registry.registriesd import RegistriesD, SignatureStorage
 from mirror.transports.registry.signed import RegistrySignatures
+from mirror.transports.registry.singlepost import SinglePost
 from mirror.transports.registry.source import RegistrySource, list_repositories
 from mirror.transports.registry.uploadopts import UploadOptions
 from mirror.transports.side import SideOptions
@@ -55,6 +56,7 @@ class RegistryTransport:
         self._referrers = ReferrersSupport()  # which registries have the referrers API, learnt once per run
         self._storages: LRU[Repo, SignatureStorage] = LRU(ENDPOINTS)  # per repository, when registries.d allows
         self._missing_dirs = lookaside.MissingDirs()
+        self._single = SinglePost()  # which registries take a blob in one POST, learnt once per run
 
     def validate(self, rest: str) -> None:
         parse_docker(rest)
@@ -89,7 +91,7 @@ class RegistryTransport:
                          signed: RegistrySignatures | None = None) -> RegistryDestination:
         uploads = self.uploads if side.chunk_size is None else replace(self.uploads, chunk_size=side.chunk_size)
         return RegistryDestination(self.endpoint(repo, side), repo, state=self.state, uploads=uploads,
-                                   referrers=self._referrers, signed=signed)
+                                   referrers=self._referrers, signed=signed, single=self._single)
 
     async def signatures(self, ref: Reference) -> RegistrySignatures:
         """Where ``ref``'s signatures live (registries.d is read once per run, when first needed)."""
