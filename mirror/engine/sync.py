@@ -215,10 +215,10 @@ class Scheduler:
         options = self._copy_options(pair)
         if options.multi_arch is MultiArch.INDEX_ONLY:
             return [digest]
-        if isinstance(stored, Descriptor):  # up to date, known by HEAD only
+        if isinstance(stored, Descriptor):  # up to date, known by HEAD only (the source's, maybe an index)
             if not mt.is_index(stored.media_type):
                 return [digest]
-            stored = await pair.source.get_manifest(digest)
+            stored = await pair.source.get_manifest(stored.digest)
         if stored is None or not stored.is_index:
             return [digest]
         if stored.digest != digest:  # the source's index, of which one instance or a subset was stored
