@@ -178,6 +178,14 @@ def test_index_copied_as_one_platform_resyncs_without_a_source_get(registry: Reg
     fresh = sync("--state", "none")
     gets = [r[1].rsplit("/", 1)[-1] for r in fresh if r[0] == "GET" and "/manifests/" in r[1]]
     assert sorted(gets) == sorted(i.digest for i in indexes), gets
+    # A platform subset (a new, smaller index at the destination) is remembered the same way.
+    _write(path, {registry.host: {"tls-verify": False, "platforms": ["linux/arm64/v8"], "images": {"multi/app": []}}})
+    sync("--state", str(state))
+    stored = run_mirror("inspect", "--raw", "--tls-verify=false", f"docker://{registry2.host}/m/app:v2").stdout
+    assert [m["platform"]["architecture"] for m in json.loads(stored)["manifests"]] == ["arm64"]
+    again = sync("--state", str(state))
+    assert "2 up to date" in again[-1][1], again[-1][1]
+    assert not [r for r in again[:-1] if r[0] == "GET" and "/manifests/" in r[1]], again
 
 
 def test_dry_run_report_keep_going_prune_and_exit_codes(registry: Registry, registry2: Registry,
