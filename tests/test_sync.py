@@ -110,8 +110,10 @@ def test_blobs_move_once_and_resync_is_heads_only(registry: Registry, registry2:
                     for method, uri, _ in dst)
     assert kinds == {("GET", "ping"): 1, ("GET", "tags"): 4, ("POST", "blobs"): uploaded + mounted,
                      ("PUT", "blobs"): uploaded, ("PUT", "manifests"): 12}, kinds
-    # distribution 2.8 has no single-POST upload: asked once (202, that session completed), then not again.
-    assert [status for method, uri, status in dst if method == "POST" and "digest=" in uri] == [202]
+    # distribution 2.8 has no single-POST upload: the POSTs sent before its first answer ask with ?digest=
+    # and no body, and go on in the session they are answered with (no request more); then none asks.
+    asked = [status for method, uri, status in dst if method == "POST" and "digest=" in uri]
+    assert asked and set(asked) == {202} and len(asked) < uploaded, asked
     # Second run against the unchanged source: HEADs and tag lists only; no manifest/blob GETs, no writes.
     before_src, before_dst = len(registry.access_log_requests()), len(registry2.access_log_requests())
     out = run_mirror("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", str(path),
@@ -132,7 +134,8 @@ def test_blobs_move_once_and_resync_is_heads_only(registry: Registry, registry2:
 
 def test_single_post_uploads_where_the_registry_takes_them(registry: Registry, tmp_path: Path) -> None:
     """Into a registry with OCI's single-POST upload (``support.ociregistry``), a small blob is one
-    request: ``POST ?digest=`` with the body, answered 201; the images read back byte-identical."""
+    request: ``POST ?digest=`` with the body, answered 201 (after one bodiless POST that found out);
+    the images read back byte-identical."""
     base = make_layer(901, 2048)
     for t in range(2):
         push_image(registry, "one/app", f"v{t}", layers=[base, make_layer(910 + t)], seed=920 + t)
@@ -141,8 +144,10 @@ def test_single_post_uploads_where_the_registry_takes_them(registry: Registry, t
         run_mirror("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", str(path),
                    f"{target.host}/m")
         uploads = [(method, query, status) for method, p, query, status in target.requests if "/blobs/uploads/" in p]
-        assert len(uploads) == 5, uploads  # base, two layers, two configs
-        assert all(m == "POST" and q.startswith("digest=sha256") and s == 201 for m, q, s in uploads), uploads
+        assert {m for m, _, _ in uploads} == {"POST"} and all(q.startswith("digest=sha256") for _, q, _ in uploads)
+        refused = [s for _, _, s in uploads if s != 201]
+        assert len(uploads) - len(refused) == 5 and 1 <= len(refused) <= 5, uploads  # base, 2 layers, 2 configs
+        assert set(refused) <= {400}, uploads
         for t in range(2):
             src = run_mirror("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/one/app:v{t}")
             dst = run_mirror("inspect", "--raw", "--tls-verify=false", f"docker://{target.host}/m/app:v{t}")

@@ -118,12 +118,12 @@ class BlobUpload:
                 raise
 
     async def _single_post(self, data: bytes, single: SinglePost) -> bool:
-        """One ``POST ?digest=`` with the body; False: the blob goes the usual way. A ``202`` (a session
-        opened, the body ignored) is completed with the usual ``PUT``."""
-        reply = await post_blob(self.endpoint, self.repo, self.desc.digest, data, self._scopes, single)
-        if reply is None:
+        """``singlepost``'s opening ``POST``; False: the usual way. A ``202`` session gets the ``PUT``."""
+        posted = await post_blob(self.endpoint, self.repo, self.desc.digest, data, self._scopes, single)
+        if posted is None:
             return False
-        self.sent += len(data)
+        reply, with_body = posted
+        self.sent += len(data) if with_body else 0
         if reply.status == 201:
             return True
         location = location_of(reply)
