@@ -35,39 +35,51 @@ MISSING_DIRS = 1024
 
 
 class MissingDirs:
-    """Local lookaside directories found missing during this run (a bounded memory, shared by the
-    run's images). A directory is missing when it or one of its parents was found missing; a write
-    of this run under it forgets that."""
+    """Local lookaside directories found missing, or present, during this run (bounded memories,
+    shared by the run's images). A directory is missing when it or one of its parents was found
+    missing; a write of this run under it forgets that."""
 
     def __init__(self, size: int = MISSING_DIRS) -> None:
-        self._missing: LRU[Path, bool] = LRU(size)
+        self._missing: LRU[str, bool] = LRU(size)
+        self._present: LRU[str, bool] = LRU(size)
 
-    def known_missing(self, directory: Path) -> bool:
-        return any(d in self._missing for d in (directory, *directory.parents))
+    def known_missing(self, directory: str) -> bool:
+        while True:
+            if directory in self._missing:
+                return True
+            parent = os.path.dirname(directory)
+            if parent == directory:
+                return False
+            directory = parent
 
-    async def missing(self, directory: Path) -> bool:
+    async def missing(self, directory: str) -> bool:
         """Whether ``directory`` does not exist (looked at, off the event loop, once per run)."""
+        if directory in self._present:
+            return False
         if self.known_missing(directory):
             return True
         gone = await anyio.to_thread.run_sync(_missing_ancestor, directory)
         if gone is None:
+            self._present.put(directory, True)
             return False
         self._missing.put(gone, True)
         return True
 
-    def written(self, directory: Path) -> None:
-        for d in (directory, *directory.parents):
-            self._missing.pop(d)
+    def written(self, directory: str) -> None:
+        while True:
+            self._missing.pop(directory)
+            parent = os.path.dirname(directory)
+            if parent == directory:
+                return
+            directory = parent
 
 
-def _missing_ancestor(directory: Path) -> Path | None:
+def _missing_ancestor(directory: str) -> str | None:
     """The highest missing one of ``directory`` and its parents (None: ``directory`` exists)."""
-    if directory.is_dir():
+    if os.path.isdir(directory):
         return None
     gone = directory
-    for parent in directory.parents:
-        if parent.is_dir():
-            break
+    while (parent := os.path.dirname(gone)) != gone and not os.path.isdir(parent):
         gone = parent
     return gone
 
@@ -76,8 +88,8 @@ async def read(http: HttpClient, storage: SignatureStorage, digest: Digest,
                dirs: MissingDirs | None = None) -> list[bytes]:
     """Every lookaside signature of ``digest``, in order (none: an empty list)."""
     if dirs is not None and storage.read.scheme == "file":
-        first = Path(storage.signature_url(storage.read, digest, 0).path)
-        if await dirs.missing(first.parent.parent):
+        first = storage.signature_url(storage.read, digest, 0).path  # <dir>/<repo>@<digest>/signature-1
+        if await dirs.missing(os.path.dirname(os.path.dirname(first))):
             return []
     found: list[bytes] = []
     total = 0
@@ -129,7 +141,7 @@ async def write(storage: SignatureStorage, digest: Digest, signatures: list[byte
         raise SignatureError(f"Unsupported scheme when writing signature to {_shown(base)}")
     await write_or_delete(storage, digest, signatures)
     if dirs is not None:
-        dirs.written(Path(storage.signature_url(base, digest, 0).path).parent)
+        dirs.written(os.path.dirname(storage.signature_url(base, digest, 0).path))
 
 
 async def delete(storage: SignatureStorage, digest: Digest) -> None:
