@@ -60,6 +60,9 @@ class LRU(Generic[K, V]):
         while len(self._data) > self.size:
             self._data.popitem(last=False)
 
+    def pop(self, key: K) -> V | None:
+        return self._data.pop(key, None)
+
     def __contains__(self, key: object) -> bool:
         return key in self._data
 

@@ -7,6 +7,9 @@ What is stored:
   offset before trusting it (see ``transports.registry.upload``).
 - ``blob_locations``: facts "this blob was verified present in this repository" (HEAD 200, a
   finished upload or a mount), used to pick cross-repository mount sources.
+- ``index_choices``: which manifest a multi-arch index resolves to for one platform selection
+  (an instance, or a platform subset's index). Indexes are content-addressed, so this never goes
+  stale: a no-op resync of an index copied as one platform needs no GET of the index.
 
 Everything here is a cache: losing the file costs re-uploads and extra requests, never correctness.
 
@@ -64,6 +67,9 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS blob_locations (
         registry TEXT NOT NULL, digest TEXT NOT NULL, repo TEXT NOT NULL, verified_at REAL NOT NULL,
         PRIMARY KEY (registry, digest, repo)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS index_choices (
+        digest TEXT NOT NULL, selector TEXT NOT NULL, chosen TEXT NOT NULL,
+        PRIMARY KEY (digest, selector)) WITHOUT ROWID""",
 )
 
 OnCorrupt = Literal["reset", "error"]
@@ -98,6 +104,8 @@ class StateBackend(Protocol):
     def record_blob(self, registry: str, repo: str, digest: str) -> None: ...
     def known_repos(self, registry: str, digest: str, limit: int = 20) -> list[str]: ...
     def forget_blob(self, registry: str, repo: str, digest: str) -> None: ...
+    def index_choice(self, digest: str, selector: str) -> str | None: ...
+    def remember_index_choice(self, digest: str, selector: str, chosen: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -233,6 +241,23 @@ class StateStore:
         with self._write() as conn:
             conn.execute("DELETE FROM blob_locations WHERE registry = ? AND digest = ? AND repo = ?",
                          (registry, digest, repo))
+
+    # -- index choices ------------------------------------------------------------------------
+    def index_choice(self, digest: str, selector: str) -> str | None:
+        """What index ``digest`` resolved to for ``selector`` (a platform selection), if remembered."""
+        with self._read() as conn:
+            row = conn.execute("SELECT chosen FROM index_choices WHERE digest = ? AND selector = ?",
+                               (digest, selector)).fetchone()
+        return None if row is None else str(row[0])
+
+    def remember_index_choice(self, digest: str, selector: str, chosen: str) -> None:
+        """Remember what index ``digest`` resolves to for ``selector``. An in-memory store keeps
+        nothing: it would only grow with the catalog, and it outlives no run."""
+        if self.path is None:
+            return
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO index_choices (digest, selector, chosen) VALUES (?, ?, ?)",
+                         (digest, selector, chosen))
 
     # -- plumbing -----------------------------------------------------------------------------
     @contextmanager

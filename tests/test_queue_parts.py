@@ -83,6 +83,12 @@ async def test_shared_state_keeps_sessions_and_locations_for_every_worker(queue_
         assert not two.verified_since("reg", "a/b", str(D2), 4102444800.0)  # not after 2100
         two.forget_blob("reg", "a/b", str(D2))
         assert one.known_repos("reg", str(D2)) == ["c/d"]
+
+        assert two.index_choice(str(D1), "instance linux/amd64//") is None
+        one.remember_index_choice(str(D1), "instance linux/amd64//", str(D2))
+        one.remember_index_choice(str(D1), "instance linux/amd64//", str(D2))  # again: no conflict
+        assert two.index_choice(str(D1), "instance linux/amd64//") == str(D2)
+        assert two.index_choice(str(D1), "instance linux/arm64/v8/") is None
     finally:
         one.close()
         two.close()

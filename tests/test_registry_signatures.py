@@ -431,3 +431,25 @@ def test_index_signatures_round_trip_through_the_lookaside_like_skopeo(
     tree = {p.name: p.read_bytes() for p in source.iterdir()}
     assert {p.name: p.read_bytes() for p in theirs.iterdir()} == tree
     assert {p.name: p.read_bytes() for p in ours.iterdir()} == tree
+
+
+@pytest.mark.anyio
+async def test_a_missing_lookaside_is_looked_at_once_per_run(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """No signing anywhere (the usual case): the first image finds the lookaside root missing, every
+    later one knows it without a look; a signature this run writes makes its directory looked at again."""
+    from mirror.transports.registry import lookaside
+
+    looks: list[str] = []
+    real = lookaside._missing_ancestor
+    monkeypatch.setattr(lookaside, "_missing_ancestor", lambda d: looks.append(d) or real(d))
+    dirs = lookaside.MissingDirs()
+    root = tmp_path / "sigstore"
+    assert await dirs.missing(str(root / "team"))
+    assert await dirs.missing(str(root / "other/deep"))
+    assert looks == [str(root / "team")]  # the second one is under the missing root
+    (root / "team" / "app@sha256=00").mkdir(parents=True)
+    dirs.written(str(root / "team" / "app@sha256=00"))
+    assert not await dirs.missing(str(root / "team"))
+    assert not await dirs.missing(str(root / "team"))  # present: remembered too
+    assert looks == [str(root / "team")] * 2

@@ -738,6 +738,19 @@ def test_memory_state_has_the_same_api() -> None:
         assert state.known_repos("r", "sha256:" + "d" * 64) == ["a"]
 
 
+def test_index_choices_outlive_the_run_in_a_file_only(tmp_path: Path) -> None:
+    index, chosen = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    with StateStore.open(tmp_path / "state.sqlite") as state:
+        assert state.index_choice(index, "instance linux/amd64//") is None
+        state.remember_index_choice(index, "instance linux/amd64//", chosen)
+    with StateStore.open(tmp_path / "state.sqlite") as state:
+        assert state.index_choice(index, "instance linux/amd64//") == chosen
+        assert state.index_choice(index, "instance linux/arm64/v8/") is None
+    with StateStore.memory() as state:  # nothing to gain beyond the run: it keeps none
+        state.remember_index_choice(index, "instance linux/amd64//", chosen)
+        assert state.index_choice(index, "instance linux/amd64//") is None
+
+
 def test_memory_state_keeps_a_bounded_number_of_locations(tmp_path: Path) -> None:
     clock = itertools.count()
     with StateStore.memory(clock=lambda: float(next(clock)), max_locations=64) as state:

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 from support.images import make_layer, push_image, push_index
 from support.mirror_cli import assert_one_line_error, run_mirror
+from support.ociregistry import start_oci_registry
 from support.registry import Registry
 
 Skopeo = Callable[..., subprocess.CompletedProcess[str]]
@@ -87,7 +88,7 @@ def test_blobs_move_once_and_resync_is_heads_only(registry: Registry, registry2:
     path = _write(tmp_path / "sync.yaml", {registry.host: {"tls-verify": False, "images": {
         f"team/app{r}": [] for r in range(4)}}})
     report = tmp_path / "r.jsonl"
-    before_src = len(registry.access_log_requests())
+    before_src, before_dst = len(registry.access_log_requests()), len(registry2.access_log_requests())
     run_mirror("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", "--report", str(report),
                str(path), f"{registry2.host}/m")
     records = [json.loads(line) for line in report.read_text().splitlines()]
@@ -98,11 +99,21 @@ def test_blobs_move_once_and_resync_is_heads_only(registry: Registry, registry2:
     src_gets = Counter(uri.rsplit("/", 1)[-1] for method, uri, _ in registry.access_log_requests()[before_src:]
                        if method == "GET" and "/blobs/" in uri)
     assert len(src_gets) == uploaded and set(src_gets.values()) == {1}, src_gets  # each blob read once
-    dst = registry2.access_log_requests()
+    dst = registry2.access_log_requests()[before_dst:]
     puts = Counter(uri.split("?")[0] for method, uri, status in dst if method == "PUT" and "/blobs/uploads/" in uri)
     assert len(puts) == uploaded
     mounts = [uri for method, uri, status in dst if method == "POST" and "mount=" in uri and status == 201]
     assert len(mounts) == 3
+    # Into repositories the tag listing shows new: no blob HEAD, no session opened then deleted; one
+    # ping, one tag listing per repository, POST + PUT per upload, one POST per mount, one PUT per tag.
+    kinds = Counter((method, "blobs" if "/blobs/" in uri else uri.split("/")[-2] if uri != "/v2/" else "ping")
+                    for method, uri, _ in dst)
+    assert kinds == {("GET", "ping"): 1, ("GET", "tags"): 4, ("POST", "blobs"): uploaded + mounted,
+                     ("PUT", "blobs"): uploaded, ("PUT", "manifests"): 12}, kinds
+    # distribution 2.8 has no single-POST upload: the POSTs sent before its first answer ask with ?digest=
+    # and no body, and go on in the session they are answered with (no request more); then none asks.
+    asked = [status for method, uri, status in dst if method == "POST" and "digest=" in uri]
+    assert asked and set(asked) == {202} and len(asked) < uploaded, asked
     # Second run against the unchanged source: HEADs and tag lists only; no manifest/blob GETs, no writes.
     before_src, before_dst = len(registry.access_log_requests()), len(registry2.access_log_requests())
     out = run_mirror("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", str(path),
@@ -119,6 +130,67 @@ def test_blobs_move_once_and_resync_is_heads_only(registry: Registry, registry2:
                str(path), f"{registry2.host}/m")
     again = registry.access_log_requests()[before_src:] + registry2.access_log_requests()[before_dst:]
     assert all("/tags/list" in r[1] or r[1] == "/v2/" for r in again), again
+
+
+def test_single_post_uploads_where_the_registry_takes_them(registry: Registry, tmp_path: Path) -> None:
+    """Into a registry with OCI's single-POST upload (``support.ociregistry``), a small blob is one
+    request: ``POST ?digest=`` with the body, answered 201 (after one bodiless POST that found out);
+    the images read back byte-identical."""
+    base = make_layer(901, 2048)
+    for t in range(2):
+        push_image(registry, "one/app", f"v{t}", layers=[base, make_layer(910 + t)], seed=920 + t)
+    path = _write(tmp_path / "sync.yaml", {registry.host: {"tls-verify": False, "images": {"one/app": []}}})
+    with start_oci_registry() as target:
+        run_mirror("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", str(path),
+                   f"{target.host}/m")
+        uploads = [(method, query, status) for method, p, query, status in target.requests if "/blobs/uploads/" in p]
+        assert {m for m, _, _ in uploads} == {"POST"} and all(q.startswith("digest=sha256") for _, q, _ in uploads)
+        refused = [s for _, _, s in uploads if s != 201]
+        assert len(uploads) - len(refused) == 5 and 1 <= len(refused) <= 5, uploads  # base, 2 layers, 2 configs
+        assert set(refused) <= {400}, uploads
+        for t in range(2):
+            src = run_mirror("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/one/app:v{t}")
+            dst = run_mirror("inspect", "--raw", "--tls-verify=false", f"docker://{target.host}/m/app:v{t}")
+            assert dst.stdout == src.stdout
+
+
+def test_index_copied_as_one_platform_resyncs_without_a_source_get(registry: Registry, registry2: Registry,
+                                                                     tmp_path: Path) -> None:
+    """The instance an index resolves to is remembered in the state file (indexes are content-addressed),
+    so a no-op resync HEADs the index and the destination's tag, and GETs nothing; without the state
+    file the index is read again to pick the instance."""
+    arm_first = [("linux", "arm64", "v8"), ("linux", "amd64", None)]
+    indexes = [push_index(registry, "multi/app", "v1", seed=7),
+               push_index(registry, "multi/app", "v2", seed=8, platforms=arm_first)]
+    path = _write(tmp_path / "sync.yaml", {registry.host: {"tls-verify": False, "images": {"multi/app": []}}})
+    state = tmp_path / "state.sqlite"
+
+    def sync(*flags: str) -> list[tuple[str, str, int]]:
+        before = len(registry.access_log_requests())
+        out = run_mirror("sync", *flags, "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", str(path),
+                         f"{registry2.host}/m")
+        return [*registry.access_log_requests()[before:], ("stderr", out.stderr, 0)]
+
+    first = sync("--state", str(state))
+    assert sum(1 for r in first if r[0] == "GET" and "/manifests/" in r[1]) == 4  # each index and its amd64 child
+    stored = run_mirror("inspect", "--raw", "--tls-verify=false", f"docker://{registry2.host}/m/app:v1").stdout
+    assert json.loads(stored)["config"]  # the instance, not the index
+    again = sync("--state", str(state))
+    assert "2 up to date" in again[-1][1], again[-1][1]
+    assert not [r for r in again[:-1] if r[0] == "GET" and "/manifests/" in r[1]], again
+    assert sorted(r[1].rsplit("/", 1)[-1] for r in again if r[0] == "HEAD") == ["v1", "v2"]
+    # Without the remembered choice: one GET per index, none of its instances.
+    fresh = sync("--state", "none")
+    gets = [r[1].rsplit("/", 1)[-1] for r in fresh if r[0] == "GET" and "/manifests/" in r[1]]
+    assert sorted(gets) == sorted(i.digest for i in indexes), gets
+    # A platform subset (a new, smaller index at the destination) is remembered the same way.
+    _write(path, {registry.host: {"tls-verify": False, "platforms": ["linux/arm64/v8"], "images": {"multi/app": []}}})
+    sync("--state", str(state))
+    stored = run_mirror("inspect", "--raw", "--tls-verify=false", f"docker://{registry2.host}/m/app:v2").stdout
+    assert [m["platform"]["architecture"] for m in json.loads(stored)["manifests"]] == ["arm64"]
+    again = sync("--state", str(state))
+    assert "2 up to date" in again[-1][1], again[-1][1]
+    assert not [r for r in again[:-1] if r[0] == "GET" and "/manifests/" in r[1]], again
 
 
 def test_dry_run_report_keep_going_prune_and_exit_codes(registry: Registry, registry2: Registry,

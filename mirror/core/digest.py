@@ -10,6 +10,7 @@ from mirror.errors import DigestMismatch, InvalidReference
 
 _ALGORITHMS = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+_LOWER_HEX = re.compile(r"[0-9a-f]+")
 
 EMPTY_SHA256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -30,7 +31,7 @@ class Digest:
         length = _ALGORITHMS.get(algorithm)
         if length is None:
             raise InvalidReference(f"unsupported digest algorithm {algorithm!r} in {text!r}")
-        if len(hexpart) != length or any(c not in "0123456789abcdef" for c in hexpart):
+        if len(hexpart) != length or _LOWER_HEX.fullmatch(hexpart) is None:
             raise InvalidReference(f"invalid {algorithm} digest {text!r}")
         return cls(algorithm, hexpart)
 

@@ -4,6 +4,8 @@
   whichever worker verified it, read by all (skip, HEAD or cross-repository mount).
 - ``mirror_uploads``: open chunked-upload sessions after every acknowledged chunk, so when a worker
   dies mid-upload the worker that takes its job over resumes at the registry's offset.
+- ``mirror_index_choices``: which manifest a multi-arch index resolves to for one platform selection
+  (content-addressed, so never stale): a no-op resync needs no GET of the index.
 - ``mirror_cooldowns``: a registry's 429 cooldown, published by the worker that was answered 429
   and applied by every other (``share_cooldowns``).
 
@@ -116,6 +118,19 @@ class PgState:
         with self._cursor() as cur:
             cur.execute("DELETE FROM mirror_blob_locations WHERE registry = %s AND digest = %s AND repo = %s",
                         (registry, digest, repo))
+
+    # -- index choices ---------------------------------------------------------------------------
+    def index_choice(self, digest: str, selector: str) -> str | None:
+        with self._cursor() as cur:
+            row = cur.execute("SELECT chosen FROM mirror_index_choices WHERE digest = %s AND selector = %s",
+                              (digest, selector)).fetchone()
+        return None if row is None else str(row[0])
+
+    def remember_index_choice(self, digest: str, selector: str, chosen: str) -> None:
+        with self._cursor() as cur:
+            cur.execute("INSERT INTO mirror_index_choices (digest, selector, chosen) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (digest, selector) DO UPDATE SET chosen = excluded.chosen",
+                        (digest, selector, chosen))
 
     def location_count(self) -> int:
         with self._cursor() as cur:

@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS mirror_blob_locations (
     registry text NOT NULL, digest text NOT NULL, repo text NOT NULL,
     verified_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (registry, digest, repo));
+CREATE TABLE IF NOT EXISTS mirror_index_choices (
+    digest text NOT NULL, selector text NOT NULL, chosen text NOT NULL,
+    PRIMARY KEY (digest, selector));
 CREATE TABLE IF NOT EXISTS mirror_cooldowns (
     host text PRIMARY KEY, until timestamptz NOT NULL);
 CREATE TABLE IF NOT EXISTS mirror_runs (

@@ -87,7 +87,7 @@ class Worker:
             locations = KnownLocations(lambda host, digest: state.known_repos(host, str(digest)),
                                        shared=lambda host, repo, digest: state.verified_since(host, repo, str(digest),
                                                                                                since))
-            found = Scheduler(sync_options, locations, opener=resolver.open, gate=self.gate)
+            found = Scheduler(sync_options, locations, opener=resolver.open, gate=self.gate, choices=state)
             self._runs.put(run_id, found)
         return found
 

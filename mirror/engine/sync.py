@@ -7,7 +7,9 @@ the size of the catalog.
 
 No-op fast path: a tag the destination listing shows present costs one source HEAD and one
 destination HEAD (digests equal → skipped); a tag the plan marks ``assumed_present`` (its registry
-assumes immutable tags) costs nothing at all: its unit is not even opened.
+assumes immutable tags) costs nothing at all: its unit is not even opened. An index copied as one
+platform (or a platform subset) needs what that selection resolves to: remembered per index digest
+and selection in ``choices`` (the state file), so only the first run GETs the index.
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from mirror.aio import leaf_errors
+from mirror.aio import LRU, REMEMBER, leaf_errors
 from mirror.core import mediatype as mt
-from mirror.core.descriptor import Descriptor
+from mirror.core.descriptor import Descriptor, Platform
 from mirror.core.digest import Digest
 from mirror.core.manifest import Manifest
 from mirror.engine.blobs import BlobGate, BlobMover, BlobOutcome, KnownLocations
@@ -92,6 +94,13 @@ class RunStats:
         self.blobs_skipped += record.blobs_skipped
 
 
+class IndexChoices(Protocol):
+    """What an index resolves to for one platform selection (``state.StateBackend`` has these)."""
+
+    def index_choice(self, digest: str, selector: str) -> str | None: ...
+    def remember_index_choice(self, digest: str, selector: str, chosen: str) -> None: ...
+
+
 Producer = Callable[[MemoryObjectSendStream[WorkUnit]], Awaitable[None]]
 #: Opens a work unit into live transports for as long as the engine works on it.
 Opener = Callable[[WorkUnit], AbstractAsyncContextManager[ImagePair]]
@@ -102,8 +111,11 @@ BlobSink = Callable[[Descriptor, BlobOutcome], None]
 class Scheduler:
     def __init__(self, options: SyncOptions, locations: KnownLocations | None = None,
                  on_record: RecordSink | None = None, stats: RunStats | None = None,
-                 on_blob: BlobSink | None = None, opener: Opener | None = None, gate: BlobGate | None = None) -> None:
+                 on_blob: BlobSink | None = None, opener: Opener | None = None, gate: BlobGate | None = None,
+                 choices: IndexChoices | None = None) -> None:
         self.options = options
+        self.choices = choices
+        self._known_choices: LRU[tuple[Digest, str], bool] = LRU(REMEMBER)  # stored or read this run
         self.opener = opener
         self.stats = stats or RunStats()
         self.on_record = on_record or (lambda _r: None)
@@ -203,10 +215,10 @@ class Scheduler:
         options = self._copy_options(pair)
         if options.multi_arch is MultiArch.INDEX_ONLY:
             return [digest]
-        if isinstance(stored, Descriptor):  # up to date, known by HEAD only
+        if isinstance(stored, Descriptor):  # up to date, known by HEAD only (the source's, maybe an index)
             if not mt.is_index(stored.media_type):
                 return [digest]
-            stored = await pair.source.get_manifest(digest)
+            stored = await pair.source.get_manifest(stored.digest)
         if stored is None or not stored.is_index:
             return [digest]
         if stored.digest != digest:  # the source's index, of which one instance or a subset was stored
@@ -239,8 +251,11 @@ class Scheduler:
             top = await pair.source.get_manifest(pair.src_ref)
             if src_desc is not None and top.digest != src_desc.digest:
                 raise ManifestError(f"{pair.src_name}: source changed during the sync")
+        options = self._copy_options(pair)
         result = await self.copier.copy(pair.source, top, pair.destination, pair.dst_ref, pair.fresh_repo, work,
-                                        self._copy_options(pair), pair.policy, pair.src_name)
+                                         options, pair.policy, pair.src_name)
+        if top.is_index and _selects(options):  # so that the next run's comparison needs no GET
+            self._resolved(top, options)
         return str(result.digest), "copied", "", result
 
     def _copy_options(self, pair: ImagePair) -> CopyOptions:
@@ -252,16 +267,66 @@ class Scheduler:
         """The digest the destination should end up with. For an index copied as one platform (or a
         platform subset) that needs the index itself: one extra source GET, indexes only."""
         options = self._copy_options(pair)
-        if not mt.is_index(src_desc.media_type) or (options.multi_arch is MultiArch.ALL and not options.platforms) \
-                or options.multi_arch is MultiArch.INDEX_ONLY:
+        if not mt.is_index(src_desc.media_type) or not _selects(options):
             return src_desc.digest, None
+        selector = _selector(options)
+        known = self._recall(src_desc.digest, selector)
+        if known is not None:
+            return known, None
         index = await pair.source.get_manifest(src_desc.digest)
         if not index.is_index:
             raise ManifestError(f"{pair.src_name}: HEAD announced an index but the manifest is "
                                 f"{index.media_type}")
+        return self._resolved(index, options), index
+
+    def _resolved(self, index: Manifest, options: CopyOptions) -> Digest:
+        """What ``index`` resolves to with ``options``' platform selection (remembered)."""
         if options.platforms:
-            return subset_index(index, options.platforms)[0].digest, index
-        return index.select(options.platform).digest, index
+            wanted = subset_index(index, options.platforms)[0].digest
+        else:
+            wanted = index.select(options.platform).digest
+        self._remember(index.digest, _selector(options), wanted)
+        return wanted
+
+    def _recall(self, index: Digest, selector: str) -> Digest | None:
+        if self.choices is None:
+            return None
+        try:
+            found = self.choices.index_choice(str(index), selector)
+            if found is not None:
+                self._known_choices.put((index, selector), True)
+            return None if found is None else Digest.parse(found)
+        except MirrorError as exc:  # the state is a cache (a bad entry too): ask the registry instead
+            log.warning("state_unavailable", error=str(exc))
+            return None
+
+    def _remember(self, index: Digest, selector: str, chosen: Digest) -> None:
+        if self.choices is None or self.options.dry_run or (index, selector) in self._known_choices:
+            return
+        self._known_choices.put((index, selector), True)
+        try:
+            self.choices.remember_index_choice(str(index), selector, str(chosen))
+        except MirrorError as exc:
+            log.warning("state_write_failed", error=str(exc), digest=str(index))
+
+
+def _selects(options: CopyOptions) -> bool:
+    """Whether an index is copied as one instance or a platform subset (stored as another manifest)."""
+    if options.multi_arch is MultiArch.INDEX_ONLY:
+        return False
+    return options.multi_arch is not MultiArch.ALL or bool(options.platforms)
+
+
+def _selector(options: CopyOptions) -> str:
+    """The platform selection an index is resolved with, as a key: what it resolves to depends on
+    nothing else (the index is content-addressed)."""
+    if options.platforms:
+        return "subset " + " ".join(_platform_key(p) for p in options.platforms)
+    return "instance " + _platform_key(options.platform)
+
+
+def _platform_key(platform: Platform) -> str:
+    return "/".join((platform.os, platform.architecture, platform.variant or "", platform.os_version or ""))
 
 
 async def _missing(pair: ImagePair) -> NoReturn:

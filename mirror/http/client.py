@@ -127,8 +127,9 @@ class Endpoint:
     # -- connection set-up -------------------------------------------------------------------
     async def base_url(self) -> URL:
         """Ping ``/v2/`` (https first; http only when TLS verification is off) and learn the auth scheme.
-
         The ping is sent once per call; its failures are retried by the request that needed it."""
+        if self._base is not None:  # known: no lock (taking an anyio lock yields to the event loop)
+            return self._base
         async with self._state.lock:
             if self._base is None:
                 self._base = await self._ping()
@@ -183,7 +184,9 @@ class Endpoint:
                                   what=what, repeatable=repeatable, read_limit=limit) as (resp, body):
             if len(body) > limit:
                 raise RegistryError(f"{what or method}: response larger than {limit} bytes")
-            return Reply(resp.status, CIMultiDictProxy(CIMultiDict(resp.headers)), body, resp.url)
+            headers = resp.headers  # aiohttp's are an immutable proxy already: not copied
+            return Reply(resp.status, headers if isinstance(headers, CIMultiDictProxy)
+                         else CIMultiDictProxy(CIMultiDict(headers)), body, resp.url)
 
     @asynccontextmanager
     async def stream(self, method: str, target: str | URL, *, scopes: Sequence[str] = (),
@@ -299,7 +302,7 @@ class Endpoint:
                 body = await resp.read(MAX_TOKEN_BODY) if resp.status in (200, 201) else b""
             finally:
                 resp.release()
-            return _Pair(resp, body, _release)
+            return _Pair(resp, body, lambda done: done.release())
 
         # An OAuth2 refresh POST only asks for another token: it is as safe to repeat as the GET.
         try:
@@ -380,10 +383,6 @@ class _Pair:
 
     def release(self) -> None:
         self.done(self.resp)
-
-
-def _release(resp: Response) -> None:
-    resp.release()
 
 
 def _authority(registry: str) -> tuple[str, int | None]:

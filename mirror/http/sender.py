@@ -43,7 +43,7 @@ class AiohttpSender:
 
     async def send(self, request: Request) -> Response:
         url = request.url
-        kwargs: dict[str, Any] = {"headers": dict(request.headers), "allow_redirects": False,
+        kwargs: dict[str, Any] = {"headers": request.headers, "allow_redirects": False,
                                   "timeout": self._timeout, "auto_decompress": False}
         if isinstance(request.body, bytes):
             kwargs["data"] = request.body
@@ -117,9 +117,11 @@ class _AiohttpResponse:
 
 @asynccontextmanager
 async def open_aiohttp_sender(timeouts: Timeouts | None = None) -> AsyncIterator[AiohttpSender]:
-    """The run's session: up to 64 connections, 32 per host, DNS cached for 5 minutes."""
+    """The run's session: up to 64 connections, 32 per host, DNS cached for 5 minutes. No cookie jar
+    (as containers/image's Go client, registries get no cookies back; and per request it is work)."""
     connector = aiohttp.TCPConnector(limit=64, limit_per_host=32, ttl_dns_cache=300)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
         yield AiohttpSender(session, timeouts)
 
 

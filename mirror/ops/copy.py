@@ -66,7 +66,8 @@ async def copy(rt: Runtime, src: ImageName, dst: ImageName, src_side: SideOption
         pair = ImagePair(source=source, src_ref=src_ref, destination=destination, dst_ref=dst_ref,
                          src_name=str(src), dst_name=str(dst), policy=image_policy(policy, src), referrers=referrers)
         engine = scheduler(options) if scheduler is not None else Scheduler(
-            SyncOptions(jobs=1, blob_jobs=jobs, copy=options), rt.known_locations(), on_blob=on_blob)
+            SyncOptions(jobs=1, blob_jobs=jobs, copy=options), rt.known_locations(), on_blob=on_blob,
+            choices=rt.state)
         record = await engine.sync_pair(pair)
         if wanted is not None and record.digest != str(wanted):
             raise DigestMismatch(f"copied manifest is {record.digest}, destination asked for {wanted}")

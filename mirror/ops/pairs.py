@@ -75,7 +75,7 @@ async def copy_pairs(rt: Runtime, run: PairsRun, pairs: Iterable[CopyPair],
         found = schedulers.get(options.reformat)
         if found is None:
             found = schedulers[options.reformat] = Scheduler(
-                SyncOptions(jobs=run.jobs, blob_jobs=run.blob_jobs, copy=options), locations)
+                SyncOptions(jobs=run.jobs, blob_jobs=run.blob_jobs, copy=options), locations, choices=rt.state)
         return found
 
     local = anyio.Lock()

@@ -73,7 +73,8 @@ async def sync(rt: Runtime, request: SyncRequest, plan: Plan, on_record: Callabl
 
     planner = Planner(SyncEndpoints(resolver), PlanOptions(request.naming, dest=request.dest, shard=request.shard),
                       request.settings, result.prune.append, planned, created=created)
-    scheduler = Scheduler(request.options, rt.known_locations(), on_record, stats, opener=resolver.open)
+    scheduler = Scheduler(request.options, rt.known_locations(), on_record, stats, opener=resolver.open,
+                          choices=rt.state)
     await scheduler.run(plan(planner))
     if request.delete_pruned and not request.options.dry_run:
         for candidate in result.prune:

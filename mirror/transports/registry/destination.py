@@ -18,6 +18,7 @@ from mirror.transports.registry import api
 from mirror.transports.registry.endpoint import RegistryEndpoint
 from mirror.transports.registry.referrers import FallbackUpdate, ReferrersSupport, list_referrers
 from mirror.transports.registry.signed import RegistrySignatures
+from mirror.transports.registry.singlepost import SinglePost
 from mirror.transports.registry.source import RegistrySource
 from mirror.transports.registry.upload import BlobUpload
 from mirror.transports.registry.upload import location_of as _location
@@ -37,8 +38,9 @@ class RegistryDestination:
 
     def __init__(self, endpoint: RegistryEndpoint, repo: Repo, *, state: StateBackend | None = None,
                  uploads: UploadOptions | None = None, referrers: ReferrersSupport | None = None,
-                 signed: RegistrySignatures | None = None) -> None:
+                 signed: RegistrySignatures | None = None, single: SinglePost | None = None) -> None:
         self.endpoint = endpoint
+        self.single = single  # which registries take single-POST uploads (the run's)
         self.repo = repo
         self.location = Location("docker", repo.registry, repo.path)
         self.state = state
@@ -92,7 +94,7 @@ class RegistryDestination:
         crash resumes in a later run when a ``state`` is given.
         """
         return await BlobUpload(self.endpoint, self.repo, desc, open_source, options=self.uploads,
-                                state=self.state).run()
+                                state=self.state, single=self.single).run()
 
     async def head_manifest(self, ref: ManifestRef) -> Descriptor | None:
         try:

@@ -6,6 +6,10 @@ Read from ``file://`` (a local directory) or ``http(s)://`` (anonymously: ``http
 the registry's credentials to the lookaside host); written only to ``file://``, as containers/image
 writes (a web server is published to by other means: configure ``lookaside-staging``). A write
 replaces ``signature-1…N`` and removes the stale ones after them, as skopeo does.
+
+A ``file://`` lookaside that does not exist (the common case: nobody signs) costs one look per run,
+not one file open per image: :class:`MissingDirs` remembers the directories found missing, and any
+directory under one of them is missing too, until this run writes signatures there.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import anyio
 from yarl import URL
 
 from mirror import aio
+from mirror.aio import LRU
 from mirror.core.digest import Digest
 from mirror.errors import MirrorError, SignatureError
 from mirror.http.client import HttpClient
@@ -27,10 +32,66 @@ from mirror.transports.registry.registriesd import SignatureStorage
 MAX_SIGNATURE = 4 << 20   # containers/image's limit for one signature
 MAX_SIGNATURES = 64
 MAX_TOTAL = 16 << 20
+MISSING_DIRS = 1024
 
 
-async def read(http: HttpClient, storage: SignatureStorage, digest: Digest) -> list[bytes]:
+class MissingDirs:
+    """Local lookaside directories found missing, or present, during this run (bounded memories,
+    shared by the run's images). A directory is missing when it or one of its parents was found
+    missing; a write of this run under it forgets that."""
+
+    def __init__(self, size: int = MISSING_DIRS) -> None:
+        self._missing: LRU[str, bool] = LRU(size)
+        self._present: LRU[str, bool] = LRU(size)
+
+    def known_missing(self, directory: str) -> bool:
+        while True:
+            if directory in self._missing:
+                return True
+            parent = os.path.dirname(directory)
+            if parent == directory:
+                return False
+            directory = parent
+
+    async def missing(self, directory: str) -> bool:
+        """Whether ``directory`` does not exist (looked at, off the event loop, once per run)."""
+        if directory in self._present:
+            return False
+        if self.known_missing(directory):
+            return True
+        gone = await anyio.to_thread.run_sync(_missing_ancestor, directory)
+        if gone is None:
+            self._present.put(directory, True)
+            return False
+        self._missing.put(gone, True)
+        return True
+
+    def written(self, directory: str) -> None:
+        while True:
+            self._missing.pop(directory)
+            parent = os.path.dirname(directory)
+            if parent == directory:
+                return
+            directory = parent
+
+
+def _missing_ancestor(directory: str) -> str | None:
+    """The highest missing one of ``directory`` and its parents (None: ``directory`` exists)."""
+    if os.path.isdir(directory):
+        return None
+    gone = directory
+    while (parent := os.path.dirname(gone)) != gone and not os.path.isdir(parent):
+        gone = parent
+    return gone
+
+
+async def read(http: HttpClient, storage: SignatureStorage, digest: Digest,
+               dirs: MissingDirs | None = None) -> list[bytes]:
     """Every lookaside signature of ``digest``, in order (none: an empty list)."""
+    if dirs is not None and storage.read.scheme == "file":
+        first = storage.signature_url(storage.read, digest, 0).path  # <dir>/<repo>@<digest>/signature-1
+        if await dirs.missing(os.path.dirname(os.path.dirname(first))):
+            return []
     found: list[bytes] = []
     total = 0
     while len(found) <= MAX_SIGNATURES:
@@ -56,7 +117,8 @@ async def _read_one(http: HttpClient, url: URL) -> bytes | None:
     raise SignatureError(f"Unsupported scheme when reading signature from {_shown(url)}")
 
 
-async def write(storage: SignatureStorage, digest: Digest, signatures: list[bytes]) -> None:
+async def write(storage: SignatureStorage, digest: Digest, signatures: list[bytes],
+                dirs: MissingDirs | None = None) -> None:
     """Store ``signatures`` as ``signature-1…N`` of ``digest`` and remove stale ones after them."""
     if not signatures:
         return
@@ -67,6 +129,8 @@ async def write(storage: SignatureStorage, digest: Digest, signatures: list[byte
     if base.scheme != "file":
         raise SignatureError(f"Unsupported scheme when writing signature to {_shown(base)}")
     await write_or_delete(storage, digest, signatures)
+    if dirs is not None:
+        dirs.written(os.path.dirname(storage.signature_url(base, digest, 0).path))
 
 
 async def delete(storage: SignatureStorage, digest: Digest) -> None:

@@ -76,6 +76,12 @@ class RegistriesD:
     docker: Mapping[str, Namespace] = field(default_factory=lambda: MappingProxyType({}))
     builtin_lookaside: str = ROOT_LOOKASIDE  # a directory path
 
+    @property
+    def per_image(self) -> bool:
+        """Whether a scope may name a single image (``repo:tag``, ``repo@digest``): otherwise every
+        image of a repository has its repository's storage."""
+        return any("@" in name or ":" in name.rsplit("/", 1)[-1] for name in self.docker)
+
     def storage(self, ref: Reference) -> SignatureStorage:
         scopes = self._scopes(ref)
         read, write = self._top_level(scopes, False), self._top_level(scopes, True)

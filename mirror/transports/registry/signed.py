@@ -21,15 +21,17 @@ from mirror.transports.registry.registriesd import SignatureStorage
 class RegistrySignatures:
     """Signature storage of one registry image (its repository's lookaside and attachments)."""
 
-    def __init__(self, http: HttpClient, storage: SignatureStorage) -> None:
+    def __init__(self, http: HttpClient, storage: SignatureStorage,
+                 dirs: lookaside.MissingDirs | None = None) -> None:
         self.http = http
         self.storage = storage
+        self.dirs = dirs  # the run's missing lookaside directories
         # The policy check and the copy both ask: read once per manifest of the image.
         self._read: SingleFlight[list[bytes]] = SingleFlight(remember=16)
 
     async def read(self, src: ImageSource, digest: Digest) -> list[bytes]:
         async def fetch() -> list[bytes]:
-            found = await lookaside.read(self.http, self.storage, digest)
+            found = await lookaside.read(self.http, self.storage, digest, self.dirs)
             if self.storage.attachments:
                 found += await attachments.read(src, digest)
             return found
@@ -60,4 +62,4 @@ class RegistrySignatures:
                                      "attachments is disabled by configuration (use-sigstore-attachments in "
                                      "registries.d)")
             await attachments.write(src, dst, digest, sigstore)
-        await lookaside.write(self.storage, digest, others)
+        await lookaside.write(self.storage, digest, others, self.dirs)

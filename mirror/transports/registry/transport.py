@@ -20,12 +20,13 @@ from mirror.http.client import Endpoint, HttpClient
 from mirror.http.credentials import Credential, CredentialOptions, resolve_credential
 from mirror.http.tls import TLSOptions
 from mirror.state import StateBackend
-from mirror.transports.registry import api, registriesd
+from mirror.transports.registry import api, lookaside, registriesd
 from mirror.transports.registry.destination import RegistryDestination
 from mirror.transports.registry.endpoint import DeferredEndpoint, RegistryEndpoint
 from mirror.transports.registry.referrers import ReferrersSupport
-from mirror.transports.registry.registriesd import RegistriesD
+from mirror.transports.registry.registriesd import RegistriesD, SignatureStorage
 from mirror.transports.registry.signed import RegistrySignatures
+from mirror.transports.registry.singlepost import SinglePost
 from mirror.transports.registry.source import RegistrySource, list_repositories
 from mirror.transports.registry.uploadopts import UploadOptions
 from mirror.transports.side import SideOptions
@@ -53,6 +54,9 @@ class RegistryTransport:
         # bounded, so a catalog of any size keeps a fixed number (an evicted one is simply made again).
         self._endpoints: LRU[tuple[str, str, CredentialOptions, TLSOptions], RegistryEndpoint] = LRU(ENDPOINTS)
         self._referrers = ReferrersSupport()  # which registries have the referrers API, learnt once per run
+        self._storages: LRU[Repo, SignatureStorage] = LRU(ENDPOINTS)  # per repository, when registries.d allows
+        self._missing_dirs = lookaside.MissingDirs()
+        self._single = SinglePost()  # which registries take a blob in one POST, learnt once per run
 
     def validate(self, rest: str) -> None:
         parse_docker(rest)
@@ -87,13 +91,21 @@ class RegistryTransport:
                          signed: RegistrySignatures | None = None) -> RegistryDestination:
         uploads = self.uploads if side.chunk_size is None else replace(self.uploads, chunk_size=side.chunk_size)
         return RegistryDestination(self.endpoint(repo, side), repo, state=self.state, uploads=uploads,
-                                   referrers=self._referrers, signed=signed)
+                                   referrers=self._referrers, signed=signed, single=self._single)
 
     async def signatures(self, ref: Reference) -> RegistrySignatures:
         """Where ``ref``'s signatures live (registries.d is read once per run, when first needed)."""
         config, _ = await self._signature_config.do(
             "config", lambda: anyio.to_thread.run_sync(registriesd.load, self.registries_d, self.env))
-        return RegistrySignatures(self.http, config.storage(ref))
+        if config.per_image:
+            storage = config.storage(ref)
+        else:
+            found = self._storages.get(ref.repo)
+            if found is None:
+                found = config.storage(ref)
+                self._storages.put(ref.repo, found)
+            storage = found
+        return RegistrySignatures(self.http, storage, self._missing_dirs)
 
     @asynccontextmanager
     async def source(self, rest: str, side: SideOptions) -> AsyncIterator[tuple[RegistrySource, ManifestRef]]:

@@ -3,7 +3,8 @@
 Which path a blob takes (:class:`UploadOptions`):
 
 - ``size <= monolithic_max`` (1 MiB): the bytes are read and verified in memory, then
-  ``POST`` + ``PUT ?digest=`` with the body: two requests, and the PUT is retried by the HTTP client.
+  ``POST`` + ``PUT ?digest=`` with the body: two requests, and the PUT is retried by the HTTP client;
+  one request (``POST ?digest=`` with the body) where the registry takes it (``singlepost.py``).
 - ``size < threshold``: ``POST``, one streamed ``PATCH`` (no Content-Range, as docker and skopeo
   send it), ``PUT ?digest=``.
 - ``size >= threshold``: ``POST``, then ``PATCH`` chunks of ``chunk_size`` (raised to the
@@ -53,6 +54,7 @@ from mirror.transports.base import BlobOpener
 from mirror.transports.registry import api
 from mirror.transports.registry.endpoint import RegistryEndpoint
 from mirror.transports.registry.feed import Feed, Hash, running
+from mirror.transports.registry.singlepost import SinglePost, post_blob
 from mirror.transports.registry.uploadjournal import UploadJournal, UploadSession
 from mirror.transports.registry.uploadopts import UploadOptions
 
@@ -71,8 +73,9 @@ class BlobUpload:
     """One blob into one repository; :meth:`run` returns the bytes sent (re-sent ones included)."""
 
     def __init__(self, endpoint: RegistryEndpoint, repo: Repo, desc: Descriptor, open_source: BlobOpener, *,
-                 options: UploadOptions, state: StateBackend | None) -> None:
+                 options: UploadOptions, state: StateBackend | None, single: SinglePost | None = None) -> None:
         self.endpoint = endpoint
+        self.single = single  # the run's knowledge of which registries take a single-POST upload
         self.repo = repo
         self.desc = desc
         self.open_source = open_source
@@ -97,6 +100,8 @@ class BlobUpload:
     # -- small blobs: verified in memory, one PUT with the body -----------------------------
     async def _monolithic(self) -> None:
         data = await self._read_verified()
+        if self.single is not None and await self._single_post(data, self.single):
+            return
         for attempt in range(self.options.max_resumes + 1):
             location = await self._post()
             try:
@@ -111,6 +116,27 @@ class BlobUpload:
                 with anyio.CancelScope(shield=True):
                     await self._delete(location)
                 raise
+
+    async def _single_post(self, data: bytes, single: SinglePost) -> bool:
+        """``singlepost``'s opening ``POST``; False: the usual way. A ``202`` session gets the ``PUT``."""
+        posted = await post_blob(self.endpoint, self.repo, self.desc.digest, data, self._scopes, single)
+        if posted is None:
+            return False
+        reply, with_body = posted
+        self.sent += len(data) if with_body else 0
+        if reply.status == 201:
+            return True
+        location = location_of(reply)
+        try:
+            self.sent += len(data)
+            await self._complete(location, data)
+        except NotFound:  # the session expired before the PUT: the usual way opens another one
+            return False
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._delete(location)
+            raise
+        return True
 
     async def _read_verified(self) -> bytes:
         hasher = Hash(self.desc.digest.algorithm)
