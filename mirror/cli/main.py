@@ -10,9 +10,9 @@ from mirror import __version__
 from mirror.cli import parity, syncflags
 from mirror.cli.flags import Parser, add_bool, add_pairs_flags, add_referrer_flags, duration, size_arg
 from mirror.cli.lazyparse import LazyCommands, LazyModule
-from mirror.cli.start import VERSION_FLAGS
 from mirror.cli.reformatflags import add_compression_flags, add_format_flags
 from mirror.cli.signflags import add_sign_flags
+from mirror.cli.start import VERSION_FLAGS
 from mirror.errors import MirrorError
 
 commands = LazyModule("mirror.cli.commands")
