@@ -23,13 +23,16 @@ from support.registry import Registry
 
 from mirror import log
 from mirror.http.tls import TLSOptions, ssl_context
+from mirror.transports.catalog import LOCAL, local_transports
 
 #: Never imported to print the version or a help text.
 NOT_FOR_HELP = ("aiohttp", "anyio", "structlog", "rich", "cryptography", "nacl", "yaml", "zstandard", "re2",
                 "mirror.runtime", "mirror.engine", "mirror.signing", "mirror.config.schema", "mirror.config.filters")
 #: Never imported by a copy that finds the image already there (no --debug, no signing, no zstd layer).
 NOT_FOR_COPY = ("structlog", "rich", "cryptography", "nacl", "zstandard", "procrastinate", "psycopg", "yaml",
-                "prometheus_client", "croniter", "mirror.cli.gotemplate", "mirror.distributed")
+                "prometheus_client", "croniter", "mirror.cli.gotemplate", "mirror.distributed",
+                "mirror.transports.local.archive", "mirror.transports.local.daemon", "mirror.transports.local.oci",
+                "mirror.transports.local.storage", "tarfile")
 COMMANDS = ("inspect", "list-tags", "copy", "sync", "delete", "manifest-digest", "standalone-sign",
             "standalone-verify", "generate-sigstore-key", "login", "logout", "worker")
 
@@ -162,3 +165,10 @@ def test_unverified_context_loads_no_ca(tmp_path: Path) -> None:
     ctx = ssl_context("registry.test:5000", TLSOptions(verify=False), (tmp_path,))
     assert ctx.verify_mode == ssl.CERT_NONE and not ctx.check_hostname
     assert ctx.cert_store_stats()["x509"] == 0
+
+
+def test_local_transport_names_match_their_classes() -> None:
+    """The catalog names the local transports without importing them: the names must be the classes'."""
+    transports = local_transports()
+    assert sorted(transports) == sorted(LOCAL)
+    assert {name: transports[name].name for name in LOCAL} == {name: name for name in LOCAL}
