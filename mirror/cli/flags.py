@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Any, NoReturn
 
 from mirror.errors import UsageError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: mirror --help does not need it
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 _TRUE = ("true", "True", "TRUE", "t", "T", "1")
 _FALSE = ("false", "False", "FALSE", "f", "F", "0")

@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, cast
 
 from mirror.cli.flags import Parser
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: mirror --help does not need it
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class _Listed(Exception):
@@ -30,7 +33,7 @@ class _Parsers(dict[str, Parser]):
     def declare(self, name: str, build: Callable[[], object]) -> None:
         """``name``'s parser is made by ``build``, which hands it to :meth:`store`."""
         self._builders[name] = build
-        super().__setitem__(name, cast(Parser, None))
+        super().__setitem__(name, None)  # type: ignore[assignment]  # a placeholder until built
 
     def store(self, name: str, parser: Parser) -> None:
         self._builders.pop(name, None)

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from mirror.cli.flags import add_bool, get
 from mirror.core import mediatype as mt
 from mirror.errors import MirrorError, UsageError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: mirror --help does not need it
 if TYPE_CHECKING:  # the flags are added (for --help too) without importing the engine
     from mirror.engine.reformat import LayerCompression, Reformat
 

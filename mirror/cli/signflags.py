@@ -9,18 +9,19 @@ A sigstore key without a passphrase file is unlocked by prompting on a terminal,
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from mirror.cli.flags import get
 from mirror.errors import MirrorError, UsageError
 
 # The signing code (and cryptography, PyYAML) is imported only when a command signs: the flags are added,
 # and commands that do not sign run, without it.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: mirror --help does not need it
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
     from mirror.signing import sigstore
     from mirror.signing.signers import Signer
 
@@ -89,6 +90,8 @@ def read_passphrase(path: str) -> str:
 def prompt_passphrase(key_file: str) -> str:
     if not sys.stdin.isatty():
         raise UsageError(f"Cannot prompt for a passphrase for key {key_file}, standard input is not a TTY")
+    import getpass
+
     return getpass.getpass(f"Passphrase for key {key_file}: ")
 
 
@@ -140,6 +143,8 @@ def generate_sigstore_key(args: argparse.Namespace) -> int:
     """``generate-sigstore-key --output-prefix PREFIX``: PREFIX.private (0600) and PREFIX.pub."""
     if not args.output_prefix:
         raise UsageError("Usage: generate-sigstore-key --output-prefix PREFIX")
+    from pathlib import Path
+
     public, private = Path(args.output_prefix + ".pub"), Path(args.output_prefix + ".private")
     for path in (public, private):
         if os.path.lexists(path):

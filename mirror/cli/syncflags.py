@@ -10,10 +10,13 @@ Long-running mode: ``--interval`` or ``--schedule``, and ``--listen`` (see ``mir
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from mirror.cli.flags import duration
 from mirror.errors import ConfigError, UsageError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: mirror --help does not need it
+if TYPE_CHECKING:
+    from typing import Any
 
 # mirror.config (dataclasses, RE2) is imported by the functions that need it: ``mirror --help`` needs none.
 
