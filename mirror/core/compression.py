@@ -102,7 +102,7 @@ class _Decompressor:
         if algorithm != "gzip":
             import zstandard
 
-            self._errors = (zstandard.ZstdError,)
+            self._errors += (zstandard.ZstdError,)
         self._d = self._new()
         self._started = False
 
