@@ -1,6 +1,7 @@
 """The ``mirror`` entry point: answers ``--version`` before importing anything, then hands over to
 :mod:`mirror.cli.main` (argparse and the command line's flag helpers)."""
 
+import gc
 import sys
 
 from mirror import __version__
@@ -16,4 +17,10 @@ def main() -> int:
         return 0
     from mirror.cli.main import main as run
 
-    return run(args)
+    try:
+        return run(args)
+    finally:
+        # At exit the interpreter's collector would walk every object still alive (all of aiohttp's,
+        # anyio's and mirror's modules: ~80 ms of CPU after a one-image copy here). Frozen, they are left
+        # to reference counting; files are closed by their context managers, atexit handlers still run.
+        gc.freeze()
