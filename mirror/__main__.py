@@ -1,3 +1,3 @@
-from mirror.cli.main import main
+from mirror.cli.start import main
 
 raise SystemExit(main())

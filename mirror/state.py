@@ -41,11 +41,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Protocol
 
-import structlog
-
 from mirror.errors import ConfigError, MirrorError
+from mirror.log import get_logger
 
-log = structlog.get_logger("mirror.state")
+log = get_logger("mirror.state")
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 10_000

@@ -15,7 +15,6 @@ import anyio
 
 from mirror.cli import parity, reformatflags, render, signflags
 from mirror.cli.flags import get, stdin_secret
-from mirror.cli.gotemplate import render as render_template
 from mirror.cli.logsetup import configure_logging
 from mirror.core.reference import parse_docker
 from mirror.engine.image import CopyOptions, MultiArch
@@ -127,6 +126,8 @@ def inspect(args: argparse.Namespace) -> int:
         return 0
     info = run(args, lambda rt: inspect_ops.inspect(rt, name, side, bool(args.no_tags)))
     if args.format:
+        from mirror.cli.gotemplate import render as render_template  # the Go template engine: only for --format
+
         sys.stdout.write(render_template(args.format, info) + "\n")
     else:
         render.json_out(info)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Any, NoReturn
 
-from mirror.core.referrers import valid_artifact_type
-from mirror.core.size import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, SizeError, parse_size
 from mirror.errors import UsageError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: mirror --help does not need it
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 _TRUE = ("true", "True", "TRUE", "t", "T", "1")
 _FALSE = ("false", "False", "FALSE", "f", "F", "0")
@@ -22,6 +23,25 @@ _UNKNOWN_COMMAND = re.compile(r"argument COMMAND: invalid choice: '([^']*)'")
 
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one-line UsageErrors (exit 1, like skopeo)."""
+
+    _adding = False
+    _checker: argparse.HelpFormatter | None = None
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        # argparse makes a help formatter (asking the terminal's size) for every argument added, only to
+        # check its metavar: one formatter for all these checks takes half the time off building a parser.
+        self._adding = True
+        try:
+            return super().add_argument(*args, **kwargs)
+        finally:
+            self._adding = False
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        if not self._adding:  # help output: a fresh formatter, as argparse makes
+            return super()._get_formatter()
+        if self._checker is None:
+            self._checker = super()._get_formatter()
+        return self._checker
 
     def error(self, message: str) -> NoReturn:
         unknown = _UNKNOWN_COMMAND.match(message)
@@ -75,6 +95,8 @@ def get(args: Any, name: str, default: Any = None) -> Any:
 
 def size_arg(text: str) -> int:
     """``--chunk-size``: a byte size read by :func:`mirror.core.size.parse_size` (binary units)."""
+    from mirror.core.size import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, SizeError, parse_size  # not for --help
+
     try:
         return parse_size(text, "--chunk-size", minimum=CHUNK_SIZE_MIN, maximum=CHUNK_SIZE_MAX)
     except SizeError as exc:
@@ -83,6 +105,8 @@ def size_arg(text: str) -> int:
 
 def artifact_type_arg(text: str) -> str:
     """``--referrers-artifact-type``: a media type (``type/subtype``)."""
+    from mirror.core.referrers import valid_artifact_type  # not for --help: it imports the manifest model
+
     if not valid_artifact_type(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a media type (type/subtype, e.g. application/spdx+json)")
     return text

@@ -1,13 +1,17 @@
-"""structlog configuration: done once, here, at the entry point."""
+"""structlog configuration: done once, here, at the entry point.
+
+:func:`configure_logging` only sets the level of :mod:`mirror.log`; structlog (and rich, which its
+console renderer imports) is imported and configured when the first event at that level is emitted,
+so a command that logs nothing does not pay for it.
+"""
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
-import structlog
+from mirror import log
 
 SECRET_KEYS = frozenset({"authorization", "password", "token", "secret", "auth", "identitytoken", "creds"})
 
@@ -21,7 +25,13 @@ def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutabl
 
 def configure_logging(debug: bool, fmt: str | None) -> None:
     # An explicit --log-format asks for the event stream: one event per image at INFO.
-    level = logging.DEBUG if debug else (logging.INFO if fmt else logging.WARNING)
+    level = log.DEBUG if debug else (log.INFO if fmt else log.WARNING)
+    log.configure(level, lambda: _configure_structlog(level, fmt))
+
+
+def _configure_structlog(level: int, fmt: str | None) -> None:
+    import structlog
+
     renderer: structlog.typing.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()

@@ -3,36 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable, Sequence
 
 from mirror import __version__
 from mirror.cli import parity, syncflags
 from mirror.cli.flags import Parser, add_bool, add_pairs_flags, add_referrer_flags, duration, size_arg
+from mirror.cli.lazyparse import LazyCommands, LazyModule
 from mirror.cli.reformatflags import add_compression_flags, add_format_flags
 from mirror.cli.signflags import add_sign_flags
+from mirror.cli.start import VERSION_FLAGS
 from mirror.errors import MirrorError
 
-
-class _Commands:
-    """A command module imported only when one of its commands runs, so ``mirror --version`` and
-    ``--help`` import no HTTP client: ``commands.inspect`` is a function that imports, then calls."""
-
-    def __init__(self, module: str) -> None:
-        self._module = module
-
-    def __getattr__(self, name: str) -> Callable[[argparse.Namespace], int]:
-        def run(args: argparse.Namespace) -> int:
-            result: int = getattr(importlib.import_module(self._module), name)(args)
-            return result
-
-        return run
-
-
-commands = _Commands("mirror.cli.commands")
-synccmd = _Commands("mirror.cli.synccmd")
-signflags = _Commands("mirror.cli.signflags")
+commands = LazyModule("mirror.cli.commands")
+synccmd = LazyModule("mirror.cli.synccmd")
+signflags = LazyModule("mirror.cli.signflags")
 
 DESCRIPTION = """\
 Copy, inspect and mirror container images between registries (skopeo-compatible).
@@ -322,21 +307,21 @@ COMMANDS: tuple[Callable[[Subparsers[Parser]], None], ...] = (
     _generate_sigstore_key, _login, _logout, _worker,
 )
 
-
 def build_parser() -> Parser:
     parser = Parser(prog="mirror", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     version = f"mirror version {__version__}"  # skopeo's shape: "skopeo version 1.9.3"
     parser.add_argument("--version", "-v", action="version", version=version, help="print the version and exit")
-    for value in ("true", "True", "TRUE", "t", "T", "1"):  # pflag's bool syntax; =false is a no-op there
-        parser.add_argument(f"--version={value}", action="version", version=version, help=argparse.SUPPRESS)
+    for flag in VERSION_FLAGS[2:]:  # pflag's bool syntax; =false is a no-op there
+        parser.add_argument(flag, action="version", version=version, help=argparse.SUPPRESS)
     for value in ("false", "False", "FALSE", "f", "F", "0"):
         parser.add_argument(f"--version={value}", action="store_const", const=None, dest="no_version",
                             help=argparse.SUPPRESS)
     parity.root_flags(parser)
     _globals(parser, suppress=False)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser, action=LazyCommands)
+    assert isinstance(sub, LazyCommands)
     for add_command in COMMANDS:
-        add_command(sub)
+        sub.add_command(add_command)
     return parser
 
 

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from mirror.cli.flags import add_bool, get
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: mirror --help does not need it
+if TYPE_CHECKING:
+    from typing import Any
 
 GLOBAL_TLS = "global_tls_verify"
 _HIDDEN = argparse.SUPPRESS

@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 
 from mirror.cli.flags import add_bool, get
-from mirror.core import compression
 from mirror.core import mediatype as mt
-from mirror.engine.reformat import LayerCompression, Reformat
 from mirror.errors import MirrorError, UsageError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: mirror --help does not need it
+if TYPE_CHECKING:  # the flags are added (for --help too) without importing the engine
+    from mirror.engine.reformat import LayerCompression, Reformat
 
 FORMATS = {"oci": mt.OCI_MANIFEST, "v2s2": mt.DOCKER_MANIFEST}
 PRESERVE = "Instructed to preserve digests"
@@ -55,6 +57,9 @@ def manifest_type(value: str | None) -> str | None:
 
 def reformat(args: argparse.Namespace, dest_transport: str) -> Reformat:
     """The changes the command line asks for, for a destination of ``dest_transport``."""
+    from mirror.core import compression
+    from mirror.engine.reformat import LayerCompression, Reformat
+
     algorithm = get(args, "dest_compress_format")
     level = get(args, "dest_compress_level")
     if algorithm is not None or level is not None:

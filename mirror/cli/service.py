@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 from croniter import croniter
 
@@ -40,11 +39,12 @@ from mirror.cli.logsetup import configure_logging
 from mirror.cli.serve import LastRun, ServiceStatus, parse_listen, serve_http
 from mirror.engine.sync import RunStats
 from mirror.errors import MirrorError, UsageError
+from mirror.log import bound, get_logger
 from mirror.ops import sync as sync_ops
 from mirror.plan.retention import CreatedDates, created_dates
 from mirror.runtime import open_runtime
 
-log = structlog.get_logger("mirror.service")
+log = get_logger("mirror.service")
 
 MAX_SKIPPED = 100_000  # slots counted when a run overran (a bound, not a limit anyone meets)
 
@@ -145,7 +145,7 @@ class _Service:
         stats = RunStats()
         self.status.running = run_id
         outcome, error, figures = "failed", "", None
-        with structlog.contextvars.bound_contextvars(run=run_id):
+        with bound(run=run_id):
             log.info("run_started", slot=datetime.fromtimestamp(slot).astimezone().isoformat())
             try:
                 outputs = await self._run(stats)

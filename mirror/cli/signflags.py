@@ -9,19 +9,21 @@ A sigstore key without a passphrase file is unlocked by prompting on a terminal,
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
-from pathlib import Path
-from typing import Any
-
-import yaml
 
 from mirror.cli.flags import get
-from mirror.core.reference import parse_docker
 from mirror.errors import MirrorError, UsageError
-from mirror.signing import sigstore
-from mirror.signing.signers import GpgSigner, Signer, SigstoreSigner
+
+# The signing code (and cryptography, PyYAML) is imported only when a command signs: the flags are added,
+# and commands that do not sign run, without it.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: mirror --help does not need it
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
+    from mirror.signing import sigstore
+    from mirror.signing.signers import Signer
 
 MAX_FILE = 1 << 20
 PARAM_FIELDS = frozenset({"privateKeyFile", "privateKeyPassphraseFile", "fulcio", "rekorURL"})
@@ -47,6 +49,10 @@ def signers(args: argparse.Namespace) -> tuple[tuple[Signer, ...], str | None]:
     param_file, passphrase_file = get(args, "sign_by_sigstore"), get(args, "sign_passphrase_file")
     if get(args, "sign_by_sq_fingerprint"):
         raise UsageError("--sign-by-sq-fingerprint: Sequoia-PGP signing is not supported (use --sign-by with GnuPG)")
+    if not (fingerprint or key_file or param_file):
+        return (), _identity(get(args, "sign_identity"))
+    from mirror.signing.signers import GpgSigner, SigstoreSigner
+
     if passphrase_file and fingerprint and key_file:
         raise UsageError("Only one of --sign-by and --sign-by-sigstore-private-key can be used with "
                          "--sign-passphrase-file")
@@ -64,6 +70,8 @@ def signers(args: argparse.Namespace) -> tuple[tuple[Signer, ...], str | None]:
 def _identity(text: str | None) -> str | None:
     if text is None:
         return None
+    from mirror.core.reference import parse_docker
+
     try:
         ref = parse_docker(text)
     except MirrorError as exc:
@@ -82,6 +90,8 @@ def read_passphrase(path: str) -> str:
 def prompt_passphrase(key_file: str) -> str:
     if not sys.stdin.isatty():
         raise UsageError(f"Cannot prompt for a passphrase for key {key_file}, standard input is not a TTY")
+    import getpass
+
     return getpass.getpass(f"Passphrase for key {key_file}: ")
 
 
@@ -92,6 +102,8 @@ def _read(path: str, what: str) -> bytes:
 
 
 def _private_key(path: str, passphrase: str) -> sigstore.PrivateKey:
+    from mirror.signing import sigstore
+
     pem = _read(path, "private key")
     try:
         return sigstore.load_private_key(pem, passphrase.encode(), f"initializing private key {path}")
@@ -101,6 +113,8 @@ def _private_key(path: str, passphrase: str) -> sigstore.PrivateKey:
 
 def _param_file_signer(path: str) -> Signer:
     """containers-sigstore-signing-params.yaml(5), key-based only."""
+    import yaml
+
     where = f"--sign-by-sigstore {path}"
     try:
         doc: Any = yaml.safe_load(_read(path, "sigstore parameter file"))
@@ -120,6 +134,8 @@ def _param_file_signer(path: str) -> Signer:
     if passphrase_file is not None and not isinstance(passphrase_file, str):
         raise UsageError(f"{where}: privateKeyPassphraseFile must be a path")
     passphrase = read_passphrase(passphrase_file) if passphrase_file else prompt_passphrase(key_file)
+    from mirror.signing.signers import SigstoreSigner
+
     return SigstoreSigner(_private_key(key_file, passphrase))
 
 
@@ -127,11 +143,15 @@ def generate_sigstore_key(args: argparse.Namespace) -> int:
     """``generate-sigstore-key --output-prefix PREFIX``: PREFIX.private (0600) and PREFIX.pub."""
     if not args.output_prefix:
         raise UsageError("Usage: generate-sigstore-key --output-prefix PREFIX")
+    from pathlib import Path
+
     public, private = Path(args.output_prefix + ".pub"), Path(args.output_prefix + ".private")
     for path in (public, private):
         if os.path.lexists(path):
             raise UsageError(f'Refusing to overwrite existing "{path}"')
     passphrase = read_passphrase(args.passphrase_file) if args.passphrase_file else prompt_passphrase(str(private))
+    from mirror.signing import sigstore
+
     private_pem, public_pem = sigstore.generate_key_pair(passphrase.encode())
     _write_new(private, private_pem, 0o600)
     try:

@@ -10,15 +10,20 @@ Long-running mode: ``--interval`` or ``--schedule``, and ``--listen`` (see ``mir
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from mirror.cli.flags import duration
-from mirror.config.filters import compile_regex
-from mirror.config.retention import BY, MAX_KEEP, Retention, parse_age
 from mirror.errors import ConfigError, UsageError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: mirror --help does not need it
+if TYPE_CHECKING:
+    from typing import Any
+
+# mirror.config (dataclasses, RE2) is imported by the functions that need it: ``mirror --help`` needs none.
 
 
 def add_flags(group: argparse._ArgumentGroup) -> None:
+    from mirror.config.retention import BY
+
     group.add_argument("--include-tag-regex", action="append", default=[], metavar="RE",
                        help="--src docker: copy only tags matching RE (RE2, searched; repeatable: any matches)")
     group.add_argument("--exclude-tag-regex", action="append", default=[], metavar="RE",
@@ -40,6 +45,8 @@ def add_flags(group: argparse._ArgumentGroup) -> None:
 
 
 def _count(text: str) -> int:
+    from mirror.config.retention import MAX_KEEP
+
     try:
         value = int(text)
     except ValueError:
@@ -50,6 +57,8 @@ def _count(text: str) -> int:
 
 
 def _age(text: str) -> float:
+    from mirror.config.retention import parse_age
+
     try:
         return parse_age(text)
     except ConfigError as exc:
@@ -74,6 +83,8 @@ def scheduled(args: argparse.Namespace) -> bool:
 
 def selection(args: argparse.Namespace, explicit: bool) -> dict[str, Any]:
     """``SyncFlags`` fields for the selection flags, checked against the source kind."""
+    from mirror.config.retention import Retention
+
     filters = bool(args.include_tag_regex or args.exclude_tag_regex)
     rules = args.keep_latest is not None or args.newer_than is not None
     if filters and args.src != "docker":
@@ -85,6 +96,8 @@ def selection(args: argparse.Namespace, explicit: bool) -> dict[str, Any]:
         raise UsageError("tag filters and --keep-latest/--newer-than need a repository, not one tag or digest")
     if args.keep_latest_by is not None and args.keep_latest is None:
         raise UsageError("--keep-latest-by needs --keep-latest")
+    from mirror.config.filters import compile_regex  # RE2 and the YAML schema: not for --help
+
     for flag, patterns in (("--include-tag-regex", args.include_tag_regex),
                            ("--exclude-tag-regex", args.exclude_tag_regex)):
         for pattern in patterns:

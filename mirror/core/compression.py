@@ -16,12 +16,14 @@ only) stays with zlib, which ISA-L does not do.
 from __future__ import annotations
 
 import zlib
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
-import zstandard
 from isal import isal_zlib
 
 from mirror.errors import MirrorError
+
+if TYPE_CHECKING:  # zstandard is imported when a zstd layer is (de)compressed: not at every start-up
+    import zstandard
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -80,6 +82,8 @@ class _Compressor:
         elif algorithm == "gzip":
             self._z = isal_zlib.compressobj(ISAL_LEVEL[level], isal_zlib.DEFLATED, 31)
         else:
+            import zstandard
+
             self._z = zstandard.ZstdCompressor(level=level).compressobj()
 
     def feed(self, data: bytes) -> bytes:
@@ -94,11 +98,20 @@ class _Decompressor:
 
     def __init__(self, algorithm: str) -> None:
         self.algorithm = algorithm
+        self._errors: tuple[type[Exception], ...] = (GZIP_ERROR,)
+        if algorithm != "gzip":
+            import zstandard
+
+            self._errors += (zstandard.ZstdError,)
         self._d = self._new()
         self._started = False
 
     def _new(self) -> isal_zlib.Decompress | zstandard.ZstdDecompressionObj:
-        return isal_zlib.decompressobj(31) if self.algorithm == "gzip" else zstandard.ZstdDecompressor().decompressobj()
+        if self.algorithm == "gzip":
+            return isal_zlib.decompressobj(31)
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompressobj()
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
@@ -109,7 +122,7 @@ class _Decompressor:
                 self._started = True
                 out.append(self._d.decompress(data))
                 data = self._d.unused_data if self._d.eof else b""
-        except (GZIP_ERROR, zstandard.ZstdError) as exc:
+        except self._errors as exc:
             raise CompressionError(f"corrupt {self.algorithm} data: {exc}") from None
         return b"".join(out)
 

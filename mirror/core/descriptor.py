@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform as _platform
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -46,7 +46,7 @@ _ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l
 
 def host_platform(os_: str | None = None, arch: str | None = None, variant: str | None = None) -> Platform:
     """The platform to pick from an index: the host's, overridden by ``--override-os/-arch/-variant``."""
-    machine = _platform.machine().lower()
+    machine = os.uname().machine.lower()  # platform.machine()'s source, without importing platform
     host_arch = _ARCH_ALIASES.get(machine, machine)
     host_variant = {"armv7l": "v7", "armv6l": "v6"}.get(machine)
     chosen_arch = arch or host_arch

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Callable
 
 import anyio
-import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
 from procrastinate.types import JSONDict
 
@@ -19,13 +18,14 @@ from mirror.distributed.app import QUEUE, TASK, open_queue
 from mirror.distributed.runs import RunBook, RunOptions
 from mirror.engine.sync import ASSUMED, ImageRecord, RunStats
 from mirror.errors import MirrorError, UsageError
+from mirror.log import get_logger
 from mirror.ops import sync as sync_ops
 from mirror.ops.units import Resolver, SyncEndpoints
 from mirror.plan.expand import Planner, PlanOptions
 from mirror.plan.pairs import WorkUnit
 from mirror.runtime import Runtime
 
-log = structlog.get_logger("mirror.queue")
+log = get_logger("mirror.queue")
 
 #: How often the coordinator collects finished units (seconds).
 POLL = 0.25

@@ -23,13 +23,13 @@ from typing import Any, Protocol
 
 import anyio
 import psycopg
-import structlog
 
 from mirror.distributed.schema import queue_error
 from mirror.http.ratelimit import HostLimiter
+from mirror.log import get_logger
 from mirror.state import StateError, UploadRecord
 
-log = structlog.get_logger("mirror.pgstate")
+log = get_logger("mirror.pgstate")
 
 #: How often a process publishes its own 429 cooldowns and applies the others' (seconds).
 COOLDOWN_POLL = 1.0

@@ -17,7 +17,6 @@ from typing import Any
 
 import anyio
 import procrastinate
-import structlog
 from procrastinate import JobContext, RetryStrategy
 
 from mirror.aio import LRU
@@ -29,13 +28,14 @@ from mirror.distributed.runs import Claim, RunBook
 from mirror.engine.blobs import KnownLocations
 from mirror.engine.sync import ImageRecord, Scheduler, SyncOptions
 from mirror.http.tls import TLSOptions
+from mirror.log import bound, get_logger
 from mirror.ops.units import Resolver
 from mirror.plan.pairs import WorkUnit
 from mirror.runtime import Runtime
 from mirror.signing.policy import Policy
 from mirror.transports.side import SideOptions
 
-log = structlog.get_logger("mirror.worker")
+log = get_logger("mirror.worker")
 
 #: Seconds before a unit that failed is offered again.
 RETRY_WAIT = 1
@@ -97,7 +97,7 @@ class Worker:
         if claim is None:  # finished already, or its run was given up
             return
         unit = claim.unit
-        with structlog.contextvars.bound_contextvars(run=run, unit=seq, attempt=attempt + 1):
+        with bound(run=run, unit=seq, attempt=attempt + 1):
             if attempt >= claim.options.max_attempts:
                 await self.book.complete(run, seq, _failed(unit, f"gave up after {attempt} attempts "
                                                                  "(its workers stopped or it kept failing)"))

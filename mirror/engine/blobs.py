@@ -22,15 +22,15 @@ from enum import Enum
 from typing import Protocol
 
 import anyio
-import structlog
 
 from mirror.aio import LRU, REMEMBER, SingleFlight
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.errors import DigestMismatch
+from mirror.log import get_logger
 from mirror.transports.base import ImageDestination, ImageSource, Location
 
-log = structlog.get_logger("mirror.blobs")
+log = get_logger("mirror.blobs")
 
 #: Tries of an upload whose bytes do not match the digest (damaged in transit: the source is read again).
 #: Not an HTTP retry: each try's requests are retried by the HTTP client (``http.retry``, the one retry

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import cast
 
 import anyio
-import structlog
 
 from mirror.aio import SingleFlight
 from mirror.core.descriptor import Descriptor
@@ -26,9 +25,10 @@ from mirror.core.manifest import Manifest
 from mirror.engine.image import CopyOptions, ImageCopier, ImageWork, MultiArch
 from mirror.engine.reformat import Reformat
 from mirror.errors import UsageError
+from mirror.log import get_logger
 from mirror.transports.base import ImageDestination, ImageSource, ReferrerDestination, ReferrerSource
 
-log = structlog.get_logger("mirror.referrers")
+log = get_logger("mirror.referrers")
 
 MAX_DEPTH = 4
 #: A referrer is copied whole (an index with every instance), without signatures of its own, and as it is:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field, replace
 from typing import NoReturn, Protocol
 
 import anyio
-import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from mirror.aio import LRU, REMEMBER, leaf_errors
@@ -33,9 +32,10 @@ from mirror.engine.blobs import BlobGate, BlobMover, BlobOutcome, KnownLocations
 from mirror.engine.image import CopyOptions, ImageCopier, ImageWork, ManifestWriter, MultiArch, subset_index
 from mirror.engine.referrers import ReferrerCopier, check_supported
 from mirror.errors import ImageNotFound, ManifestError, MirrorError
+from mirror.log import bound, get_logger
 from mirror.plan.pairs import ImagePair, WorkUnit
 
-log = structlog.get_logger("mirror.sync")
+log = get_logger("mirror.sync")
 
 ASSUMED = "tag present at destination (assume immutable tags)"
 
@@ -177,7 +177,7 @@ class Scheduler:
         start = time.monotonic()
         work = ImageWork()
         digest: str | None = None
-        with structlog.contextvars.bound_contextvars(src=src_name, dst=dst_name):
+        with bound(src=src_name, dst=dst_name):
             try:
                 digest, outcome, reason = await run(work)
             except (MirrorError, BaseExceptionGroup) as exc:

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -37,8 +36,9 @@ from mirror.http.ratelimit import HostLimiter, HostPolicy, Permit
 from mirror.http.retry import RETRY_STATUSES, Exhausted, RetryPolicy, may_retry, retrying
 from mirror.http.seam import Body, Request, Response, Sender
 from mirror.http.tls import TLSOptions, allows_plain_http, context_key, ssl_context
+from mirror.log import get_logger
 
-log = structlog.get_logger("mirror.http")
+log = get_logger("mirror.http")
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10

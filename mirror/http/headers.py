@@ -7,7 +7,6 @@ and never anything else. Numbers are limited to 19 ASCII digits, so no input is 
 
 from __future__ import annotations
 
-import email.utils
 import math
 import re
 from collections.abc import Mapping
@@ -269,6 +268,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         return min(float(text), MAX_RETRY_AFTER)
     if len(text) > 64 or not text:
         return None
+    import email.utils  # an HTTP date in Retry-After is rare: not imported at every start-up
+
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import structlog
 
 from mirror.errors import ConfigError
 from mirror.http.headers import parse_ratelimit, parse_retry_after
+from mirror.log import get_logger
 
-log = structlog.get_logger("mirror.http")
+log = get_logger("mirror.http")
 
 RATE_LIMITED_RETRIES = 8
 """How many times the client retries a request answered 429 (apart from its other retry budget)."""

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import anyio
-import structlog
 
 from mirror.errors import TransientError
 from mirror.http.headers import parse_retry_after
 from mirror.http.ratelimit import RATE_LIMITED_RETRIES
+from mirror.log import get_logger
 
-log = structlog.get_logger("mirror.http")
+log = get_logger("mirror.http")
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})

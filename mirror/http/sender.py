@@ -12,11 +12,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from multidict import MultiMapping
 from yarl import URL
 
 from mirror.errors import TLSError, TransientError
+from mirror.http.aiohttplib import aiohttp
 from mirror.http.errors import PLAIN_HTTP_SERVER
 from mirror.http.seam import Request, Response
 

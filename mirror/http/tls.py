@@ -141,16 +141,25 @@ def context_key(host: str, opts: TLSOptions, roots: Sequence[Path]) -> tuple[boo
     return opts.verify, _cert_dir(host, opts, roots)
 
 
+def _client_context(verify: bool) -> ssl.SSLContext:
+    """A client context trusting the system CAs; without verification, one that checks nothing and so
+    loads no CA (``create_default_context`` is this ``SSLContext`` plus the system CAs)."""
+    if verify:
+        return ssl.create_default_context()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def ssl_context(host: str, opts: TLSOptions, roots: Sequence[Path]) -> ssl.SSLContext:
     """A client context for ``host`` (``host[:port]``): system CAs plus the cert directory's files.
 
     ``verify=False`` disables certificate and host name checks; client certificates still load.
-    Loading the system CAs costs tens of milliseconds: callers cache by :func:`context_key`.
+    Loading the system CAs costs tens of milliseconds: callers cache by :func:`context_key`; without
+    verification they would go unused, and are not loaded.
     """
-    ctx = ssl.create_default_context()
-    if not opts.verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+    ctx = _client_context(opts.verify)
     directory = _cert_dir(host, opts, roots)
     if directory is not None:
         _load_cert_dir(ctx, directory, explicit=opts.cert_dir is not None)
@@ -160,10 +169,7 @@ def ssl_context(host: str, opts: TLSOptions, roots: Sequence[Path]) -> ssl.SSLCo
 def daemon_context(cert_dir: str | None, verify: bool) -> ssl.SSLContext:
     """A client context for a Docker daemon on ``tcp://`` (containers/image's rule): system CAs, and from
     ``cert_dir`` Docker's file names ``ca.pem`` (CA) and ``cert.pem``/``key.pem`` (client pair)."""
-    ctx = ssl.create_default_context()
-    if not verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+    ctx = _client_context(verify)
     if cert_dir is None:
         return ctx
     directory = Path(cert_dir)

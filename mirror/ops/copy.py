@@ -16,7 +16,6 @@ from mirror.runtime import Runtime
 from mirror.signing.policy import ImagePolicy, Policy
 from mirror.transports.base import Deleter, ImageDestination, ImageSource
 from mirror.transports.catalog import validate_name
-from mirror.transports.local import oci
 from mirror.transports.side import SideOptions
 
 
@@ -97,6 +96,8 @@ def image_policy(policy: Policy | None, name: ImageName) -> ImagePolicy | None:
     if name.transport == "dir":
         return policy.for_path("dir", name.rest)
     if name.transport == "oci":
+        from mirror.transports.local import oci  # only for oci: sources (the catalog imports it lazily too)
+
         path, ref = oci.split_reference("oci", name.rest)
         return policy.for_path("oci", str(path), ref)
     return policy.for_transport(name.transport)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import anyio
-import structlog
 
 from mirror.aio import SingleFlight
 from mirror.config.filters import is_digest
@@ -26,10 +25,11 @@ from mirror.core import mediatype as mt
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
 from mirror.core.reference import Tag
+from mirror.log import get_logger
 from mirror.plan.digesttags import DIGEST_TAG
 from mirror.transports.base import ImageSource
 
-log = structlog.get_logger("mirror.plan")
+log = get_logger("mirror.plan")
 
 #: Digests whose ``created`` a cache remembers (a few dozen bytes each).
 REMEMBER = 65536

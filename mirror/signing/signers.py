@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -22,9 +22,11 @@ from mirror.core.manifest import Manifest
 from mirror.core.reference import ManifestRef, Tag
 from mirror.core.sigblob import sigstore_blob
 from mirror.errors import SignatureError
-from mirror.signing import gpg, sigstore
 from mirror.signing.simple import make_payload, manifest_digest
 from mirror.transports.base import ImageDestination
+
+if TYPE_CHECKING:  # imported by the signers' methods: a copy that does not sign loads no cryptography
+    from mirror.signing import sigstore
 
 
 class Signer(Protocol):
@@ -41,6 +43,8 @@ class GpgSigner:
     passphrase_file: str | None = None
 
     def sign(self, manifest: bytes, identity: str) -> bytes:
+        from mirror.signing import gpg
+
         payload = make_payload(identity, manifest_digest(manifest), f"mirror {__version__}", int(time.time()))
         return gpg.sign(payload, self.fingerprint, self.passphrase_file)
 
@@ -53,6 +57,8 @@ class SigstoreSigner:
     key: sigstore.PrivateKey
 
     def sign(self, manifest: bytes, identity: str) -> bytes:
+        from mirror.signing import sigstore
+
         return sigstore_blob(sigstore.sign(self.key, manifest, identity))
 
     def __repr__(self) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -21,10 +21,12 @@ from mirror.core.manifest import Manifest
 from mirror.core.reference import Reference, parse_docker
 from mirror.core.sigblob import SIGSTORE_MIME_TYPE, sigstore_signature, simple_signature
 from mirror.errors import ConfigError, MirrorError, PolicyDenied, SignatureInvalid
-from mirror.signing import gpg, sigstore
 from mirror.signing.policy import Identity, ImagePolicy, Requirement
 from mirror.signing.simple import manifest_digest, parse_payload
 from mirror.transports.base import ImageSource, source_signatures
+
+if TYPE_CHECKING:  # imported when a signature is verified: a policy that accepts anything needs no cryptography
+    from mirror.signing import sigstore
 
 
 class Trust:
@@ -73,6 +75,8 @@ class Trust:
 
     async def _verifier(self, requirement: Requirement) -> Callable[[Any], tuple[str, Digest]]:
         """A function from a signature of the requirement's kind to its (reference, digest), verified."""
+        from mirror.signing import gpg, sigstore
+
         if requirement.kind == "sigstoreSigned":
             keys = await self._public_keys(requirement)
             return lambda sig: sigstore.verify(keys, sig)
@@ -83,6 +87,8 @@ class Trust:
         async with self._lock:
             keys = self._sigstore_keys.get(id(requirement))
             if keys is None:
+                from mirror.signing import sigstore
+
                 data = await anyio.to_thread.run_sync(requirement.keys)
                 try:
                     keys = [sigstore.load_public_key(key, f"public key {i + 1}") for i, key in enumerate(data)]
@@ -119,6 +125,8 @@ def _of_kind(kind: str) -> Callable[[bytes], Any]:
 
 
 def _write_keyring(path: Path, requirement: Requirement) -> None:
+    from mirror.signing import gpg
+
     path.write_bytes(gpg.keyring_bytes(requirement.keys()))
 
 

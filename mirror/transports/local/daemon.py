@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-import aiohttp
 import anyio
 
 from mirror.core.reference import ManifestRef, Tag
 from mirror.errors import InvalidReference, MirrorError, NotFound, TLSError
+from mirror.http.aiohttplib import aiohttp
 from mirror.http.tls import daemon_context
 from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location, Untagged
 from mirror.transports.local.archive import build_archive

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import structlog
 from yarl import URL
 
 from mirror.core.descriptor import Descriptor
@@ -12,6 +11,7 @@ from mirror.core.reference import ManifestRef, Repo
 from mirror.core.referrers import entry
 from mirror.errors import DigestMismatch, MirrorError, NotFound, SignatureError
 from mirror.http.client import Reply
+from mirror.log import get_logger
 from mirror.state import StateBackend, StateError
 from mirror.transports.base import BlobOpener, Location
 from mirror.transports.registry import api
@@ -24,7 +24,7 @@ from mirror.transports.registry.upload import BlobUpload
 from mirror.transports.registry.upload import location_of as _location
 from mirror.transports.registry.uploadopts import UploadOptions
 
-log = structlog.get_logger("mirror.registry")
+log = get_logger("mirror.registry")
 
 
 class RegistryDestination:

@@ -26,7 +26,6 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio
-import structlog
 
 from mirror.core import mediatype as mt
 from mirror.core import referrers as ref
@@ -35,11 +34,12 @@ from mirror.core.digest import Digest
 from mirror.core.reference import Repo, Tag
 from mirror.errors import ManifestError, NotFound, RegistryError
 from mirror.http.headers import strip_media_type
+from mirror.log import get_logger
 from mirror.transports.registry import api
 from mirror.transports.registry.endpoint import RegistryEndpoint
 from mirror.transports.registry.pages import json_pages
 
-log = structlog.get_logger("mirror.referrers")
+log = get_logger("mirror.referrers")
 
 SETTLE_MIN = 0.5  # seconds before the re-read that confirms a fallback update
 SETTLE_MAX = 10.0

@@ -23,7 +23,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
 from yarl import URL
 
 from mirror.core.digest import Digest
@@ -184,6 +183,8 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(f"reading {path}: {exc.strerror or exc}") from None
     if len(data) > MAX_FILE:
         raise ConfigError(f"{path} is larger than {MAX_FILE} bytes")
+    import yaml  # only when a registries.d file exists: not at every start-up
+
     try:
         doc = yaml.safe_load(data)
     except (yaml.YAMLError, RecursionError, UnicodeDecodeError) as exc:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import structlog
-
 from mirror.core import manifest as manifest_mod
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
@@ -15,6 +13,7 @@ from mirror.core.reference import ManifestRef, Repo
 from mirror.errors import ManifestError, NotFound, RegistryError, TransientError
 from mirror.http.headers import parse_content_range, strip_media_type
 from mirror.http.seam import Response
+from mirror.log import get_logger
 from mirror.transports.base import Location
 from mirror.transports.registry import api
 from mirror.transports.registry.endpoint import RegistryEndpoint
@@ -22,7 +21,7 @@ from mirror.transports.registry.pages import json_pages
 from mirror.transports.registry.referrers import ReferrersSupport, list_referrers
 from mirror.transports.registry.signed import RegistrySignatures
 
-log = structlog.get_logger("mirror.registry")
+log = get_logger("mirror.registry")
 
 MAX_RESUMES = 5
 MAX_LISTED = 10_000_000  # tags of a repository, or repositories of a catalog

@@ -40,7 +40,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
-import structlog
 from yarl import URL
 
 from mirror.core.descriptor import Descriptor
@@ -49,6 +48,7 @@ from mirror.core.reference import Repo
 from mirror.errors import DigestMismatch, MirrorError, NotFound, RegistryError, TransientError
 from mirror.http.client import Reply
 from mirror.http.headers import parse_upload_range
+from mirror.log import get_logger
 from mirror.state import StateBackend
 from mirror.transports.base import BlobOpener
 from mirror.transports.registry import api
@@ -58,7 +58,7 @@ from mirror.transports.registry.singlepost import SinglePost, post_blob
 from mirror.transports.registry.uploadjournal import UploadJournal, UploadSession
 from mirror.transports.registry.uploadopts import UploadOptions
 
-log = structlog.get_logger("mirror.upload")
+log = get_logger("mirror.upload")
 
 MAX_CHUNK_MIN = 1 << 30  # OCI-Chunk-Min-Length is honoured up to 1 GiB (as regclient caps it)
 PATCH_OK = (202, 201, 204)  # ECR answers 201 to a PATCH

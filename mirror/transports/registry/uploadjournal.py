@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import structlog
 from yarl import URL
 
+from mirror.log import get_logger
 from mirror.state import StateBackend, StateError, UploadRecord
 
-log = structlog.get_logger("mirror.upload")
+log = get_logger("mirror.upload")
 
 
 @dataclass(slots=True)
