@@ -30,7 +30,7 @@ NOT_FOR_HELP = ("aiohttp", "anyio", "structlog", "rich", "cryptography", "nacl",
                 "mirror.runtime", "mirror.engine", "mirror.signing", "mirror.config.schema", "mirror.config.filters",
                 "pathlib")
 #: Never imported by a copy that finds the image already there (no --debug, no signing, no zstd layer).
-NOT_FOR_COPY = ("structlog", "rich", "cryptography", "nacl", "zstandard", "procrastinate", "psycopg", "yaml",
+NOT_FOR_COPY = ("structlog", "rich", "cryptography", "nacl", "zstandard", "isal", "procrastinate", "psycopg", "yaml",
                 "prometheus_client", "croniter", "mirror.cli.gotemplate", "mirror.distributed",
                 "mirror.transports.local.archive", "mirror.transports.local.daemon", "mirror.transports.local.oci",
                 "mirror.transports.local.storage", "tarfile")

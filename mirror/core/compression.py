@@ -18,12 +18,11 @@ from __future__ import annotations
 import zlib
 from typing import TYPE_CHECKING, Protocol, cast
 
-from isal import isal_zlib
-
 from mirror.errors import MirrorError
 
-if TYPE_CHECKING:  # zstandard is imported when a zstd layer is (de)compressed: not at every start-up
+if TYPE_CHECKING:  # both imported when a layer is (de)compressed: not at every start-up
     import zstandard
+    from isal import isal_zlib
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -32,9 +31,14 @@ NAMES = ("gzip", "zstd")
 LEVELS = {"gzip": range(0, 10), "zstd": range(1, 23)}
 DEFAULT_LEVEL = {"gzip": 6, "zstd": 3}
 #: gzip level -> ISA-L level (0 fastest ... 3 smallest); the default 6 is ISA-L's default 2.
-#: ISA-L's decoding error (its stub declares an instance, not the class).
-GZIP_ERROR = cast("type[Exception]", isal_zlib.error)
 ISAL_LEVEL = {1: 0, 2: 1, 3: 1, 4: 1, 5: 2, 6: 2, 7: 3, 8: 3, 9: 3}
+
+
+def gzip_error() -> type[Exception]:
+    """ISA-L's decoding error (its stub declares an instance, not the class)."""
+    from isal import isal_zlib
+
+    return cast("type[Exception]", isal_zlib.error)
 
 
 class CompressionError(MirrorError):
@@ -80,6 +84,8 @@ class _Compressor:
         if algorithm == "gzip" and level == 0:
             self._z = zlib.compressobj(0, zlib.DEFLATED, 31)
         elif algorithm == "gzip":
+            from isal import isal_zlib
+
             self._z = isal_zlib.compressobj(ISAL_LEVEL[level], isal_zlib.DEFLATED, 31)
         else:
             import zstandard
@@ -98,7 +104,7 @@ class _Decompressor:
 
     def __init__(self, algorithm: str) -> None:
         self.algorithm = algorithm
-        self._errors: tuple[type[Exception], ...] = (GZIP_ERROR,)
+        self._errors: tuple[type[Exception], ...] = (gzip_error(),)
         if algorithm != "gzip":
             import zstandard
 
@@ -108,6 +114,8 @@ class _Decompressor:
 
     def _new(self) -> isal_zlib.Decompress | zstandard.ZstdDecompressionObj:
         if self.algorithm == "gzip":
+            from isal import isal_zlib
+
             return isal_zlib.decompressobj(31)
         import zstandard
 

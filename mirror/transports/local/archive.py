@@ -26,7 +26,7 @@ from pathlib import Path
 import anyio
 from isal import igzip
 
-from mirror.core.compression import GZIP_ERROR
+from mirror.core.compression import gzip_error
 from mirror.core.reference import ManifestRef, Tag
 from mirror.errors import MirrorError, UsageError
 from mirror.transports.base import Capabilities, ImageDestination, ImageSource, Location
@@ -89,7 +89,7 @@ def decompress(path: Path, name: str, target: Path) -> None:
             while data := src.read(files.CHUNK):
                 anyio.from_thread.check_cancelled()
                 out.write(data)
-    except (OSError, EOFError, zlib.error, GZIP_ERROR, lzma.LZMAError, ValueError) as exc:
+    except (OSError, EOFError, zlib.error, gzip_error(), lzma.LZMAError, ValueError) as exc:
         raise MirrorError(f"archive {path} is corrupt or truncated ({name}: {exc})") from None
 
 
