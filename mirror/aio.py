@@ -135,6 +135,17 @@ def leaf_errors(exc: BaseException) -> list[BaseException]:
     return leaves
 
 
+def image_error(exc: BaseException) -> MirrorError | None:
+    """One image's failure: ``exc`` itself, or the first error of a group made only of MirrorErrors
+    (a group holding anything else, cancellation included, is not one image's failure)."""
+    leaves = leaf_errors(exc)
+    if not leaves or not all(isinstance(leaf, MirrorError) for leaf in leaves):
+        return None
+    first = leaves[0]
+    assert isinstance(first, MirrorError)
+    return first
+
+
 def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The one real error in ``group`` (cancellations aside), or None when there are several."""
     leaves = leaf_errors(group)

@@ -23,7 +23,7 @@ from typing import NoReturn, Protocol
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from mirror.aio import LRU, REMEMBER, leaf_errors
+from mirror.aio import LRU, REMEMBER, image_error
 from mirror.core import mediatype as mt
 from mirror.core.descriptor import Descriptor, Platform
 from mirror.core.digest import Digest
@@ -182,7 +182,7 @@ class Scheduler:
                 digest, outcome, reason = await run(work)
             except (MirrorError, BaseExceptionGroup) as exc:
                 # A blob or child that failed inside the copier's task groups arrives as a group.
-                error = _image_error(exc)
+                error = image_error(exc)
                 if error is None or not (self.options.keep_going or self.options.dry_run):
                     raise
                 outcome, reason = "failed", str(error)
@@ -334,14 +334,3 @@ async def _missing(pair: ImagePair) -> NoReturn:
     "manifest unknown", exit 2 as skopeo)."""
     await pair.source.get_manifest(pair.src_ref)
     raise ImageNotFound(f"{pair.src_name}: manifest unknown at the source")
-
-
-def _image_error(exc: BaseException) -> MirrorError | None:
-    """The image's failure: ``exc`` itself, or the first error of a group made only of MirrorErrors
-    (a group holding anything else, cancellation included, is not one image's failure)."""
-    leaves = leaf_errors(exc)
-    if not leaves or not all(isinstance(leaf, MirrorError) for leaf in leaves):
-        return None
-    first = leaves[0]
-    assert isinstance(first, MirrorError)
-    return first

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from mirror.aio import leaf_errors
+from mirror.aio import image_error
 from mirror.engine.image import CopyOptions
 from mirror.engine.reformat import Reformat
 from mirror.engine.sync import ImageRecord, Scheduler, SyncOptions
@@ -103,19 +103,9 @@ async def _one(rt: Runtime, run: PairsRun, pair: CopyPair, scheduler: Callable[[
                             policy=run.policy, referrers=run.referrers, scheduler=scheduler)
         return PairResult(pair, record, 0)
     except (MirrorError, BaseExceptionGroup) as exc:
-        error = _image_error(exc)
+        error = image_error(exc)
         if error is None:
             raise
         record = ImageRecord(str(pair.src), str(pair.dst), None, "failed", " ".join(str(error).splitlines()),
                              0, 0, 0, 0, round(time.monotonic() - start, 4))
         return PairResult(pair, record, error.exit_code)
-
-
-def _image_error(exc: BaseException) -> MirrorError | None:
-    """The pair's failure: ``exc``, or the first error of a group made only of MirrorErrors."""
-    leaves = leaf_errors(exc)
-    if not leaves or not all(isinstance(leaf, MirrorError) for leaf in leaves):
-        return None
-    first = leaves[0]
-    assert isinstance(first, MirrorError)
-    return first
