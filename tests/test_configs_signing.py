@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 from support import skopeo_env
+from support.configs import filled
 from support.gpg import gpg_home
 from support.images import get_manifest, push_image
 from support.mirror_cli import ROOT, assert_one_line_error, run_mirror
@@ -35,13 +36,7 @@ SCOPE_KEYS = {"lookaside", "lookaside-staging", "use-sigstore-attachments", "sig
 
 
 def _policy(name: str, tmp_path: Path, replacements: dict[str, str]) -> Path:
-    text = (POLICY / name).read_text()
-    for old, new in replacements.items():
-        assert old in text, f"{name} no longer mentions {old!r}"
-        text = text.replace(old, new)
-    path = tmp_path / name
-    path.write_text(text)
-    return path
+    return filled(POLICY / name, tmp_path, replacements)
 
 
 def _production(tmp_path: Path, registry: Registry) -> Path:

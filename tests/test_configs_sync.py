@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from support import run_skopeo
+from support.configs import filled
 from support.images import get_manifest, list_tags, push_image, push_index
 from support.mirror_cli import ROOT, assert_one_line_error, run_mirror
 from support.registry import Registry, start_registry
@@ -27,13 +28,7 @@ PLATFORMS = (("linux", "amd64", None), ("linux", "arm64", "v8"), ("linux", "s390
 
 def _example(name: str, tmp_path: Path, replacements: dict[str, str]) -> Path:
     """The example as the test runs it: each key replaced by its value, in order."""
-    text = (SYNC / name).read_text()
-    for old, new in replacements.items():
-        assert old in text, f"{name} no longer mentions {old!r}"
-        text = text.replace(old, new)
-    path = tmp_path / name
-    path.write_text(text)
-    return path
+    return filled(SYNC / name, tmp_path, replacements)
 
 
 def _records(path: Path) -> dict[str, dict[str, Any]]:

@@ -16,9 +16,9 @@ from mirror.state import StateBackend, StateError
 from mirror.transports.base import BlobOpener, Location
 from mirror.transports.registry import api
 from mirror.transports.registry.endpoint import RegistryEndpoint
-from mirror.transports.registry.referrers import FallbackUpdate, ReferrersSupport, list_referrers
+from mirror.transports.registry.hostfact import HostFact
+from mirror.transports.registry.referrers import FallbackUpdate, list_referrers
 from mirror.transports.registry.signed import RegistrySignatures
-from mirror.transports.registry.singlepost import SinglePost
 from mirror.transports.registry.source import RegistrySource
 from mirror.transports.registry.upload import BlobUpload
 from mirror.transports.registry.upload import location_of as _location
@@ -37,15 +37,15 @@ class RegistryDestination:
     capabilities = api.CAPABILITIES
 
     def __init__(self, endpoint: RegistryEndpoint, repo: Repo, *, state: StateBackend | None = None,
-                 uploads: UploadOptions | None = None, referrers: ReferrersSupport | None = None,
-                 signed: RegistrySignatures | None = None, single: SinglePost | None = None) -> None:
+                 uploads: UploadOptions | None = None, referrers: HostFact | None = None,
+                 signed: RegistrySignatures | None = None, single: HostFact | None = None) -> None:
         self.endpoint = endpoint
         self.single = single  # which registries take single-POST uploads (the run's)
         self.repo = repo
         self.location = Location("docker", repo.registry, repo.path)
         self.state = state
         self.uploads = uploads or UploadOptions()
-        self.referrers_support = referrers or ReferrersSupport()
+        self.referrers_support = referrers or HostFact()
         self._scopes = (api.push_scope(repo.path),)
         self._indexed: set[Digest] = set()  # manifests whose subject the registry said it indexed
         self._signed = signed

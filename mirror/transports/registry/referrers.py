@@ -37,6 +37,7 @@ from mirror.http.headers import strip_media_type
 from mirror.log import get_logger
 from mirror.transports.registry import api
 from mirror.transports.registry.endpoint import RegistryEndpoint
+from mirror.transports.registry.hostfact import HostFact
 from mirror.transports.registry.pages import json_pages
 
 log = get_logger("mirror.referrers")
@@ -47,21 +48,8 @@ UPDATE_TRIES = 10
 NO_API_STATUSES = frozenset({400, 404, 405, 406})
 
 
-class ReferrersSupport:
-    """Whether each registry has the referrers API, learnt from its first answer (one per run)."""
-
-    def __init__(self) -> None:
-        self._known: dict[str, bool] = {}
-
-    def get(self, registry: str) -> bool | None:
-        return self._known.get(registry)
-
-    def learn(self, registry: str, has_api: bool) -> None:
-        self._known[registry] = has_api
-
-
 async def list_referrers(endpoint: RegistryEndpoint, repo: Repo, subject: Digest, artifact_types: tuple[str, ...],
-                         support: ReferrersSupport, scopes: tuple[str, ...]) -> list[Descriptor]:
+                         support: HostFact, scopes: tuple[str, ...]) -> list[Descriptor]:
     """The referrers of ``subject`` in ``repo`` (only ``artifact_types`` when given)."""
     where = f"referrers of {repo}@{subject}"
     if support.get(repo.registry) is not False:

@@ -18,27 +18,15 @@ from mirror.errors import RegistryError
 from mirror.http.client import Reply
 from mirror.transports.registry import api
 from mirror.transports.registry.endpoint import RegistryEndpoint
-
-
-class SinglePost:
-    """Per registry host: whether it takes single-POST uploads (learnt once per run)."""
-
-    def __init__(self) -> None:
-        self._known: dict[str, bool] = {}
-
-    def known(self, host: str) -> bool | None:
-        return self._known.get(host)
-
-    def learn(self, host: str, supported: bool) -> None:
-        self._known[host] = supported
+from mirror.transports.registry.hostfact import HostFact
 
 
 async def post_blob(endpoint: RegistryEndpoint, repo: Repo, digest: Digest, data: bytes, scopes: Sequence[str],
-                    single: SinglePost) -> tuple[Reply, bool] | None:
+                    single: HostFact) -> tuple[Reply, bool] | None:
     """The upload's opening ``POST`` with ``?digest=``: (reply, whether ``data`` went with it), the
     reply a ``201`` (stored) or a ``202`` (a session to complete); None: the usual ``POST``, please."""
     host = repo.registry
-    supported = single.known(host)
+    supported = single.get(host)
     if supported is False:
         return None
     if supported is None:

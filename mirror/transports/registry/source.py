@@ -17,8 +17,9 @@ from mirror.log import get_logger
 from mirror.transports.base import Location
 from mirror.transports.registry import api
 from mirror.transports.registry.endpoint import RegistryEndpoint
+from mirror.transports.registry.hostfact import HostFact
 from mirror.transports.registry.pages import json_pages
-from mirror.transports.registry.referrers import ReferrersSupport, list_referrers
+from mirror.transports.registry.referrers import list_referrers
 from mirror.transports.registry.signed import RegistrySignatures
 
 log = get_logger("mirror.registry")
@@ -33,11 +34,11 @@ class RegistrySource:
 
     capabilities = api.CAPABILITIES
 
-    def __init__(self, endpoint: RegistryEndpoint, repo: Repo, referrers: ReferrersSupport | None = None,
+    def __init__(self, endpoint: RegistryEndpoint, repo: Repo, referrers: HostFact | None = None,
                  signed: RegistrySignatures | None = None) -> None:
         self.endpoint = endpoint
         self.repo = repo
-        self.referrers_support = referrers or ReferrersSupport()
+        self.referrers_support = referrers or HostFact()
         self.location = Location("docker", repo.registry, repo.path)
         self._scopes = (api.pull_scope(repo.path),)
         self._signed = signed

@@ -23,10 +23,9 @@ from mirror.state import StateBackend
 from mirror.transports.registry import api, lookaside, registriesd
 from mirror.transports.registry.destination import RegistryDestination
 from mirror.transports.registry.endpoint import DeferredEndpoint, RegistryEndpoint
-from mirror.transports.registry.referrers import ReferrersSupport
+from mirror.transports.registry.hostfact import HostFact
 from mirror.transports.registry.registriesd import RegistriesD, SignatureStorage
 from mirror.transports.registry.signed import RegistrySignatures
-from mirror.transports.registry.singlepost import SinglePost
 from mirror.transports.registry.source import RegistrySource, list_repositories
 from mirror.transports.registry.uploadopts import UploadOptions
 from mirror.transports.side import SideOptions
@@ -53,10 +52,10 @@ class RegistryTransport:
         # Reused while a repository is planned and synced (a deferred one looks its credential up once);
         # bounded, so a catalog of any size keeps a fixed number (an evicted one is simply made again).
         self._endpoints: LRU[tuple[str, str, CredentialOptions, TLSOptions], RegistryEndpoint] = LRU(ENDPOINTS)
-        self._referrers = ReferrersSupport()  # which registries have the referrers API, learnt once per run
+        self._referrers = HostFact()  # which registries have the referrers API, learnt once per run
         self._storages: LRU[Repo, SignatureStorage] = LRU(ENDPOINTS)  # per repository, when registries.d allows
         self._missing_dirs = lookaside.MissingDirs()
-        self._single = SinglePost()  # which registries take a blob in one POST, learnt once per run
+        self._single = HostFact()  # which registries take a blob in one POST, learnt once per run
 
     def validate(self, rest: str) -> None:
         parse_docker(rest)
