@@ -51,10 +51,9 @@ from mirror.http.headers import parse_upload_range
 from mirror.log import get_logger
 from mirror.state import StateBackend
 from mirror.transports.base import BlobOpener
-from mirror.transports.registry import api
+from mirror.transports.registry import api, hostfact
 from mirror.transports.registry.endpoint import RegistryEndpoint
 from mirror.transports.registry.feed import Feed, Hash, running
-from mirror.transports.registry.hostfact import HostFact
 from mirror.transports.registry.singlepost import post_blob
 from mirror.transports.registry.uploadjournal import UploadJournal, UploadSession
 from mirror.transports.registry.uploadopts import UploadOptions
@@ -74,7 +73,7 @@ class BlobUpload:
     """One blob into one repository; :meth:`run` returns the bytes sent (re-sent ones included)."""
 
     def __init__(self, endpoint: RegistryEndpoint, repo: Repo, desc: Descriptor, open_source: BlobOpener, *,
-                 options: UploadOptions, state: StateBackend | None, single: HostFact | None = None) -> None:
+                 options: UploadOptions, state: StateBackend | None, single: hostfact.HostFact | None = None) -> None:
         self.endpoint = endpoint
         self.single = single  # the run's knowledge of which registries take a single-POST upload
         self.repo = repo
@@ -118,7 +117,7 @@ class BlobUpload:
                     await self._delete(location)
                 raise
 
-    async def _single_post(self, data: bytes, single: HostFact) -> bool:
+    async def _single_post(self, data: bytes, single: hostfact.HostFact) -> bool:
         """``singlepost``'s opening ``POST``; False: the usual way. A ``202`` session gets the ``PUT``."""
         posted = await post_blob(self.endpoint, self.repo, self.desc.digest, data, self._scopes, single)
         if posted is None:
