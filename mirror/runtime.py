@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, replace
 from pathlib import Path
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from mirror import __version__
 from mirror.core.descriptor import Platform, host_platform
@@ -28,8 +30,7 @@ from mirror.transports.catalog import build_transports
 from mirror.transports.registry.uploadopts import UploadOptions, resume_settings
 
 
-@dataclass(frozen=True, slots=True)
-class GlobalOptions:
+class GlobalOptions(Struct, frozen=True):
     debug: bool = False
     command_timeout: float | None = None
     override_os: str | None = None

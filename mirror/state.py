@@ -36,10 +36,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Protocol
+
+from msgspec import Struct
 
 from mirror.errors import ConfigError, MirrorError
 from mirror.log import get_logger
@@ -78,8 +79,7 @@ class StateError(MirrorError):
     """The state file could not be read or written (disk full, locked for too long, ...)."""
 
 
-@dataclass(frozen=True, slots=True)
-class UploadRecord:
+class UploadRecord(Struct, frozen=True):
     """An open upload session: ``location`` is the latest upload URL, exactly as the registry sent it
     (resolved to absolute), and ``offset`` the number of bytes the registry acknowledged."""
 

@@ -37,3 +37,26 @@ def test_functions_are_at_most_60_lines() -> None:
                 if length > MAX_FUNCTION_LINES:
                     too_long[f"{_name(path)}:{node.lineno} {node.name}"] = length
     assert too_long == {}, f"functions over {MAX_FUNCTION_LINES} lines: {too_long}"
+
+
+def test_values_are_structs_whose_equality_is_whole() -> None:
+    """Values are msgspec Structs (a dataclass compiles its methods at import: start-up). A Struct that
+    defines ``__eq__`` must define ``__ne__`` too: msgspec's own ``!=`` would not go through ``__eq__``
+    (it compares every field, or identity with ``eq=False``), so the two would disagree."""
+    dataclasses, half_equal, structs = [], [], 0
+    for path in _modules():
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            decorators = [ast.unparse(d) for d in node.decorator_list]
+            if any(d.startswith(("dataclass", "dataclasses.dataclass")) for d in decorators):
+                dataclasses.append(f"{_name(path)}:{node.lineno} {node.name}")
+            if any(ast.unparse(b) == "Struct" for b in node.bases):
+                structs += 1
+                methods = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+                if "__eq__" in methods and "__ne__" not in methods:
+                    half_equal.append(f"{_name(path)}:{node.lineno} {node.name}")
+    assert structs > 50  # the rule looks where the values are
+    assert dataclasses == [], f"dataclasses (use msgspec.Struct): {dataclasses}"
+    assert half_equal == [], f"Structs with __eq__ but no __ne__: {half_equal}"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec import Struct, field
 
 from mirror.cli.gotemplate import normalize_format, render
 from mirror.errors import UsageError
@@ -128,14 +127,12 @@ def test_json_escapes_like_go_without_html_escaping() -> None:
     assert render("[{{json .nan}}]", data) == "[]"  # skopeo's json prints nothing on encoder errors
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(Struct, frozen=True):  # mirror's values are msgspec Structs
     digest: str
     size: int
 
 
-@dataclass(frozen=True)
-class Output:
+class Output(Struct, frozen=True):
     Name: str
     repo_tags: list[str]
     layers_data: list[Layer] = field(default_factory=list)

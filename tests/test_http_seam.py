@@ -7,9 +7,9 @@ these tests count and inspect each request the client sends (retries, tokens, ra
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 
 import pytest
+from msgspec.structs import replace
 from structlog.testing import capture_logs
 from support.fakeimages import fake_runtime, push_image, random_image
 from support.fakeregistry import TOKEN_HOST, FakeRegistry, Logged, digest_of

@@ -7,11 +7,12 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
 import anyio
+from msgspec import Struct
+from msgspec.structs import replace
 
 from mirror.cli import parity, reformatflags, render, signflags
 from mirror.cli.flags import get, stdin_secret
@@ -145,8 +146,7 @@ def list_tags(args: argparse.Namespace) -> int:
     return 0
 
 
-@dataclass(frozen=True, slots=True)
-class CopySetup:
+class CopySetup(Struct, frozen=True):
     """What ``copy``'s flags mean, read once (keys unlocked, policy loaded) for one copy or many."""
 
     args: argparse.Namespace

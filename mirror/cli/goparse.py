@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from typing import NoReturn, TypeAlias
+
+from msgspec import Struct
 
 from mirror.cli.govalues import _FUNCS, _go_quote
 
@@ -34,59 +35,51 @@ class _Fail(Exception):
         self.pos, self.msg, self.node = pos, msg, node
 
 
-@dataclass(frozen=True, slots=True)
-class _Tok:
+class _Tok(Struct, frozen=True):
     kind: str
     val: str
     pos: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Field:  # ".A.B" and "." (var None), "$x.A" and "$"
+class _Field(Struct, frozen=True):  # ".A.B" and "." (var None), "$x.A" and "$"
     var: str | None
     chain: tuple[str, ...]
     pos: int
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Lit:
+class _Lit(Struct, frozen=True):
     value: object
     pos: int
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Func:
+class _Func(Struct, frozen=True):
     name: str
     pos: int
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Sub:  # (pipeline).Chain
+class _Sub(Struct, frozen=True):  # (pipeline).Chain
     pipe: _Pipe
     chain: tuple[str, ...]
     pos: int
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Cmd:
+class _Cmd(Struct, frozen=True):
     args: tuple[_Arg, ...]
     pos: int
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Pipe:
+class _Pipe(Struct, frozen=True):
     decl: tuple[str, ...]
     assign: bool
     cmds: tuple[_Cmd, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Block:  # kind "" is a plain {{action}}; else "if", "range" or "with"
+class _Block(Struct, frozen=True):  # kind "" is a plain {{action}}; else "if", "range" or "with"
     kind: str
     pipe: _Pipe
     body: tuple[_Node, ...] = ()

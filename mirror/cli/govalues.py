@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
+
+from msgspec import Struct
+from msgspec.structs import fields
 
 
 class _Sentinel:
@@ -84,8 +86,8 @@ def _fmt(value: object) -> str:
         return "map[" + " ".join(f"{_fmt(k)}:{_fmt(v)}" for k, v in _items(value)) + "]"
     if isinstance(value, list | tuple):
         return "[" + " ".join(map(_fmt, value)) + "]"
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return "{" + " ".join(_fmt(getattr(value, f.name)) for f in dataclasses.fields(value)) + "}"
+    if isinstance(value, Struct):
+        return "{" + " ".join(_fmt(getattr(value, f.name)) for f in fields(value)) + "}"
     return str(value)
 
 
@@ -103,8 +105,8 @@ def _json(value: object) -> str:
         return "{" + ",".join(f"{_json(str(k))}:{_json(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list | tuple):
         return "[" + ",".join(map(_json, value)) + "]"
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _json({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    if isinstance(value, Struct):
+        return _json({f.name: getattr(value, f.name) for f in fields(value)})
     escape = re.compile(r'["\\\x00-\x1f\u2028\u2029\ud800-\udfff]')
     return '"' + escape.sub(lambda m: _json_char(m.group()), str(value)) + '"'
 

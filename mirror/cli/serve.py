@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from aiohttp import web
 from anyio.abc import TaskStatus
+from msgspec import Struct, field
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from mirror.cli import metrics
 from mirror.errors import MirrorError, UsageError
 
 
-@dataclass(frozen=True, slots=True)
-class LastRun:
+class LastRun(Struct, frozen=True):
     run_id: str
     outcome: str         # success | failed | stopped
     started_at: float    # Unix time
@@ -40,8 +39,7 @@ class LastRun:
         return self.figures.ended_at
 
 
-@dataclass(slots=True)
-class ServiceStatus:
+class ServiceStatus(Struct):
     """What the scheduler tells the endpoint (one writer: the scheduler's task)."""
 
     last: LastRun | None = None

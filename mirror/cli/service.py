@@ -24,12 +24,12 @@ import signal
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 
 import anyio
 from anyio.abc import TaskStatus
 from croniter import croniter
+from msgspec import Struct
 
 from mirror.aio import leaf_errors
 from mirror.cli import metrics, render, synccmd
@@ -49,8 +49,7 @@ log = get_logger("mirror.service")
 MAX_SKIPPED = 100_000  # slots counted when a run overran (a bound, not a limit anyone meets)
 
 
-@dataclass(frozen=True, slots=True)
-class Schedule:
+class Schedule(Struct, frozen=True):
     """``--interval SECONDS`` or ``--schedule CRON``."""
 
     interval: float | None = None

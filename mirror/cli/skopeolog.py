@@ -20,7 +20,8 @@ import datetime as dt
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from mirror.engine.sync import ImageRecord
 
@@ -56,8 +57,7 @@ def source_repository(name: str) -> str:
     return repo[:colon] if colon > slash else repo
 
 
-@dataclass
-class SyncLog:
+class SyncLog(Struct):
     """The run's images by source repository (counted always; kept only for a dry run's listing)."""
 
     dry_run: bool

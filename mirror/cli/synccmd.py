@@ -9,10 +9,11 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+from msgspec import Struct
 
 from mirror.cli import metrics, render, signflags, syncflags
 from mirror.cli.commands import global_options, run, side_options, signature_policy
@@ -64,8 +65,7 @@ def _check_referrers(args: argparse.Namespace, settings: dict[str, RegistrySetti
                          "registries list and store OCI referrers")
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
+class Prepared(Struct, frozen=True):
     """One run's inputs, read from the arguments (and the sync YAML, read again for every run)."""
 
     request: sync_ops.SyncRequest

@@ -20,11 +20,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
+from msgspec import Struct, field
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from mirror.config import retentionload
@@ -98,8 +98,7 @@ def parse_sync_config(text: str, source: str) -> SyncConfig:
         loader.dispose()
 
 
-@dataclass(slots=True)
-class _Repo:
+class _Repo(Struct):
     path: str
     tags: list[str] = field(default_factory=list)
     all_tags: bool = False
@@ -111,8 +110,7 @@ class _Repo:
     names: dict[str, str] = field(default_factory=dict)  # YAML section -> YAML repo key
 
 
-@dataclass(slots=True)
-class _Registry:
+class _Registry(Struct):
     ctx: NodeReader
     key: str
     namespace: str

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from mirror.errors import ConfigError
 
@@ -27,8 +28,7 @@ _AGE_PART = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d|w)")
 _AGE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 
 
-@dataclass(frozen=True, slots=True)
-class Retention:
+class Retention(Struct, frozen=True):
     """A retention rule; ``None`` fields are unset (the level below decides)."""
 
     keep_latest: int | None = None

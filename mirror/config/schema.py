@@ -10,13 +10,12 @@ selects), so it is copied once; skopeo copies it once per key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from msgspec import Struct, field
 
 from mirror.config.retention import Retention
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimit:
+class RateLimit(Struct, frozen=True):
     """Extension ``rate-limit``: per source registry request pacing and connection cap."""
 
     requests_per_second: float | None = None
@@ -24,8 +23,7 @@ class RateLimit:
     max_connections: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Catalog:
+class Catalog(Struct, frozen=True):
     """Extension ``catalog``: mirror every repository the registry lists (``/v2/_catalog``).
 
     ``prefixes``: keep only repository paths starting with one of these strings (empty: all);
@@ -38,8 +36,7 @@ class Catalog:
     tags: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RepoSpec:
+class RepoSpec(Struct, frozen=True):
     """One source repository and what to copy from it."""
 
     path: str  # repository path on the source registry, e.g. "library/busybox"
@@ -52,8 +49,7 @@ class RepoSpec:
     retention: Retention | None = None  # ``images-keep-latest`` / ``images-newer-than`` for this repository
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
+class Credentials(Struct, frozen=True):
     """YAML ``credentials``; never printed (``repr`` redacts the secrets)."""
 
     username: str = ""
@@ -66,8 +62,7 @@ class Credentials:
         return f"Credentials(username={self.username!r}, password={secret}, identity_token={token})"
 
 
-@dataclass(frozen=True, slots=True)
-class RegistryConfig:
+class RegistryConfig(Struct, frozen=True):
     """One top-level YAML entry (a source registry) with its settings."""
 
     name: str  # the YAML key: host[:port] (skopeo also accepts host[:port]/namespace)
@@ -89,7 +84,6 @@ class RegistryConfig:
     retention: Retention = field(default_factory=Retention)  # registry-wide ``keep-latest`` / ``newer-than``
 
 
-@dataclass(frozen=True, slots=True)
-class SyncConfig:
+class SyncConfig(Struct, frozen=True):
     registries: tuple[RegistryConfig, ...]
     source: str  # file path, for messages

@@ -18,7 +18,8 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from mirror.errors import ConfigError
 
@@ -94,8 +95,7 @@ def _compare_prerelease(a: str, b: str) -> int:
 
 
 @functools.total_ordering
-@dataclass(frozen=True, slots=True, eq=False)
-class Version:
+class Version(Struct, frozen=True, eq=False):
     """A parsed version; equality and ordering ignore ``metadata``."""
 
     major: int
@@ -125,6 +125,9 @@ class Version:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Version) and self.compare(other) == 0
+
+    def __ne__(self, other: object) -> bool:  # a Struct's own != would not go through __eq__
+        return not self == other
 
     def __lt__(self, other: Version) -> bool:
         return self.compare(other) < 0
@@ -157,8 +160,7 @@ def parse_version(text: str) -> Version | None:
     return Version(major, minor, patch, pre, metadata)
 
 
-@dataclass(frozen=True, slots=True)
-class _Term:
+class _Term(Struct, frozen=True):
     op: str
     con: Version
     orig: str
@@ -283,8 +285,7 @@ def _rewrite_ranges(text: str) -> str:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Constraint:
+class Constraint(Struct, frozen=True):
     """A parsed constraint set: OR of AND groups."""
 
     text: str

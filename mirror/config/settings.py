@@ -9,16 +9,17 @@ YAML key whose ``credentials`` apply) and never holds a secret, so it can be que
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from typing import Any
+
+from msgspec import Struct, field
+from msgspec.structs import fields
 
 from mirror.config.retention import Retention
 from mirror.config.schema import Credentials, RateLimit, SyncConfig
 from mirror.errors import ConfigError
 
 
-@dataclass(frozen=True, slots=True)
-class SyncFlags:
+class SyncFlags(Struct, frozen=True):
     """The run-wide command-line values that per-registry YAML keys may refine."""
 
     tls_verify: bool = True
@@ -34,8 +35,7 @@ class SyncFlags:
     exclude_regex: tuple[str, ...] = ()  # --exclude-tag-regex (``--src docker``)
 
 
-@dataclass(frozen=True, slots=True)
-class RegistrySettings:
+class RegistrySettings(Struct, frozen=True):
     """Everything mirror needs to know about one source registry, resolved."""
 
     name: str                          # the YAML key (host[:port][/namespace]), or the CLI source's registry

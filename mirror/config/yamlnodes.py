@@ -5,11 +5,11 @@ every failure a ConfigError naming the file, the YAML path and the line."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from difflib import get_close_matches
 from typing import Any, NoReturn, TypeVar
 
 import yaml
+from msgspec import Struct, field
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from mirror.errors import ConfigError, InvalidReference
@@ -56,8 +56,7 @@ def node_kind(node: Node, secret: bool = False) -> str:
     return "a value" if secret else repr(str(node.value)[:60])
 
 
-@dataclass(slots=True)
-class NodeReader:
+class NodeReader(Struct):
     source: str
     loader: yaml.SafeLoader
     flattened: set[int] = field(default_factory=set)  # mapping nodes already checked (aliases repeat them)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from msgspec import Struct, field
 
 from mirror.core.digest import Digest
 from mirror.errors import ManifestError, MirrorError
@@ -17,8 +18,7 @@ EMPTY: Mapping[str, str] = MappingProxyType({})
 MAX_BLOB_SIZE = 1 << 40
 
 
-@dataclass(frozen=True, slots=True)
-class Platform:
+class Platform(Struct, frozen=True):
     os: str
     architecture: str
     variant: str | None = None
@@ -68,15 +68,26 @@ def matches(candidate: Platform, wanted: Platform) -> bool:
     return got == wanted.variant
 
 
-@dataclass(frozen=True, slots=True)
-class Descriptor:
+class Descriptor(Struct, frozen=True):
     media_type: str
     digest: Digest
     size: int
     urls: tuple[str, ...] = ()
-    annotations: Mapping[str, str] = field(default_factory=lambda: EMPTY, compare=False, hash=False)
+    annotations: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     platform: Platform | None = None
     artifact_type: str | None = None
+
+    def _key(self) -> tuple[object, ...]:  # what equality and hashing look at: not the annotations
+        return self.media_type, self.digest, self.size, self.urls, self.platform, self.artifact_type
+
+    def __eq__(self, other: object) -> bool:
+        return self._key() == other._key() if type(other) is Descriptor else NotImplemented
+
+    def __ne__(self, other: object) -> bool:  # a Struct's own != would compare the annotations too
+        return self._key() != other._key() if type(other) is Descriptor else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     @classmethod
     def from_json(cls, data: Any, where: str = "descriptor") -> Descriptor:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from mirror.errors import DigestMismatch, InvalidReference
 
@@ -15,8 +16,7 @@ _LOWER_HEX = re.compile(r"[0-9a-f]+")
 EMPTY_SHA256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
-@dataclass(frozen=True, slots=True)
-class Digest:
+class Digest(Struct, frozen=True):
     """An ``algorithm:hex`` content digest (sha256 or sha512)."""
 
     algorithm: str

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from mirror.core import mediatype as mt
 from mirror.core.descriptor import Descriptor, Platform, host_platform, matches
@@ -20,8 +21,7 @@ from mirror.errors import ManifestError
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Manifest:
+class Manifest(Struct, frozen=True):
     raw: bytes
     media_type: str
     digest: Digest

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from mirror.core.digest import Digest
 from mirror.errors import InvalidReference
@@ -42,8 +43,7 @@ def _q(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-@dataclass(frozen=True, slots=True)
-class Repo:
+class Repo(Struct, frozen=True):
     """A repository on a registry: ``registry`` is ``host[:port]``, ``path`` the repository name."""
 
     registry: str
@@ -57,8 +57,7 @@ class Repo:
         return DOCKER_HUB_API if self.registry == DOCKER_HUB else self.registry
 
 
-@dataclass(frozen=True, slots=True)
-class Tag:
+class Tag(Struct, frozen=True):
     """A tag name (validated by whoever parsed it)."""
 
     name: str
@@ -76,8 +75,7 @@ def manifest_ref(text: str) -> ManifestRef:
     return Digest.parse(text) if text.startswith(("sha256:", "sha512:")) else Tag(text)
 
 
-@dataclass(frozen=True, slots=True)
-class Reference:
+class Reference(Struct, frozen=True):
     """A tag or digest in a repository (exactly one of the two after parsing)."""
 
     repo: Repo

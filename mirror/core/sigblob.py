@@ -17,8 +17,9 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
+
+from msgspec import Struct, field
 
 from mirror.errors import SignatureInvalid
 
@@ -33,8 +34,7 @@ SIGSTORE_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 _OPENPGP_FIRST = frozenset({0xA0, 0xA1, 0xA2, 0xA3, 0xC8, 0x90, 0x91, 0x92, 0x3D, 0xC4, 0x88, 0x89, 0x8A, 0x8B, 0xC2})
 
 
-@dataclass(frozen=True, slots=True)
-class Sigstore:
+class Sigstore(Struct, frozen=True):
     """A sigstore (cosign) signature: a payload and annotations (the signature itself is one of them)."""
 
     mime_type: str

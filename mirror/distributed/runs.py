@@ -8,12 +8,12 @@ record; the coordinator marks records ``reported`` as it streams them into its r
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from msgspec import Struct, field
+from msgspec.structs import asdict
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -30,8 +30,7 @@ def _platform_text(p: Platform) -> str:
     return "/".join(x for x in (p.os, p.architecture, p.variant) if x)
 
 
-@dataclass(frozen=True, slots=True)
-class RunOptions:
+class RunOptions(Struct, frozen=True):
     """What every worker of a run does the same way (stored with the run, as JSON)."""
 
     copy: CopyOptions = field(default_factory=CopyOptions)
@@ -59,15 +58,14 @@ class RunOptions:
 
 
 def record_dict(record: ImageRecord) -> dict[str, Any]:
-    return dataclasses.asdict(record)
+    return asdict(record)
 
 
 def record_from(data: dict[str, Any]) -> ImageRecord:
     return ImageRecord(**data)
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+class Claim(Struct, frozen=True):
     """A unit a worker took: the unit, its run's options, and the attempt it is on (0-based)."""
 
     unit: WorkUnit

@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
 import procrastinate
+from msgspec import Struct, field
+from msgspec.structs import replace
 from procrastinate import JobContext, RetryStrategy
 
 from mirror.aio import LRU
@@ -47,8 +48,7 @@ class RetryUnit(Exception):
     """The unit failed and has attempts left: procrastinate offers it again."""
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
+class WorkerSettings(Struct, frozen=True):
     url: str
     jobs: int = 4
     blob_jobs: int = 8

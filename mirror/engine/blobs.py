@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
 import anyio
+from msgspec import Struct, field
 
 from mirror.aio import LRU, REMEMBER, SingleFlight
 from mirror.core.descriptor import Descriptor
@@ -60,8 +60,7 @@ class BlobOutcome(Enum):
     FOREIGN = "foreign"
 
 
-@dataclass(slots=True)
-class BlobCounters:
+class BlobCounters(Struct):
     """Per-image (or per-run) blob accounting."""
 
     uploaded: int = 0
@@ -143,8 +142,7 @@ class BlobGate(Protocol):
     def hold(self, host: str, digest: Digest) -> AbstractAsyncContextManager[None]: ...
 
 
-@dataclass
-class BlobMover:
+class BlobMover(Struct):
     """Shared by every image of a run; enforces at-most-once work per (repository, digest)."""
 
     limit: anyio.CapacityLimiter

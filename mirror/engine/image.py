@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from enum import Enum
 
 import anyio
+from msgspec import Struct, field
 
 from mirror.aio import SingleFlight
 from mirror.core import manifest as manifest_mod
@@ -37,8 +37,7 @@ class MultiArch(Enum):
     INDEX_ONLY = "index-only"
 
 
-@dataclass(frozen=True, slots=True)
-class CopyOptions:
+class CopyOptions(Struct, frozen=True):
     multi_arch: MultiArch = MultiArch.SYSTEM
     platform: Platform = field(default_factory=lambda: Platform("linux", "amd64"))
     platforms: tuple[Platform, ...] = ()  # a subset of an index to copy (YAML `platforms`)
@@ -48,8 +47,7 @@ class CopyOptions:
     reformat: Reformat = field(default_factory=Reformat)  # manifest format and layer compression changes
 
 
-@dataclass(slots=True)
-class ImageWork:
+class ImageWork(Struct):
     """What copying one image did (for the report)."""
 
     counters: BlobCounters = field(default_factory=BlobCounters)
@@ -233,8 +231,7 @@ def _frozen(signatures: list[bytes]) -> str:
     return "Would invalidate signatures" if signatures else ""
 
 
-@dataclass(frozen=True, slots=True)
-class _Checked:
+class _Checked(Struct, frozen=True):
     """The policy check for one image's manifests (nothing to do without a policy)."""
 
     trust: Trust

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import anyio
+from msgspec import Struct
 
 from mirror.aio import LRU
 from mirror.core import convert
@@ -53,8 +53,7 @@ class LayerCompression(Enum):
     DECOMPRESS = "decompress"
 
 
-@dataclass(frozen=True, slots=True)
-class Reformat:
+class Reformat(Struct, frozen=True):
     """What a run may change. ``compression`` None: the destination's wish (``compressed_layers``);
     ``frozen``: why nothing may change (skopeo's words: "Instructed to preserve digests")."""
 
@@ -85,8 +84,7 @@ class Reformat:
                                                                   LayerCompression.DECOMPRESS)
 
 
-@dataclass(frozen=True, slots=True)
-class ImagePlan:
+class ImagePlan(Struct, frozen=True):
     source: str  # the source manifest type
     target: str  # the type written
     edits: tuple[tuple[int, str | None], ...] = ()  # (layer index, algorithm it gets; None: uncompressed)

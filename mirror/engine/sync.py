@@ -17,11 +17,12 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field, replace
 from typing import NoReturn, Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from mirror.aio import LRU, REMEMBER, image_error
 from mirror.core import mediatype as mt
@@ -40,8 +41,7 @@ log = get_logger("mirror.sync")
 ASSUMED = "tag present at destination (assume immutable tags)"
 
 
-@dataclass(frozen=True, slots=True)
-class SyncOptions:
+class SyncOptions(Struct, frozen=True):
     jobs: int = 16
     blob_jobs: int = 8
     keep_going: bool = False
@@ -49,8 +49,7 @@ class SyncOptions:
     copy: CopyOptions = field(default_factory=CopyOptions)
 
 
-@dataclass(frozen=True, slots=True)
-class ImageRecord:
+class ImageRecord(Struct, frozen=True):
     source: str
     destination: str
     digest: str | None
@@ -63,8 +62,7 @@ class ImageRecord:
     duration: float
 
 
-@dataclass(slots=True)
-class RunStats:
+class RunStats(Struct):
     """Live counters, read by progress displays; written only by the scheduler."""
 
     planned: int = 0

@@ -13,11 +13,11 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
 import anyio
+from msgspec import Struct, field
 from yarl import URL
 
 from mirror.aio import LRU
@@ -41,8 +41,7 @@ def basic_header(cred: Credential) -> str:
     return "Basic " + base64.b64encode(raw).decode()
 
 
-@dataclass(slots=True)
-class Token:
+class Token(Struct):
     value: str
     expires_at: float
     refresh_token: str | None = None
@@ -51,8 +50,7 @@ class Token:
         return now < self.expires_at - 10
 
 
-@dataclass(slots=True)
-class _Slot:
+class _Slot(Struct):
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     token: Token | None = None
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+from msgspec import Struct, field
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -45,8 +45,7 @@ MAX_REDIRECTS = 10
 MAX_ERROR_READ = 1 << 16
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(Struct, frozen=True):
     """A fully read response."""
 
     status: int
@@ -55,8 +54,7 @@ class Reply:
     url: URL
 
 
-@dataclass(frozen=True, slots=True)
-class EndpointKey:
+class EndpointKey(Struct, frozen=True):
     registry: str
     credential: Credential
     tls: TLSOptions
@@ -102,8 +100,7 @@ class HttpClient:
         return self._endpoints[key]
 
 
-@dataclass(slots=True)
-class _AuthState:
+class _AuthState(Struct):
     challenge: Challenge | None = None
     lock: anyio.Lock = field(default_factory=anyio.Lock)
 
@@ -365,8 +362,7 @@ class Endpoint:
         return resp
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class _Pair:
+class _Pair(Struct, frozen=True, eq=False):
     """A response with its (possibly pre-read) body, as the retry loop sees it."""
 
     resp: Response

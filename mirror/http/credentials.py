@@ -25,11 +25,11 @@ import json
 import os
 import pwd
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
+from msgspec import Struct
 
 from mirror.errors import ConfigError, CredentialError
 from mirror.http.credhelper import DEFAULT_HELPER_TIMEOUT, TOKEN_USER, run_helper
@@ -40,8 +40,7 @@ DOCKER_HUB = "docker.io"
 HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class Credential:
+class Credential(Struct, frozen=True):
     """What to authenticate with. All fields empty = anonymous.
 
     ``identity_token`` is an OAuth2 refresh token (``identitytoken`` / helper ``<token>``);
@@ -70,8 +69,7 @@ class Credential:
 ANONYMOUS = Credential()
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class CredentialOptions:
+class CredentialOptions(Struct, frozen=True):
     """skopeo's per-image credential flags; ``None`` = flag absent (``""`` is present but empty).
 
     Validated on construction like skopeo does: conflicts raise :class:`ConfigError`, an unusable
@@ -148,8 +146,7 @@ def parse_creds(text: str) -> tuple[str, str]:
     return username, password
 
 
-@dataclass(frozen=True, slots=True)
-class AuthFile:
+class AuthFile(Struct, frozen=True):
     """One file in the search list; ``legacy`` = ``.dockercfg`` format (the ``auths`` map at top level)."""
 
     path: Path
@@ -256,8 +253,7 @@ async def run_credential_helper(
     return Credential(username=username, password=secret)
 
 
-@dataclass(frozen=True, slots=True)
-class HelperCall:
+class HelperCall(Struct, frozen=True):
     """An auth file's verdict that a credential helper decides: ``docker-credential-<helper>`` for ``server``."""
 
     helper: str

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from urllib.parse import urljoin, urlsplit
 
+from msgspec import Struct, field
+from msgspec.structs import force_setattr
 from yarl import URL
 
 from mirror.errors import RegistryError
@@ -48,8 +49,7 @@ _SECONDS = re.compile(r"[0-9]{1,19}(?:\.[0-9]{1,19})?")
 _RATELIMIT = re.compile(rf"[ \t]*({_NUM})[ \t]*(?:;(.*))?")
 
 
-@dataclass(frozen=True, slots=True)
-class Challenge:
+class Challenge(Struct, frozen=True):
     """One challenge of a ``WWW-Authenticate`` header (RFC 7235).
 
     ``scheme`` is lowercased (``"bearer"``, ``"basic"``); ``params`` keys are lowercased, values are
@@ -57,13 +57,16 @@ class Challenge:
     """
 
     scheme: str
-    params: Mapping[str, str] = field(default_factory=dict, hash=False)
+    params: Mapping[str, str] = field(default_factory=dict)
     token68: str | None = None
 
+    def __hash__(self) -> int:  # params (a mapping) is compared but not hashed
+        return hash((self.scheme, self.token68))
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "scheme", self.scheme.lower())
+        force_setattr(self, "scheme", self.scheme.lower())
         lowered = {key.lower(): value for key, value in self.params.items()}
-        object.__setattr__(self, "params", MappingProxyType(lowered))
+        force_setattr(self, "params", MappingProxyType(lowered))
 
     @property
     def scopes(self) -> tuple[str, ...]:

@@ -9,8 +9,7 @@ the system CAs plus the certs.d directory of the document's own host (never the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from msgspec import Struct
 from multidict import MultiMapping
 from yarl import URL
 
@@ -23,8 +22,7 @@ from mirror.http.tls import TLSOptions
 MAX_REDIRECTS = 10
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class _Answer:
+class _Answer(Struct, frozen=True, eq=False):
     resp: Response
     body: bytes
 

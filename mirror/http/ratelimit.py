@@ -25,10 +25,10 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from msgspec import Struct
 
 from mirror.errors import ConfigError
 from mirror.http.headers import parse_ratelimit, parse_retry_after
@@ -46,8 +46,7 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
 
 
-@dataclass(frozen=True, slots=True)
-class HostPolicy:
+class HostPolicy(Struct, frozen=True):
     """Limits for one registry host. ``None`` means no limit of that kind.
 
     ``burst`` (requests that may go at once after idling) defaults to ``max(1, ceil(requests_per_second))``.

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Container, Mapping
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import anyio
+from msgspec import Struct
 
 from mirror.errors import TransientError
 from mirror.http.headers import parse_retry_after
@@ -25,8 +25,7 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
+class RetryPolicy(Struct, frozen=True):
     """``attempts`` tries in total; full-jitter exponential backoff from ``base`` up to ``cap``.
 
     ``--retry-times N`` gives ``attempts = max(4, N + 1)`` (``runtime.open_runtime``): N retries of each

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
+from msgspec import Struct, field
 from multidict import MultiMapping
 from yarl import URL
 
@@ -32,17 +32,19 @@ Body = bytes | AsyncIterable[bytes] | None
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(Struct, frozen=True):
     """One HTTP request. ``ssl`` is used for ``https`` URLs (None: the sender's default verification).
 
     Headers and body stay out of ``repr``: they carry credentials and tokens."""
 
     method: str
     url: URL
-    headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS, repr=False)
-    body: Body = field(default=None, repr=False)
-    ssl: ssl.SSLContext | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
+    body: Body = None
+    ssl: ssl.SSLContext | None = None
+
+    def __repr__(self) -> str:
+        return f"Request(method={self.method!r}, url={self.url!r})"
 
     @property
     def streamed(self) -> bool:

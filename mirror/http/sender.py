@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
+from msgspec import Struct
 from multidict import MultiMapping
 from yarl import URL
 
@@ -23,8 +23,7 @@ from mirror.http.seam import Request, Response
 _BROKEN = (aiohttp.ClientError, TimeoutError, OSError)
 
 
-@dataclass(frozen=True, slots=True)
-class Timeouts:
+class Timeouts(Struct, frozen=True):
     """Per request: to connect, and between two reads of the response (a stall, not a total)."""
 
     connect: float = 30.0

@@ -13,16 +13,16 @@ import os
 import pwd
 import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from msgspec import Struct
 
 from mirror.errors import TLSError
 
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 
-@dataclass(frozen=True, slots=True)
-class TLSOptions:
+class TLSOptions(Struct, frozen=True):
     """skopeo's ``--tls-verify`` and ``--cert-dir`` for one side of a copy."""
 
     verify: bool = True

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
 from typing import cast
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from mirror.core.reference import ManifestRef, Tag, parse_docker
 from mirror.engine.image import CopyOptions
@@ -19,8 +21,7 @@ from mirror.transports.catalog import validate_name
 from mirror.transports.side import SideOptions
 
 
-@dataclass(frozen=True, slots=True)
-class ImageName:
+class ImageName(Struct, frozen=True):
     """A validated CLI image name: ``TRANSPORT:REST`` (``rest`` after ``docker://`` for registries)."""
 
     transport: str

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 import anyio
+from msgspec import Struct
 
 from mirror.aio import image_error
 from mirror.engine.image import CopyOptions
@@ -27,8 +27,7 @@ from mirror.signing.policy import Policy
 from mirror.transports.side import SideOptions
 
 
-@dataclass(frozen=True, slots=True)
-class CopyPair:
+class CopyPair(Struct, frozen=True):
     """One line of a pairs file: where it was, and the two images it names."""
 
     line: int
@@ -38,15 +37,13 @@ class CopyPair:
     dst: ImageName
 
 
-@dataclass(frozen=True, slots=True)
-class PairResult:
+class PairResult(Struct, frozen=True):
     pair: CopyPair
     record: ImageRecord
     status: int  # skopeo's exit status for this copy: 0 copied (or up to date), 2 image missing, 1 other
 
 
-@dataclass(frozen=True, slots=True)
-class PairsRun:
+class PairsRun(Struct, frozen=True):
     """What every pair shares: the two sides' settings and the engine's limits."""
 
     src_side: SideOptions

@@ -6,7 +6,8 @@ The planner streams plain work units; this process's ``Resolver`` opens each one
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from mirror.config.schema import Credentials
 from mirror.config.settings import RegistrySettings
@@ -36,16 +37,14 @@ def policies(settings: Mapping[str, RegistrySettings]) -> dict[str, HostPolicy]:
     return out
 
 
-@dataclass
-class SyncResult:
+class SyncResult(Struct):
     stats: RunStats
     prune: list[PruneCandidate] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     registries: dict[str, dict[str, object]] = field(default_factory=dict)  # per-host limiter counters
 
 
-@dataclass(frozen=True, slots=True)
-class SyncRequest:
+class SyncRequest(Struct, frozen=True):
     naming: Naming
     src_side: SideOptions
     dst_side: SideOptions

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anyio
+from msgspec import Struct
+from msgspec.structs import replace
 
 from mirror.aio import LRU
 from mirror.config.filters import parse_platform
@@ -36,8 +37,7 @@ from mirror.transports.side import SideOptions
 RESOLVED = 256
 
 
-@dataclass(frozen=True, slots=True)
-class _Resolved:
+class _Resolved(Struct, frozen=True):
     """What one registry's settings mean in this process."""
 
     source: SideOptions

@@ -13,11 +13,11 @@ from __future__ import annotations
 import posixpath
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from msgspec import Struct
 
 from mirror.aio import SingleFlight
 from mirror.config.filters import compile_regex, select_tags
@@ -64,14 +64,12 @@ class Endpoints(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class PruneCandidate:
+class PruneCandidate(Struct, frozen=True):
     destination: str      # host/repo
     tags: tuple[str, ...]  # present at the destination, gone from the source
 
 
-@dataclass(frozen=True, slots=True)
-class PlanOptions:
+class PlanOptions(Struct, frozen=True):
     naming: Naming
     dest: str = "docker"  # docker | dir | oci
     shard: Shard | None = None  # plan only the destination repositories this shard owns (--shard K/N)

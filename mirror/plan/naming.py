@@ -8,15 +8,15 @@ element (``repo:tag``). So ``--append-suffix`` lands at the end of the tag.
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from mirror.core.digest import Digest
 from mirror.core.reference import ManifestRef, Reference, parse_docker
 from mirror.errors import UsageError
 
 
-@dataclass(frozen=True, slots=True)
-class Naming:
+class Naming(Struct, frozen=True):
     destination: str          # DESTINATION argument: registry[:port][/namespace] (docker) or a directory
     scoped: bool = False
     append_suffix: str = ""

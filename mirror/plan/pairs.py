@@ -10,8 +10,9 @@ into an ``ImagePair`` (live source and destination) only while it works on it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from mirror.config.settings import RegistrySettings
 from mirror.core.descriptor import Platform
@@ -23,8 +24,7 @@ from mirror.transports.base import ImageDestination, ImageSource
 VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
-class WorkUnit:
+class WorkUnit(Struct, frozen=True):
     """One image to sync, as data."""
 
     src: str                         # skopeo image name of the source, e.g. docker://host/repo:tag
@@ -57,8 +57,7 @@ class WorkUnit:
             raise ConfigError(f"invalid work unit: {exc}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class ImagePair:
+class ImagePair(Struct, frozen=True):
     """One image to sync, opened: live source and destination. ``dst_ref`` None: store by digest only."""
 
     source: ImageSource

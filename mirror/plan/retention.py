@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import anyio
+from msgspec import Struct
 
 from mirror.aio import SingleFlight
 from mirror.config.filters import is_digest
@@ -46,8 +46,7 @@ def created_dates() -> CreatedDates:
     return SingleFlight(remember=REMEMBER)
 
 
-@dataclass(frozen=True, slots=True)
-class Retained:
+class Retained(Struct, frozen=True):
     refs: list[str]           # what to copy, in the order given
     dropped: frozenset[str]   # tags the rule left out: prune candidates when the registry prunes
 

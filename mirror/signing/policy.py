@@ -23,9 +23,10 @@ import json
 import os
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct, field
 
 from mirror.core.reference import Reference
 from mirror.errors import ConfigError
@@ -39,16 +40,14 @@ IDENTITY_FIELDS = {"matchExact": (), "matchRepoDigestOrExact": (), "matchReposit
                    "remapIdentity": ("prefix", "signedPrefix")}
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
+class Identity(Struct, frozen=True):
     """A ``signedIdentity``: how a signature's docker-reference must relate to the image."""
 
     kind: str = "matchRepoDigestOrExact"
     values: tuple[str, ...] = ()  # the fields named in IDENTITY_FIELDS[kind], in that order
 
 
-@dataclass(frozen=True, slots=True)
-class Requirement:
+class Requirement(Struct, frozen=True):
     kind: str  # insecureAcceptAnything | reject | signedBy | sigstoreSigned | another (refused when evaluated)
     key_paths: tuple[Path, ...] = ()  # public key files (read when evaluated, as c/image): OpenPGP or PEM
     key_data: tuple[bytes, ...] = ()  # keyData (keyDatas: several)
@@ -68,8 +67,7 @@ class Requirement:
 Requirements = tuple[Requirement, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class ImagePolicy:
+class ImagePolicy(Struct, frozen=True):
     """The requirements one source image must meet, and what they are checked against."""
 
     requirements: Requirements
@@ -77,8 +75,7 @@ class ImagePolicy:
     scope: str                   # the scope that matched, for messages
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
+class Policy(Struct, frozen=True):
     source: str
     default: Requirements
     transports: Mapping[str, Mapping[str, Requirements]]

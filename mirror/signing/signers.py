@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
+from msgspec import Struct
 
 from mirror import __version__
 from mirror.core.manifest import Manifest
@@ -35,8 +35,7 @@ class Signer(Protocol):
     def sign(self, manifest: bytes, identity: str) -> bytes: ...
 
 
-@dataclass(frozen=True, slots=True)
-class GpgSigner:
+class GpgSigner(Struct, frozen=True):
     """Simple signing with a GnuPG key of the user's keyring (``--sign-by``)."""
 
     fingerprint: str
@@ -49,8 +48,7 @@ class GpgSigner:
         return gpg.sign(payload, self.fingerprint, self.passphrase_file)
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class SigstoreSigner:
+class SigstoreSigner(Struct, frozen=True):
     """A sigstore signature with a private key (``--sign-by-sigstore-private-key``, or a key-based
     ``--sign-by-sigstore`` parameter file)."""
 

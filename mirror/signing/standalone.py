@@ -12,7 +12,8 @@ reference (skopeo signs any string, producing a signature no verifier accepts).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from mirror import __version__, aio
 from mirror.core.digest import Digest
@@ -27,8 +28,7 @@ MAX_MANIFEST = 4 << 20
 __all__ = ["Verified", "manifest_digest", "sign", "verify"]
 
 
-@dataclass(frozen=True, slots=True)
-class Verified:
+class Verified(Struct, frozen=True):
     digest: Digest
     reference: str
     fingerprint: str

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, cast
+
+from msgspec import Struct
 
 from mirror.core.descriptor import Descriptor
 from mirror.core.digest import Digest
@@ -26,8 +27,7 @@ if TYPE_CHECKING:  # the sides carry http settings; the engine, which imports th
 BlobOpener = Callable[[int], AbstractAsyncContextManager[AsyncIterator[bytes]]]
 
 
-@dataclass(frozen=True, slots=True)
-class Capabilities:
+class Capabilities(Struct, frozen=True):
     """What a transport (or one of its sources or destinations) can do; the engine reads these fields
     instead of checking types.
 
@@ -55,8 +55,7 @@ class Capabilities:
     manifest_types: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class Location:
+class Location(Struct, frozen=True):
     """Where an image source or destination lives, for reports and mount decisions."""
 
     transport: str

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from msgspec import Struct, field
 
 from mirror.http.credentials import Credential, CredentialOptions
 from mirror.http.tls import TLSOptions
 
 
-@dataclass(frozen=True, slots=True)
-class LocalOptions:
+class LocalOptions(Struct, frozen=True):
     """Settings local transports need from the command line."""
 
     tmpdir: str | None = None
@@ -20,8 +19,7 @@ class LocalOptions:
     shared_blob_dir: str | None = None   # oci: --src-shared-blob-dir / --dest-shared-blob-dir (blobs kept there)
 
 
-@dataclass(frozen=True, slots=True)
-class SideOptions:
+class SideOptions(Struct, frozen=True):
     """How to reach one side (source or destination) of an operation: everything a transport needs
     besides the image name. Live and possibly secret: built by the runtime, never serialised."""
 

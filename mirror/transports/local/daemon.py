@@ -24,11 +24,11 @@ import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import anyio
+from msgspec import Struct
 
 from mirror.core.reference import ManifestRef, Tag
 from mirror.errors import InvalidReference, MirrorError, NotFound, TLSError
@@ -55,8 +55,7 @@ def parse_ref(rest: str) -> tuple[str, bool]:
     return normalise_tag(rest, where), False
 
 
-@dataclass(frozen=True, slots=True)
-class Daemon:
+class Daemon(Struct, frozen=True):
     """Where the daemon is and how to reach it."""
 
     host: str

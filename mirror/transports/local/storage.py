@@ -30,9 +30,9 @@ import re
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import anyio
+from msgspec import Struct
 
 from mirror.core.reference import ManifestRef, Tag
 from mirror.errors import ImageNotFound, InvalidReference, MirrorError
@@ -48,8 +48,7 @@ _SPEC_RE = re.compile(r"^\[(?:(?P<driver>[^@\]+:]+)@)?(?P<root>[^\]+:]*)(?:\+(?P
 TIMEOUT = 600.0
 
 
-@dataclass(frozen=True, slots=True)
-class StorageRef:
+class StorageRef(Struct, frozen=True):
     flags: tuple[str, ...]   # podman global flags selecting the store
     name: str                # normalised name:tag, or an image ID
     is_id: bool

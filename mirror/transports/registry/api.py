@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from urllib.parse import quote
+
+from msgspec.structs import replace
 
 from mirror.core import mediatype as mt
 from mirror.core.descriptor import Descriptor

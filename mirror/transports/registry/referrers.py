@@ -21,11 +21,11 @@ conditional requests; no client can close that gap without the registry's help.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import anyio
+from msgspec import Struct
 
 from mirror.core import mediatype as mt
 from mirror.core import referrers as ref
@@ -103,8 +103,7 @@ async def read_fallback(endpoint: RegistryEndpoint, repo: Repo, subject: Digest,
     return ref.listed(data, f"referrers tag {repo}:{tag}"), reply.headers.get("ETag")
 
 
-@dataclass(frozen=True, slots=True)
-class FallbackUpdate:
+class FallbackUpdate(Struct, frozen=True):
     """Adds entries to one subject's fallback index so that concurrent writers keep theirs (module doc)."""
 
     endpoint: RegistryEndpoint

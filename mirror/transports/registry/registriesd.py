@@ -18,11 +18,11 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from msgspec import Struct, field
 from yarl import URL
 
 from mirror.core.digest import Digest
@@ -38,8 +38,7 @@ _KEYS = {"lookaside": "lookaside", "lookaside-staging": "lookaside_staging", "si
          "sigstore-staging": "sigstore_staging"}
 
 
-@dataclass(frozen=True, slots=True)
-class Namespace:
+class Namespace(Struct, frozen=True):
     """One scope's settings (empty string: not set)."""
 
     lookaside: str = ""
@@ -54,8 +53,7 @@ class Namespace:
         return self.lookaside or self.sigstore
 
 
-@dataclass(frozen=True, slots=True)
-class SignatureStorage:
+class SignatureStorage(Struct, frozen=True):
     """Where one registry image's signatures are read and written."""
 
     read: URL                 # lookaside base for the repository (file://, http://, https://)
@@ -67,8 +65,7 @@ class SignatureStorage:
         return base.with_path(f"{base.path}@{digest.algorithm}={digest.hex}/signature-{index + 1}", encoded=False)
 
 
-@dataclass(frozen=True, slots=True)
-class RegistriesD:
+class RegistriesD(Struct, frozen=True):
     """The merged configuration of one registries.d directory."""
 
     default: Namespace | None = None

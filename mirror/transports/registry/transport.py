@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import replace
 
 import anyio
+from msgspec.structs import replace
 
 from mirror.aio import LRU, SingleFlight
 from mirror.core.reference import ManifestRef, Reference, Repo, Tag, parse_docker

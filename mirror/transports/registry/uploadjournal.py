@@ -9,8 +9,8 @@ resumability, never the upload.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from msgspec import Struct
 from yarl import URL
 
 from mirror.log import get_logger
@@ -19,8 +19,7 @@ from mirror.state import StateBackend, StateError, UploadRecord
 log = get_logger("mirror.upload")
 
 
-@dataclass(slots=True)
-class UploadSession:
+class UploadSession(Struct):
     """An open upload session: where to send the next request, and what the registry holds."""
 
     location: URL

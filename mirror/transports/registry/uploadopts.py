@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+
+from msgspec import Struct
 
 from mirror.core.size import CHUNK_SIZE_MAX, CHUNK_SIZE_MIN, MiB, parse_size
 from mirror.errors import ConfigError
 from mirror.state import default_state_path
 
 
-@dataclass(frozen=True, slots=True)
-class UploadOptions:
+class UploadOptions(Struct, frozen=True):
     """How blobs are uploaded; see the module docstring."""
 
     chunk_size: int = 16 * MiB
@@ -27,8 +27,7 @@ class UploadOptions:
             raise ConfigError(f"invalid upload options {self}")
 
 
-@dataclass(frozen=True, slots=True)
-class ResumeSettings:
+class ResumeSettings(Struct, frozen=True):
     uploads: UploadOptions
     state_path: Path | None  # None: no persistent state
 
