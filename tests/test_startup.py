@@ -175,3 +175,21 @@ def test_local_transport_names_match_their_classes() -> None:
     transports = local_transports()
     assert sorted(transports) == sorted(LOCAL)
     assert {name: transports[name].name for name in LOCAL} == {name: name for name in LOCAL}
+
+
+def test_the_event_loop_runs_with_the_collector_on() -> None:
+    """start.main turns the collector off for the imports; every command's loop (run_loop) turns it on,
+    so a long sync still collects reference cycles."""
+    import gc
+
+    from mirror.cli.start import run_loop
+
+    async def collector_on() -> bool:
+        return gc.isenabled()
+
+    gc.disable()
+    try:
+        assert run_loop(collector_on) is True
+    finally:
+        gc.enable()
+        gc.unfreeze()

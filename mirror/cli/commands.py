@@ -17,6 +17,7 @@ from msgspec.structs import replace
 from mirror.cli import parity, reformatflags, render, signflags
 from mirror.cli.flags import get, stdin_secret
 from mirror.cli.logsetup import configure_logging
+from mirror.cli.start import run_loop
 from mirror.core.reference import parse_docker
 from mirror.engine.image import CopyOptions, MultiArch
 from mirror.errors import ManifestError, MirrorError, UsageError
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[T]],
                 tg.cancel_scope.cancel()
         raise MirrorError("cancelled")
 
-    return anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+    return run_loop(main)
 
 
 async def _cancel_on_sigterm(scope: anyio.CancelScope) -> None:

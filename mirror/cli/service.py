@@ -37,6 +37,7 @@ from mirror.cli.commands import global_options
 from mirror.cli.flags import get
 from mirror.cli.logsetup import configure_logging
 from mirror.cli.serve import LastRun, ServiceStatus, parse_listen, serve_http
+from mirror.cli.start import run_loop
 from mirror.engine.sync import RunStats
 from mirror.errors import MirrorError, UsageError
 from mirror.log import bound, get_logger
@@ -104,7 +105,7 @@ def serve(args: argparse.Namespace) -> int:
                 log.info("listening", address=f"{address[0]}:{port}")
             await service.loop()
 
-    anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+    run_loop(main)
     log.info("service_stopped", runs=dict(service.status.runs))
     return 0
 

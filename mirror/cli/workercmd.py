@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
-import anyio
-
 from mirror.cli.commands import global_options, side_options, signature_policy
 from mirror.cli.logsetup import configure_logging
+from mirror.cli.start import run_loop
 from mirror.config.load import load_sync_config
 from mirror.config.settings import yaml_credentials
 from mirror.distributed.pgstate import PgState
@@ -44,5 +43,5 @@ def worker(args: argparse.Namespace) -> int:
         finally:
             state.close()
 
-    anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+    run_loop(main)
     return 0
