@@ -98,6 +98,25 @@ def test_copy_of_a_present_image_imports_no_logging_or_signing(registry: Registr
     assert [line for line in proc.stderr.splitlines() if not line.startswith("import time:")] == []
 
 
+#: Never imported by a plain ``mirror sync`` (no --metrics, --listen, --schedule or --queue).
+NOT_FOR_SYNC = ("prometheus_client", "croniter", "procrastinate", "psycopg", "difflib", "http.server", "structlog",
+                "mirror.distributed", "mirror.cli.gotemplate")
+
+
+def test_a_plain_sync_imports_no_metrics_schedule_or_queue_library(registry: Registry, tmp_path: Path) -> None:
+    push_image(registry, "start/sync", "v1")
+    config = tmp_path / "sync.yaml"
+    config.write_text(f"{registry.host}:\n  tls-verify: false\n  images:\n    start/sync: [v1]\n")
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    proc = run_mirror("sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false", str(config),
+                      f"{registry.host}/copied", env=env)
+    modules = _imported(proc.stderr)
+    assert "yaml" in modules and "mirror.engine.sync" in modules  # the list is real: it did sync
+    assert _offenders(modules, NOT_FOR_SYNC) == []
+    registry.wait_for_access_log(lambda entries: ("PUT", "/v2/copied/sync/manifests/v1", 201) in
+                                 [entry[:3] for entry in entries])
+
+
 def test_debug_and_json_logging_still_log(registry: Registry) -> None:
     src, dst, digest = _present_image(registry)
     tls = ("--src-tls-verify=false", "--dest-tls-verify=false")

@@ -14,14 +14,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from msgspec import Struct, field
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from mirror.engine.sync import RunStats
 from mirror.errors import MirrorError
 from mirror.transports.local import files
+
+if TYPE_CHECKING:  # prometheus_client (with http.server and wsgiref) is imported by what renders metrics
+    from prometheus_client.core import Metric
 
 
 class RunFigures(Struct, frozen=True):
@@ -54,6 +56,8 @@ class RunFigures(Struct, frozen=True):
 
 def run_families(run: RunFigures) -> list[Metric]:
     """The figures of ``--metrics`` (the last run)."""
+    from prometheus_client.core import GaugeMetricFamily
+
     images = GaugeMetricFamily("mirror_sync_images", "Images handled by the last sync run, by outcome.",
                                labels=["outcome"])
     for outcome, value in (("copied", run.copied), ("skipped", run.skipped), ("failed", run.failed)):
@@ -82,6 +86,8 @@ def run_families(run: RunFigures) -> list[Metric]:
 
 def service_families(runs: Mapping[str, int], running: bool, next_run: float | None) -> list[Metric]:
     """The long-running mode's own figures: runs so far by outcome, a run in progress, the next slot."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     total = CounterMetricFamily("mirror_sync_runs", "Sync runs since the service started, by outcome.",
                                 labels=["outcome"])
     for outcome in ("success", "failed"):
@@ -106,6 +112,8 @@ class _Families:
 
 def exposition(families: Iterable[Metric]) -> bytes:
     """``families`` in the Prometheus text format (what ``generate_latest`` writes)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))
     return generate_latest(registry)

@@ -5,7 +5,6 @@ every failure a ConfigError naming the file, the YAML path and the line."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from difflib import get_close_matches
 from typing import Any, NoReturn, TypeVar
 
 import yaml
@@ -164,6 +163,8 @@ def join_path(path: str, key: str) -> str:
 
 
 def unknown_key(key: str, allowed: tuple[str, ...]) -> str:
+    from difflib import get_close_matches  # only for a misspelt key's message
+
     close = get_close_matches(key, allowed, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
     return f"unknown key (expected one of: {', '.join(allowed)}{hint})"
