@@ -100,7 +100,7 @@ def test_copy_of_a_present_image_imports_no_logging_or_signing(registry: Registr
 
 #: Never imported by a plain ``mirror sync`` (no --metrics, --listen, --schedule or --queue).
 NOT_FOR_SYNC = ("prometheus_client", "croniter", "procrastinate", "psycopg", "difflib", "http.server", "structlog",
-                "mirror.distributed", "mirror.cli.gotemplate")
+                "re2", "mirror.distributed", "mirror.cli.gotemplate")
 
 
 def test_a_plain_sync_imports_no_metrics_schedule_or_queue_library(registry: Registry, tmp_path: Path) -> None:

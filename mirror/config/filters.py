@@ -17,15 +17,16 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Sequence
-from typing import Protocol, cast
-
-import re2
+from typing import TYPE_CHECKING, Protocol, cast
 
 from mirror.config.schema import RepoSpec
 from mirror.config.semver import cached_constraint, parse_version
 from mirror.core.descriptor import Platform, matches
 from mirror.core.reference import TAG_RE
 from mirror.errors import ConfigError
+
+if TYPE_CHECKING:  # RE2 is loaded by the first pattern compiled: a YAML without regexes needs none
+    import re2
 
 _ANY_BYTE = re.compile(r"(?<!\\)(?:\\\\)*\\C")  # \C not itself escaped
 _HINTS = (
@@ -44,6 +45,8 @@ class TagPattern(Protocol):
 
 
 def _options() -> re2.Options:
+    import re2
+
     options = re2.Options()
     options.log_errors = False  # the error is raised (and reported once, on one line), not logged
     return options
@@ -53,6 +56,8 @@ def _options() -> re2.Options:
 def _compile(pattern: str) -> TagPattern:
     if _ANY_BYTE.search(pattern):
         raise ValueError("invalid escape sequence: \\C")
+    import re2
+
     try:
         return cast(TagPattern, re2.compile(pattern, _options()))
     except re2.error as exc:

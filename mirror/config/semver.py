@@ -28,7 +28,9 @@ MAX_CONSTRAINT_LEN = 512
 MAX_CONSTRAINT_GROUPS = 32
 _UINT64_MAX = 2**64 - 1
 
-_LOOSE_VERSION_RE = re.compile(
+# Patterns are compiled on first use (the re module caches them), not at import: sync imports this
+# module whether or not a YAML uses semver, and compiling the five took ~4 ms of its start-up.
+_LOOSE_VERSION_RE = (
     r"v?([0-9]+)(\.[0-9]+)?(\.[0-9]+)?"
     r"(-([0-9A-Za-z\-]+(\.[0-9A-Za-z\-]+)*))?"
     r"(\+([0-9A-Za-z\-]+(\.[0-9A-Za-z\-]+)*))?"
@@ -42,13 +44,13 @@ _CV = (
     r"(-([0-9A-Za-z\-]++(\.[0-9A-Za-z\-]++)*+))?"
     r"(\+([0-9A-Za-z\-]++(\.[0-9A-Za-z\-]++)*+))?"
 )
-_CONSTRAINT_RE = re.compile(rf"{_WS}*+({_OPS}){_WS}*+({_CV}){_WS}*+")
-_RANGE_RE = re.compile(rf"{_WS}*+({_CV}){_WS}++-{_WS}++({_CV}){_WS}*+")
-_FIND_RE = re.compile(rf"({_OPS}){_WS}*+({_CV})")
+_CONSTRAINT_RE = rf"{_WS}*+({_OPS}){_WS}*+({_CV}){_WS}*+"
+_RANGE_RE = rf"{_WS}*+({_CV}){_WS}++-{_WS}++({_CV}){_WS}*+"
+_FIND_RE = rf"({_OPS}){_WS}*+({_CV})"
 # Upstream: ^(\s*(ops)\s*(cv)\s*)((?:\s+|,\s*)(ops)\s*(cv)\s*)*$ -- the same language, written so
 # that runs of blanks have exactly one owner.
 _TERM = rf"(?:{_OPS}){_WS}*+{_CV}"
-_VALID_RE = re.compile(rf"{_WS}*+{_TERM}(?:(?:{_WS}++|{_WS}*+,{_WS}*+){_TERM})*{_WS}*+")
+_VALID_RE = rf"{_WS}*+{_TERM}(?:(?:{_WS}++|{_WS}*+,{_WS}*+){_TERM})*{_WS}*+"
 
 
 def _uint(text: str) -> int | None:
@@ -146,7 +148,7 @@ def parse_version(text: str) -> Version | None:
     """Masterminds ``NewVersion``; None when ``text`` is not a version (e.g. the tag ``latest``)."""
     if len(text) > MAX_VERSION_LEN:
         return None
-    m = _LOOSE_VERSION_RE.fullmatch(text)
+    m = re.fullmatch(_LOOSE_VERSION_RE, text)
     if m is None:
         return None
     major = _uint(m[1])
@@ -179,7 +181,7 @@ def _is_x(part: str) -> bool:
 
 
 def _parse_term(text: str) -> _Term:
-    m = _CONSTRAINT_RE.fullmatch(text)
+    m = re.fullmatch(_CONSTRAINT_RE, text)
     if m is None:
         raise ConfigError(f"improper constraint: {text.strip()!r}")
     op, cv, major, minor, patch, pre = m[1], m[2], m[3], m[4] or "", m[5] or "", m[6] or ""
@@ -280,7 +282,7 @@ _OPERATORS: dict[str, Callable[[Version, _Term], bool]] = {
 
 def _rewrite_ranges(text: str) -> str:
     out = text
-    for m in _RANGE_RE.finditer(text):
+    for m in re.finditer(_RANGE_RE, text):
         out = out.replace(m[0], f">= {m[1]}, <= {m[11]} ", 1)
     return out
 
@@ -302,9 +304,9 @@ class Constraint(Struct, frozen=True):
             raise ConfigError(f"too many constraint groups (max {MAX_CONSTRAINT_GROUPS})")
         groups: list[tuple[_Term, ...]] = []
         for part in ors:
-            if _VALID_RE.fullmatch(part) is None:
+            if re.fullmatch(_VALID_RE, part) is None:
                 raise ConfigError(f"improper constraint: {part.strip()[:80]!r}")
-            found = [m[0] for m in _FIND_RE.finditer(part)] or [part]
+            found = [m[0] for m in re.finditer(_FIND_RE, part)] or [part]
             groups.append(tuple(_parse_term(s) for s in found))
         has_pre = tuple(any(t.con.pre for t in group) for group in groups)
         return cls(text, tuple(groups), has_pre)
