@@ -23,6 +23,10 @@ Rows of ``many`` print issue #12's targets next to the ratio (PASS/MISS): on loo
 ``--help``, ``inspect``, a ``copy`` of an image already present, and ``copy --pairs`` against a
 shell loop of ``skopeo copy``.
 
+``--floor`` measures what bounds the loopback ``many`` rows instead (scripts/benchfloor.py): the CPU
+each registry spends on each tool's sync, the wall time those alone impose on this machine's cores,
+and a bare aiohttp client's CPU per request for the no-op's HEADs.
+
 ``--workers 1,2,4`` times the distributed mode instead (``mirror sync --queue`` with that many
 ``mirror worker`` processes, next to ``mirror sync`` without a queue): see scripts/benchqueue.py.
 """
@@ -318,7 +322,13 @@ def main() -> int:
                         help="a TCP proxy adding D ms each way in front of the source registry (both tools)")
     parser.add_argument("--startup", action="store_true", help="time start-up-bound commands (benchstartup.py)")
     parser.add_argument("--pairs", type=int, default=10, metavar="N", help="with --startup: pairs for copy --pairs")
+    parser.add_argument("--floor", action="store_true",
+                        help="the registries' CPU floor under a loopback sync of many (benchfloor.py)")
     args = parser.parse_args()
+    if args.floor:
+        from benchfloor import floor_main
+
+        return floor_main(parser, args)
     if args.startup:
         from benchstartup import startup_main
 
