@@ -51,9 +51,10 @@ from mirror.http.headers import parse_upload_range
 from mirror.log import get_logger
 from mirror.state import StateBackend
 from mirror.transports.base import BlobOpener
-from mirror.transports.registry import api, hostfact
+from mirror.transports.registry import api
 from mirror.transports.registry.endpoint import RegistryEndpoint
 from mirror.transports.registry.feed import Feed, Hash, running
+from mirror.transports.registry.hostfact import HostFact
 from mirror.transports.registry.singlepost import post_blob
 from mirror.transports.registry.uploadjournal import UploadJournal, UploadSession
 from mirror.transports.registry.uploadopts import UploadOptions
@@ -73,7 +74,7 @@ class BlobUpload:
     """One blob into one repository; :meth:`run` returns the bytes sent (re-sent ones included)."""
 
     def __init__(self, endpoint: RegistryEndpoint, repo: Repo, desc: Descriptor, open_source: BlobOpener, *,
-                 options: UploadOptions, state: StateBackend | None, single: hostfact.HostFact | None = None) -> None:
+                 options: UploadOptions, state: StateBackend | None, single: HostFact | None = None) -> None:
         self.endpoint = endpoint
         self.single = single  # the run's knowledge of which registries take a single-POST upload
         self.repo = repo
@@ -100,10 +101,18 @@ class BlobUpload:
     # -- small blobs: verified in memory, one PUT with the body -----------------------------
     async def _monolithic(self) -> None:
         data = await self._read_verified()
-        if self.single is not None and await self._single_post(data, self.single):
-            return
+        session = None  # a session the opening single POST left to complete (None: open one)
+        if self.single is not None:
+            posted = await post_blob(self.endpoint, self.repo, self.desc.digest, data, self._scopes, self.single)
+            if posted is not None:
+                reply, with_body = posted
+                self.sent += len(data) if with_body else 0
+                if reply.status == 201:
+                    return
+                session = location_of(reply)
         for attempt in range(self.options.max_resumes + 1):
-            location = await self._post()
+            location = session or await self._post()
+            session = None
             try:
                 self.sent += len(data)
                 await self._complete(location, data)
@@ -116,27 +125,6 @@ class BlobUpload:
                 with anyio.CancelScope(shield=True):
                     await self._delete(location)
                 raise
-
-    async def _single_post(self, data: bytes, single: hostfact.HostFact) -> bool:
-        """``singlepost``'s opening ``POST``; False: the usual way. A ``202`` session gets the ``PUT``."""
-        posted = await post_blob(self.endpoint, self.repo, self.desc.digest, data, self._scopes, single)
-        if posted is None:
-            return False
-        reply, with_body = posted
-        self.sent += len(data) if with_body else 0
-        if reply.status == 201:
-            return True
-        location = location_of(reply)
-        try:
-            self.sent += len(data)
-            await self._complete(location, data)
-        except NotFound:  # the session expired before the PUT: the usual way opens another one
-            return False
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._delete(location)
-            raise
-        return True
 
     async def _read_verified(self) -> bytes:
         hasher = Hash(self.desc.digest.algorithm)
