@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -45,13 +46,7 @@ class MissingDirs:
         self._present: LRU[str, bool] = LRU(size)
 
     def known_missing(self, directory: str) -> bool:
-        while True:
-            if directory in self._missing:
-                return True
-            parent = os.path.dirname(directory)
-            if parent == directory:
-                return False
-            directory = parent
+        return any(d in self._missing for d in _lineage(directory))
 
     async def missing(self, directory: str) -> bool:
         """Whether ``directory`` does not exist (looked at, off the event loop, once per run)."""
@@ -67,21 +62,27 @@ class MissingDirs:
         return True
 
     def written(self, directory: str) -> None:
-        while True:
-            self._missing.pop(directory)
-            parent = os.path.dirname(directory)
-            if parent == directory:
-                return
-            directory = parent
+        for d in _lineage(directory):
+            self._missing.pop(d)
+
+
+def _lineage(directory: str) -> Iterator[str]:
+    """``directory``, then each of its parents up to the root."""
+    while True:
+        yield directory
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return
+        directory = parent
 
 
 def _missing_ancestor(directory: str) -> str | None:
     """The highest missing one of ``directory`` and its parents (None: ``directory`` exists)."""
-    if os.path.isdir(directory):
-        return None
-    gone = directory
-    while (parent := os.path.dirname(gone)) != gone and not os.path.isdir(parent):
-        gone = parent
+    gone = None
+    for d in _lineage(directory):
+        if os.path.isdir(d):
+            return gone
+        gone = d
     return gone
 
 
