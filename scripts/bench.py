@@ -113,6 +113,16 @@ def timed_cpu(cmd: list[str], cwd: Path = ROOT) -> tuple[float, float, float]:
     return wall, rss_kib / 1024, usage.ru_utime + usage.ru_stime
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its descendants, living or exited (utime, stime, cutime, cstime)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = " ".join(p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/children")).split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK") + sum(tree_cpu(int(c)) for c in children)
+
+
 def push_big_blob(reg: Registry, repo: str, size: int) -> tuple[str, int]:
     """Stream ``size`` pseudo-random bytes into ``repo`` as one blob without holding them in memory."""
     rng = random.Random(1)  # incompressible, like a real gzip'd layer (and deterministic)

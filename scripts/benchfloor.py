@@ -23,17 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import BENCH_DIR, WORKLOADS, timed_cpu
+from bench import BENCH_DIR, WORKLOADS, timed_cpu, tree_cpu
 
 from tests.support.registry import Registry, start_registry
 
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
-
-
-def process_cpu(pid: int | None) -> float:
-    """User + system CPU seconds of a running process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def requests_of(reg: Registry) -> int:
@@ -79,11 +73,13 @@ def floor_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
                 for tool in ("skopeo", "mirror") if rep % 2 == 0 else ("mirror", "skopeo"):
                     with start_registry(tmp / f"{tool}-dst-{rep}") as dst:
                         cmd = (w.skopeo_cmd if tool == "skopeo" else w.mirror_cmd)(src, dst, tmp)
+                        assert src.pid is not None and dst.pid is not None
+                        src_pid, dst_pid = src.pid, dst.pid
                         for phase in ("first copy", "no-op resync"):
-                            before = (process_cpu(src.pid), process_cpu(dst.pid), requests_of(src) + requests_of(dst))
+                            before = (tree_cpu(src_pid), tree_cpu(dst_pid), requests_of(src) + requests_of(dst))
                             wall, _rss, cpu = timed_cpu(cmd)
                             rows.setdefault((tool, phase), []).append(
-                                (wall, cpu, process_cpu(src.pid) - before[0], process_cpu(dst.pid) - before[1],
+                                (wall, cpu, tree_cpu(src_pid) - before[0], tree_cpu(dst_pid) - before[1],
                                  requests_of(src) + requests_of(dst) - before[2]))
                         if tool == "mirror":
                             seconds, sent = uvloop.run(bare_heads(src, dst, 40, 5))

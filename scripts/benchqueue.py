@@ -26,13 +26,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import BENCH_DIR, WORKLOADS, Workload, timed
+from bench import BENCH_DIR, WORKLOADS, Workload, timed, tree_cpu
 from distributed import Postgres, WorkerProcs, exit_codes, run_workers, start_postgres
 
 from tests.support.registry import Registry, start_registry
 
 QUEUE_WORKLOADS = ("small", "mixed")  # the syncs: large is a copy, and only sync has --queue
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -55,16 +54,6 @@ def received(reg: Registry) -> int:
 def stored(reg: Registry) -> int:
     """Bytes of the blobs the registry stores (each digest once)."""
     return sum(p.stat().st_size for p in (reg.storage / "docker/registry/v2/blobs").rglob("data"))
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` and its descendants, living or exited (utime, stime, cutime, cstime)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        children = " ".join(p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/children")).split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return sum(int(x) for x in fields[11:15]) / TICK + sum(tree_cpu(int(c)) for c in children)
 
 
 def children_cpu() -> float:
