@@ -64,7 +64,7 @@ def test_version_and_help_import_only_the_parser(args: tuple[str, ...]) -> None:
     else:
         command = args[0] if args[0] != "--help" else ""
         assert proc.stdout.startswith(f"usage: mirror {command}".rstrip())
-    if args[0] != "sync":  # sync's --keep-latest-by choices come from mirror.config.retention (a dataclass)
+    if args[0] != "sync":  # sync's --keep-latest-by choices come from mirror.config.retention (msgspec, typing)
         assert "typing" not in modules and "dataclasses" not in modules
     assert "mirror.cli.start" in modules  # the list is real
     assert _offenders(modules, NOT_FOR_HELP) == []

@@ -18,7 +18,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: mirror -
 if TYPE_CHECKING:
     from typing import Any
 
-# mirror.config (dataclasses, RE2) is imported by the functions that need it: ``mirror --help`` needs none.
+# mirror.config (its values, RE2) is imported by the functions that need it: ``mirror --help`` needs none.
 
 
 def add_flags(group: argparse._ArgumentGroup) -> None:
