@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from msgspec import Struct, field
+from msgspec import Struct
 
 from mirror.core.digest import Digest
 from mirror.errors import ManifestError, MirrorError
@@ -73,7 +73,7 @@ class Descriptor(Struct, frozen=True):
     digest: Digest
     size: int
     urls: tuple[str, ...] = ()
-    annotations: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    annotations: Mapping[str, str] = EMPTY
     platform: Platform | None = None
     artifact_type: str | None = None
 

@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from msgspec import Struct, field
+from msgspec import Struct
 
 from mirror.errors import SignatureInvalid
 
@@ -39,7 +39,7 @@ class Sigstore(Struct, frozen=True):
 
     mime_type: str
     payload: bytes
-    annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    annotations: Mapping[str, str] = MappingProxyType({})
 
 
 def format_of(blob: bytes) -> str:

@@ -39,7 +39,7 @@ class MultiArch(Enum):
 
 class CopyOptions(Struct, frozen=True):
     multi_arch: MultiArch = MultiArch.SYSTEM
-    platform: Platform = field(default_factory=lambda: Platform("linux", "amd64"))
+    platform: Platform = Platform("linux", "amd64")
     platforms: tuple[Platform, ...] = ()  # a subset of an index to copy (YAML `platforms`)
     remove_signatures: bool = False
     signers: tuple[Signer, ...] = ()  # --sign-by*: each adds a signature of the copied top-level manifest

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from types import MappingProxyType
 from typing import Protocol
 
-from msgspec import Struct, field
+from msgspec import Struct
 from multidict import MultiMapping
 from yarl import URL
 
@@ -39,7 +39,7 @@ class Request(Struct, frozen=True):
 
     method: str
     url: URL
-    headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
+    headers: Mapping[str, str] = _NO_HEADERS
     body: Body = None
     ssl: ssl.SSLContext | None = None
 

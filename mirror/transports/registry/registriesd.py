@@ -22,7 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from msgspec import Struct, field
+from msgspec import Struct
 from yarl import URL
 
 from mirror.core.digest import Digest
@@ -69,7 +69,7 @@ class RegistriesD(Struct, frozen=True):
     """The merged configuration of one registries.d directory."""
 
     default: Namespace | None = None
-    docker: Mapping[str, Namespace] = field(default_factory=lambda: MappingProxyType({}))
+    docker: Mapping[str, Namespace] = MappingProxyType({})
     builtin_lookaside: str = ROOT_LOOKASIDE  # a directory path
 
     @property
